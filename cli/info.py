@@ -1,0 +1,35 @@
+"""`inq-onnx info`: per-layer bits, exponent range, zeros and bytes of a model."""
+
+from __future__ import annotations
+
+import click
+
+from inq_onnx.api import info as model_info
+
+from ._output import echo_json, percent, table
+
+
+@click.command("info")
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def command(model, as_json):
+    """Describe MODEL's quantized layers and the Conv/Gemm nodes left float."""
+    report = model_info(model)
+    if as_json:
+        echo_json(report.to_dict())
+        return
+    if report.layers:
+        rows = [(l.node, l.op_type, l.bits,
+                 "-" if l.exponent_min is None else f"2^{l.exponent_min}..2^{l.exponent_max}",
+                 percent(l.zero_fraction), l.parameters, l.packed_bytes, l.float_bytes) for l in report.layers]
+        click.echo(table(["layer", "op", "bits", "exponents", "zeros", "weights", "bytes", "fp32 bytes"], rows))
+    else:
+        click.echo("No com.inq layers: a float model.")
+    if report.float_layers:
+        click.echo("")
+        click.echo(table(["float layer", "op", "weights", "why"],
+                         [(f.node, f.op_type, f.parameters, f.reason) for f in report.float_layers]))
+    click.echo("")
+    click.echo(f"model: {report.model_bytes} bytes; with fp32 weights: {report.float_model_bytes} bytes; "
+               f"compression {report.compression_ratio:.2f}x "
+               f"(quantized weights {report.packed_bytes} vs {report.float_bytes} bytes)")

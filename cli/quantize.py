@@ -1,0 +1,67 @@
+"""`inq-onnx quantize`: INQ-retrain a model and rewrite it into com.inq ops."""
+
+from __future__ import annotations
+
+import warnings
+
+import click
+
+from inq_onnx.api import quantize as quantize_file
+from inq_onnx.pipeline import QuantizeConfig
+from inq_onnx.retrain import RetrainConfig
+from inq_onnx.schedule import STRATEGIES, parse_portions
+from inq_onnx.training.optim import OPTIMIZERS
+
+from ._output import StepProgress, percent, table
+
+
+@click.command("quantize")
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option("--bits", type=int, default=5, show_default=True, help="Bits per weight, 2..8.")
+@click.option("--data", "data", type=click.Path(dir_okay=False),
+              help=".npz with one array per model input and optional int 'labels'. Without it: one-shot.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Output path [default: <stem>.inq.onnx].")
+@click.option("--portions", help="Accumulated portions, e.g. 0.5,0.75,0.875,1 [default: the paper's for --bits].")
+@click.option("--strategy", type=click.Choice(STRATEGIES), default="magnitude", show_default=True,
+              help="Which weights each step freezes: largest magnitude first, or random.")
+@click.option("--epochs", type=int, default=RetrainConfig.epochs, show_default=True, help="Epochs per step.")
+@click.option("--batch-size", type=int, default=RetrainConfig.batch_size, show_default=True)
+@click.option("--lr", type=float, default=RetrainConfig.lr, show_default=True, help="Learning rate.")
+@click.option("--optimizer", type=click.Choice(OPTIMIZERS), default="sgd", show_default=True,
+              help="sgd: momentum 0.9, weight decay 5e-4 (the paper's); adamw.")
+@click.option("--weight-decay", type=float, default=RetrainConfig.weight_decay, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--exclude", multiple=True, metavar="NODE", help="Leave this node float (repeatable).")
+@click.option("--no-retrain", is_flag=True, help="One-shot quantization, no retraining.")
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+def command(model, bits, data, output, portions, strategy, epochs, batch_size, lr, optimizer, weight_decay, seed,
+            exclude, no_retrain, quiet):
+    """Quantize MODEL's Conv/Gemm weights to 0 or ±2^k in BITS bits with INQ and write the rewritten model."""
+    training = RetrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer,
+                             weight_decay=weight_decay, strategy=strategy, seed=seed)
+    config = QuantizeConfig(bits=bits, portions=parse_portions(portions) if portions else None,
+                            exclude=tuple(exclude), retrain=not no_retrain, training=training)
+    if data is None and not no_retrain:
+        click.echo("Warning: no --data given: one-shot quantization without retraining (expect lower accuracy).",
+                   err=True)
+    with StepProgress(enabled=not quiet) as progress, warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        summary = quantize_file(model, config, data, output, progress)
+    for w in caught:
+        click.echo(f"Warning: {w.message}", err=True)
+    result = summary.result
+    click.echo(f"Quantized {len(result.layers)} layer(s) to {bits} bits ({result.mode}); "
+               f"{len(result.skipped)} Conv/Gemm node(s) left float.")
+    for skipped in result.skipped:
+        click.echo(f"  float: {skipped.node} ({skipped.op_type}): {skipped.reason}")
+    if summary.rewrite_check:
+        worst = max(c.max_abs_diff for c in summary.rewrite_check)
+        click.echo(f"Rewrite check: com.inq ops match the float model with the same weights (max diff {worst:.3g}).")
+    if summary.validation is not None:
+        v = summary.validation
+        rows = [(c.name, c.max_abs_diff, c.cosine, c.sqnr_db, percent(c.top1_agreement)) for c in v.outputs]
+        click.echo(table(["output vs original", "max |diff|", "cosine", "SQNR dB", "top-1 agree"], rows))
+        if v.accuracy_original is not None:
+            click.echo(f"Accuracy on the data: original {percent(v.accuracy_original)}, "
+                       f"quantized {percent(v.accuracy_quantized)}")
+    click.echo(f"Wrote {summary.output}")

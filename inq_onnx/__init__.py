@@ -1,0 +1,9 @@
+"""inq-onnx: Incremental Network Quantization for ONNX models, deployed as bit-packed com.inq ops."""
+
+__version__ = "0.1.0"
+
+from .errors import ConfigError, DataError, InqError, ModelError, RuntimeUnavailableError, ValidationError  # noqa: E402
+from .runtime import get_library_path  # noqa: E402
+
+__all__ = ["__version__", "get_library_path", "InqError", "ModelError", "DataError", "ConfigError",
+           "RuntimeUnavailableError", "ValidationError"]

@@ -1,0 +1,125 @@
+"""Calibration/training data: an .npz with one array per model input and optional int `labels`, checked early."""
+
+from __future__ import annotations
+
+import os
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import helper
+
+from .errors import DataError
+
+__all__ = ["Dataset", "load_dataset", "check_dataset", "model_inputs", "LABELS_KEY"]
+
+LABELS_KEY = "labels"
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    name: str
+    dtype: np.dtype
+    shape: tuple  # ints for fixed dims, None or a name for symbolic ones
+
+
+@dataclass
+class Dataset:
+    inputs: dict[str, np.ndarray]
+    labels: np.ndarray | None
+
+    def __len__(self) -> int:
+        return len(next(iter(self.inputs.values())))
+
+    def batch(self, index: np.ndarray) -> dict[str, np.ndarray]:
+        return {k: v[index] for k, v in self.inputs.items()}
+
+    def sample_shapes(self) -> dict[str, tuple[int, ...]]:
+        return {k: tuple(v.shape[1:]) for k, v in self.inputs.items()}
+
+
+def model_inputs(model: onnx.ModelProto) -> list[InputSpec]:
+    """The graph inputs that are not initializers."""
+    initializers = {t.name for t in model.graph.initializer}
+    specs = []
+    for value in model.graph.input:
+        if value.name in initializers:
+            continue
+        tensor = value.type.tensor_type
+        dims = tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in tensor.shape.dim)
+        specs.append(InputSpec(value.name, np.dtype(helper.tensor_dtype_to_np_dtype(tensor.elem_type)), dims))
+    return specs
+
+
+def _output_width(model: onnx.ModelProto) -> int | None:
+    """Classes of the first output when it is (batch, classes) with a fixed class count."""
+    dims = model.graph.output[0].type.tensor_type.shape.dim
+    if len(dims) == 2 and dims[1].HasField("dim_value"):
+        return dims[1].dim_value
+    return None
+
+
+def load_dataset(path: str | os.PathLike) -> Dataset:
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"data file not found: {path}")
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            arrays = {key: archive[key] for key in archive.files}
+    except (OSError, ValueError, zipfile.BadZipFile) as exc:
+        raise DataError(f"{path} is not a readable .npz file ({exc})") from None
+    labels = arrays.pop(LABELS_KEY, None)
+    if not arrays:
+        raise DataError(f"{path} holds no input arrays")
+    return Dataset(arrays, labels)
+
+
+def check_dataset(dataset: Dataset, model: onnx.ModelProto) -> Dataset:
+    """Check names, shapes, dtypes, finiteness and labels against the model; float64 data becomes float32."""
+    specs = model_inputs(model)
+    expected = {s.name for s in specs}
+    missing = sorted(expected - set(dataset.inputs))
+    extra = sorted(set(dataset.inputs) - expected)
+    if missing:
+        raise DataError(f"data lacks model input(s) {', '.join(missing)} (data has: {', '.join(sorted(dataset.inputs))})")
+    if extra:
+        raise DataError(f"data has array(s) {', '.join(extra)} that are not model inputs "
+                        f"(inputs: {', '.join(sorted(expected))}; labels go under '{LABELS_KEY}')")
+    counts = {name: len(a) if a.ndim else 0 for name, a in dataset.inputs.items()}
+    if len(set(counts.values())) != 1:
+        raise DataError(f"arrays differ in sample count: {counts}")
+    count = next(iter(counts.values()))
+    if count == 0:
+        raise DataError("data has no samples")
+    inputs = {}
+    for spec in specs:
+        array = dataset.inputs[spec.name]
+        if array.dtype != spec.dtype:
+            if np.issubdtype(array.dtype, np.floating) and np.issubdtype(spec.dtype, np.floating):
+                array = array.astype(spec.dtype)
+            else:
+                raise DataError(f"input {spec.name}: data is {array.dtype}, the model takes {spec.dtype}")
+        if spec.shape and len(spec.shape) != array.ndim:
+            raise DataError(f"input {spec.name}: data has shape {array.shape}, the model takes rank {len(spec.shape)} "
+                            f"{tuple(d if isinstance(d, int) and d else '?' for d in spec.shape)}")
+        for axis, (want, got) in enumerate(zip(spec.shape[1:], array.shape[1:]), start=1):
+            if isinstance(want, int) and want > 0 and want != got:
+                raise DataError(f"input {spec.name}: data has shape {array.shape}, the model needs {want} on axis {axis}")
+        if np.issubdtype(array.dtype, np.floating) and not np.all(np.isfinite(array)):
+            raise DataError(f"input {spec.name}: data contains NaN or Inf")
+        inputs[spec.name] = array
+    labels = dataset.labels
+    if labels is not None:
+        if not np.issubdtype(labels.dtype, np.integer):
+            raise DataError(f"labels must be integers, got {labels.dtype}")
+        if labels.ndim != 1 or len(labels) != count:
+            raise DataError(f"labels must be 1-D with one entry per sample ({count}), got shape {labels.shape}")
+        width = _output_width(model)
+        low, high = int(labels.min()), int(labels.max())
+        if low < 0 or (width is not None and high >= width):
+            raise DataError(f"labels range {low}..{high}, the model's output has "
+                            f"{width if width is not None else 'an unknown number of'} classes")
+        labels = labels.astype(np.int64)
+    return Dataset(inputs, labels)

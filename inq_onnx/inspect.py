@@ -1,0 +1,105 @@
+"""Info: what a model's quantized layers hold (bits, exponent range, zeros, bytes) and what stayed float."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import onnx
+
+from .layers import match_layers
+from .normalize import normalize_model
+from .packed_nodes import packed_weight, shift_nodes
+
+__all__ = ["LayerInfo", "FloatLayer", "ModelInfo", "model_info"]
+
+
+@dataclass(frozen=True)
+class LayerInfo:
+    node: str
+    op_type: str
+    bits: int
+    exponent_min: int | None  # smallest / largest k of the ±2^k the layer uses; None when all zero
+    exponent_max: int | None
+    zero_fraction: float
+    parameters: int
+    packed_bytes: int
+
+    @property
+    def float_bytes(self) -> int:
+        return 4 * self.parameters
+
+
+@dataclass(frozen=True)
+class FloatLayer:
+    node: str
+    op_type: str
+    parameters: int
+    reason: str
+
+
+@dataclass
+class ModelInfo:
+    layers: list[LayerInfo] = field(default_factory=list)
+    float_layers: list[FloatLayer] = field(default_factory=list)
+    model_bytes: int = 0  # serialized size
+
+    @property
+    def packed_bytes(self) -> int:
+        return sum(layer.packed_bytes for layer in self.layers)
+
+    @property
+    def float_bytes(self) -> int:
+        return sum(layer.float_bytes for layer in self.layers)
+
+    @property
+    def float_model_bytes(self) -> int:
+        """Size of the same model with float32 weights in place of the packed ones."""
+        return self.model_bytes - self.packed_bytes + self.float_bytes
+
+    @property
+    def compression_ratio(self) -> float:
+        return self.float_model_bytes / self.model_bytes if self.model_bytes else 1.0
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        for entry, layer in zip(data["layers"], self.layers):
+            entry["float_bytes"] = layer.float_bytes
+        data.update(packed_bytes=self.packed_bytes, float_bytes=self.float_bytes,
+                    float_model_bytes=self.float_model_bytes, compression_ratio=self.compression_ratio)
+        return data
+
+
+def _layer_info(node: onnx.NodeProto, initializers: dict) -> LayerInfo:
+    packed = packed_weight(node, initializers)
+    codes = packed.codes()
+    magnitude = codes & ((1 << (packed.bits - 1)) - 1)
+    nonzero = magnitude != 0
+    base = np.asarray(packed.exponent_base).reshape(-1)
+    if base.size > 1:  # per-channel bases
+        view = [1] * codes.ndim
+        view[packed.channel_axis] = base.size
+        base = base.reshape(view)
+    exponents = (np.broadcast_to(base, codes.shape) + magnitude - 1)[nonzero]
+    return LayerInfo(
+        node=node.name, op_type=node.op_type, bits=packed.bits,
+        exponent_min=int(exponents.min()) if exponents.size else None,
+        exponent_max=int(exponents.max()) if exponents.size else None,
+        zero_fraction=float(1.0 - nonzero.mean()) if codes.size else 0.0,
+        parameters=int(codes.size), packed_bytes=int(packed.data.size))
+
+
+def model_info(model: onnx.ModelProto) -> ModelInfo:
+    """Per-layer figures of the com.inq nodes, and the Conv/Gemm nodes left float with the reason."""
+    initializers = {t.name: t for t in model.graph.initializer}
+    info = ModelInfo(model_bytes=model.ByteSize())
+    info.layers = [_layer_info(node, initializers) for node in shift_nodes(model)]
+    float_model = normalize_model(model) if not info.layers else model
+    layers, skipped = match_layers(float_model)
+    sizes = {t.name: int(np.prod(t.dims)) for t in float_model.graph.initializer}
+    info.float_layers = [FloatLayer(layer.node, layer.op_type, sizes[layer.weight], "not quantized")
+                         for layer in layers]
+    by_name = {n.name: n for n in float_model.graph.node}
+    info.float_layers += [FloatLayer(s.node, s.op_type, sizes.get(by_name[s.node].input[1], 0)
+                                     if len(by_name[s.node].input) > 1 else 0, s.reason) for s in skipped]
+    return info

@@ -1,0 +1,94 @@
+"""Which Conv and Gemm nodes INQ quantizes, and for those it leaves float, why not."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Iterable
+
+import onnx
+
+from .errors import ConfigError
+
+__all__ = ["Layer", "SkippedNode", "match_layers", "QUANTIZABLE_OPS"]
+
+QUANTIZABLE_OPS = ("Conv", "Gemm")
+
+
+@dataclass(frozen=True)
+class Layer:
+    """A Conv or Gemm node whose constant weight INQ quantizes."""
+
+    node: str
+    op_type: str
+    weight: str
+    bias: str | None
+    shape: tuple[int, ...]
+    channel_axis: int  # the weight axis of output channels: Conv 0, Gemm 1 (0 when transB)
+
+
+@dataclass(frozen=True)
+class SkippedNode:
+    node: str
+    op_type: str
+    reason: str
+
+
+def _attribute(node: onnx.NodeProto, name: str, default):
+    for a in node.attribute:
+        if a.name == name:
+            return onnx.helper.get_attribute_value(a)
+    return default
+
+
+def _check(node: onnx.NodeProto, initializers: dict[str, onnx.TensorProto], consumers: dict[str, list],
+           excluded: set[str]) -> str | None:
+    """None when the node qualifies, else the reason it does not."""
+    if node.name in excluded:
+        return "excluded by the user"
+    if len(node.input) < 2 or node.input[1] not in initializers:
+        return "weight is not a constant initializer"
+    weight = initializers[node.input[1]]
+    if weight.data_type != onnx.TensorProto.FLOAT:
+        return f"weight is {onnx.TensorProto.DataType.Name(weight.data_type)}, not FLOAT"
+    rank = len(weight.dims)
+    if node.op_type == "Conv" and rank not in (3, 4):
+        return f"only 1-D and 2-D convolutions are supported (weight rank {rank})"
+    if node.op_type == "Gemm" and rank != 2:
+        return f"Gemm weight must be 2-D (rank {rank})"
+    others = [c for c in consumers[node.input[1]] if c.op_type != node.op_type or c.input[1] != node.input[1]]
+    if others:
+        return f"weight also feeds node {others[0].name} ({others[0].op_type})"
+    if len(node.input) > 2 and node.input[2] and node.op_type == "Conv" and node.input[2] not in initializers:
+        return "bias is not a constant initializer"
+    return None
+
+
+def match_layers(model: onnx.ModelProto, exclude: Iterable[str] = ()) -> tuple[list[Layer], list[SkippedNode]]:
+    """Quantizable layers and skipped Conv/Gemm nodes, in graph order. `model` must be normalized."""
+    graph = model.graph
+    excluded = set(exclude)
+    candidates = [n for n in graph.node if n.op_type in QUANTIZABLE_OPS and n.domain in ("", "ai.onnx")]
+    unknown = excluded - {n.name for n in graph.node}
+    if unknown:
+        names = ", ".join(n.name for n in candidates) or "none"
+        raise ConfigError(f"--exclude names no node: {', '.join(sorted(unknown))} (Conv/Gemm nodes: {names})")
+    initializers = {t.name: t for t in graph.initializer}
+    consumers: dict[str, list] = defaultdict(list)
+    for n in graph.node:
+        for name in n.input:
+            consumers[name].append(n)
+    outputs = {o.name for o in graph.output}
+    layers, skipped = [], []
+    for node in candidates:
+        reason = _check(node, initializers, consumers, excluded)
+        if reason is None and node.input[1] in outputs:
+            reason = "weight is also a graph output"
+        if reason is not None:
+            skipped.append(SkippedNode(node.name, node.op_type, reason))
+            continue
+        shape = tuple(initializers[node.input[1]].dims)
+        axis = 0 if node.op_type == "Conv" or _attribute(node, "transB", 0) else 1
+        bias = node.input[2] if len(node.input) > 2 and node.input[2] else None
+        layers.append(Layer(node.name, node.op_type, node.input[1], bias, shape, axis))
+    return layers, skipped

@@ -1,0 +1,172 @@
+"""The quantize pipeline on models in memory: normalize → levels → retrain (or one shot) → rewrite → check."""
+
+from __future__ import annotations
+
+import copy
+import tempfile
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from . import __version__
+from .data import Dataset, check_dataset, model_inputs
+from .errors import ConfigError, ModelError, ValidationError
+from .layers import Layer, SkippedNode, match_layers
+from .normalize import normalize_model
+from .quantizer import MAX_BITS, MIN_BITS, LayerLevels, layer_levels, quantize
+from .retrain import ProgressCallback, RetrainConfig, StepReport, run_inq
+from .rewrite import rewrite_model
+from .runtime import make_session, run_batched
+from .schedule import check_portions, default_portions
+from .validate import OutputComparison, compare_outputs
+
+__all__ = ["QuantizeConfig", "QuantizeResult", "quantize_model", "check_rewrite", "trainable_parameters"]
+
+# Outputs of the rewritten model may differ from the float model with the same weights only by float rounding.
+REWRITE_RTOL = 1e-4
+
+
+@dataclass(frozen=True)
+class QuantizeConfig:
+    bits: int = 5
+    portions: tuple[float, ...] | None = None  # None: the paper's schedule for `bits`
+    exclude: tuple[str, ...] = ()
+    retrain: bool = True
+    training: RetrainConfig = field(default_factory=RetrainConfig)
+
+    def __post_init__(self):
+        if isinstance(self.bits, bool) or not isinstance(self.bits, int) or not MIN_BITS <= self.bits <= MAX_BITS:
+            raise ConfigError(f"bits must be an integer from {MIN_BITS} to {MAX_BITS}, got {self.bits!r}")
+        if self.portions is not None:
+            object.__setattr__(self, "portions", check_portions(self.portions))
+
+    @property
+    def schedule(self) -> tuple[float, ...]:
+        return self.portions or default_portions(self.bits)
+
+
+@dataclass
+class QuantizeResult:
+    model: onnx.ModelProto  # the rewritten model
+    float_model: onnx.ModelProto  # the same weights as float Conv/Gemm: what the rewrite must reproduce
+    layers: list[Layer]
+    skipped: list[SkippedNode]
+    levels: dict[str, LayerLevels]
+    mode: str  # "labels", "distillation" or "one-shot"
+    steps: list[StepReport] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def trainable_parameters(model: onnx.ModelProto, layers: list[Layer]) -> list[str]:
+    """Conv/Gemm weights and biases and BatchNormalization scale/shift: what retraining may move."""
+    initializers = {t.name for t in model.graph.initializer if t.data_type == onnx.TensorProto.FLOAT}
+    names = {layer.weight for layer in layers}
+    for node in model.graph.node:
+        if node.op_type in ("Conv", "Gemm"):
+            names.update(node.input[1:3])
+        elif node.op_type == "BatchNormalization":
+            names.update(node.input[1:3])
+    return sorted(n for n in names if n in initializers)
+
+
+def _with_initializers(model: onnx.ModelProto, values: dict[str, np.ndarray]) -> onnx.ModelProto:
+    model = copy.deepcopy(model)
+    for tensor in model.graph.initializer:
+        if tensor.name in values:
+            tensor.CopyFrom(numpy_helper.from_array(values[tensor.name].astype(np.float32), tensor.name))
+    return model
+
+
+def _retrain(model, layers, levels, dataset: Dataset, config: QuantizeConfig, progress):
+    from .training.ort_backend import OrtGradientBackend  # needs onnxruntime-training: imported on demand
+
+    if dataset.labels is not None:
+        loss, targets = "cross_entropy", dataset.labels
+    else:
+        loss, targets = "distillation", run_batched(make_session(model), dataset.inputs)
+    with tempfile.TemporaryDirectory(prefix="inq-train-") as workdir:
+        backend = OrtGradientBackend(model, trainable_parameters(model, layers), loss,
+                                     dataset.sample_shapes(), workdir)
+        try:
+            params, steps = run_inq(backend, levels, config.schedule, dataset.inputs, targets, config.training,
+                                    progress)
+        finally:
+            close = getattr(backend, "close", None)
+            if close:
+                close()
+    return params, steps, ("labels" if loss == "cross_entropy" else "distillation")
+
+
+def quantize_model(model: onnx.ModelProto, config: QuantizeConfig, dataset: Dataset | None = None, *,
+                   metadata: dict[str, str] | None = None, progress: ProgressCallback | None = None
+                   ) -> QuantizeResult:
+    """INQ-quantize every qualifying Conv/Gemm of `model` and rewrite them into com.inq ops."""
+    normalized = normalize_model(model)
+    layers, skipped = match_layers(normalized, config.exclude)
+    if not layers:
+        reasons = "; ".join(f"{s.node}: {s.reason}" for s in skipped) or "the model has no Conv or Gemm node"
+        raise ModelError(f"nothing to quantize ({reasons})")
+    initializers = {t.name: t for t in normalized.graph.initializer}
+    originals = {layer.weight: numpy_helper.to_array(initializers[layer.weight]) for layer in layers}
+    levels = {name: layer_levels(w, config.bits) for name, w in originals.items()}
+
+    notes: list[str] = []
+    steps: list[StepReport] = []
+    if dataset is not None:
+        dataset = check_dataset(dataset, normalized)
+    if dataset is None or not config.retrain or config.training.epochs == 0:
+        why = ("no training data was given" if dataset is None else
+               "retraining is off" if not config.retrain else "epochs is 0")
+        notes.append(f"one-shot quantization without retraining: {why}")
+        values = {name: quantize(w, levels[name]) for name, w in originals.items()}
+        mode = "one-shot"
+    else:
+        values, steps, mode = _retrain(normalized, layers, levels, dataset, config, progress)
+
+    float_model = _with_initializers(normalized, values)
+    meta = {"inq.bits": str(config.bits), "inq.mode": mode, "inq.version": __version__,
+            "inq.portions": ",".join(f"{p:g}" for p in config.schedule) if mode != "one-shot" else "1",
+            "inq.strategy": config.training.strategy, **(metadata or {})}
+    rewritten = rewrite_model(float_model, layers, levels, meta)
+    return QuantizeResult(rewritten, float_model, layers, skipped, levels, mode, steps, notes)
+
+
+def _probe_inputs(model: onnx.ModelProto, batch: int = 4, seed: int = 0) -> dict[str, np.ndarray] | None:
+    """Random inputs when the model's shapes are fixed but for the batch; None otherwise."""
+    rng = np.random.default_rng(seed)
+    inputs = {}
+    for spec in model_inputs(model):
+        dims = [batch] + [d for d in spec.shape[1:]]
+        if not all(isinstance(d, int) and d > 0 for d in dims) or not np.issubdtype(spec.dtype, np.floating):
+            return None
+        inputs[spec.name] = rng.standard_normal(dims).astype(spec.dtype)
+    return inputs
+
+
+def check_rewrite(result: QuantizeResult, dataset: Dataset | None = None, samples: int = 64
+                  ) -> list[OutputComparison]:
+    """Run the rewritten model and the float model with the same weights; they must agree to float rounding.
+
+    Raises ValidationError naming the output that drifts; warns (and returns []) when no inputs can be made.
+    """
+    if dataset is not None:
+        inputs = {k: v[:samples] for k, v in dataset.inputs.items()}
+    else:
+        inputs = _probe_inputs(result.float_model)
+        if inputs is None:
+            warnings.warn("the rewrite was not checked: the model's input shapes are not fixed; give --data")
+            return []
+    expected = run_batched(make_session(result.float_model), inputs)
+    actual = run_batched(make_session(result.model), inputs)
+    comparisons = []
+    for output, ref, got in zip(result.model.graph.output, expected, actual):
+        comparison = compare_outputs(output.name, ref, got)
+        limit = REWRITE_RTOL * max(float(np.max(np.abs(ref), initial=0.0)), 1e-6)
+        if not comparison.max_abs_diff <= limit:
+            raise ValidationError(f"the rewritten model's output {output.name} differs from the float model with "
+                                  f"the same weights by {comparison.max_abs_diff:.3g} (limit {limit:.3g})")
+        comparisons.append(comparison)
+    return comparisons

@@ -1,0 +1,114 @@
+"""INQ's incremental loop: freeze a growing portion of each layer at its power-of-two levels, retrain the rest."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Mapping, Sequence
+
+import numpy as np
+
+from .errors import ConfigError
+from .quantizer import LayerLevels, quantize
+from .schedule import STRATEGIES, grow_frozen_mask
+from .training.backend import GradientBackend
+from .training.optim import OPTIMIZERS, make_optimizer
+
+__all__ = ["RetrainConfig", "StepReport", "run_inq", "ProgressCallback"]
+
+# progress(step_index, step_count, batches_done, batch_count, loss): called after every batch.
+ProgressCallback = Callable[[int, int, int, int, float], None]
+
+
+@dataclass(frozen=True)
+class RetrainConfig:
+    epochs: int = 2
+    batch_size: int = 32
+    lr: float = 1e-3
+    optimizer: str = "sgd"
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    strategy: str = "magnitude"
+    seed: int = 0
+
+    def __post_init__(self):
+        if isinstance(self.epochs, bool) or not isinstance(self.epochs, int) or self.epochs < 0:
+            raise ConfigError(f"epochs must be a whole number >= 0, got {self.epochs!r}")
+        if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1:
+            raise ConfigError(f"batch_size must be a whole number >= 1, got {self.batch_size!r}")
+        if not self.lr > 0:
+            raise ConfigError(f"lr must be > 0, got {self.lr!r}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ConfigError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
+        if self.strategy not in STRATEGIES:
+            raise ConfigError(f"strategy must be one of {', '.join(STRATEGIES)}, got {self.strategy!r}")
+        if not 0 <= self.momentum < 1 or self.weight_decay < 0:
+            raise ConfigError("momentum must be in [0, 1) and weight_decay >= 0")
+
+
+@dataclass
+class StepReport:
+    portion: float
+    frozen_fraction: float
+    epoch_losses: list[float] = field(default_factory=list)
+
+
+def _freeze(params: dict[str, np.ndarray], frozen: dict[str, np.ndarray], levels: Mapping[str, LayerLevels]
+            ) -> dict[str, np.ndarray]:
+    """Put frozen entries exactly on their levels; returns those values for cheap restores."""
+    values = {}
+    for name, mask in frozen.items():
+        w = params[name]
+        w[mask] = quantize(w[mask], levels[name])
+        values[name] = w[mask]
+    return values
+
+
+def run_inq(backend: GradientBackend, levels: Mapping[str, LayerLevels], portions: Sequence[float],
+            inputs: Mapping[str, np.ndarray], targets: np.ndarray | list[np.ndarray], config: RetrainConfig,
+            progress: ProgressCallback | None = None) -> tuple[dict[str, np.ndarray], list[StepReport]]:
+    """Run the whole schedule; returns the final parameters (all quantized weights on their levels).
+
+    `levels` maps each quantized weight's name to its levels; other trainable parameters (biases, excluded
+    layers) retrain as float. `targets` is labels or, for distillation, the teacher's outputs, sample-aligned.
+    """
+    rng = np.random.default_rng(config.seed)
+    params = backend.get_parameters()
+    missing = set(levels) - set(params)
+    if missing:
+        raise ConfigError(f"weights not trainable in the backend: {', '.join(sorted(missing))}")
+    frozen = {name: np.zeros(params[name].shape, dtype=bool) for name in levels}
+    count = len(next(iter(inputs.values())))
+    batches_per_epoch = -(-count // config.batch_size)
+    retrain_steps = [p for p in portions if p < 1.0]
+    reports = []
+    for step, portion in enumerate(portions):
+        for name in levels:
+            frozen[name] = grow_frozen_mask(params[name], frozen[name], portion, config.strategy, rng)
+        frozen_values = _freeze(params, frozen, levels)
+        backend.set_parameters(params)
+        total = sum(int(m.size) for m in frozen.values())
+        report = StepReport(portion, sum(int(m.sum()) for m in frozen.values()) / max(total, 1))
+        reports.append(report)
+        if portion >= 1.0:
+            break  # the last step quantizes everything; nothing is left to retrain
+        trainable = {name: ~mask for name, mask in frozen.items()}
+        optimizer = make_optimizer(config.optimizer, config.lr, config.weight_decay, config.momentum)
+        done = 0
+        for _ in range(config.epochs):
+            order = rng.permutation(count)
+            losses = []
+            for start in range(0, count, config.batch_size):
+                index = order[start:start + config.batch_size]
+                batch = {k: v[index] for k, v in inputs.items()}
+                target = targets[index] if isinstance(targets, np.ndarray) else [t[index] for t in targets]
+                loss, grads = backend.loss_and_gradients(batch, target)
+                optimizer.step(params, grads, trainable)
+                for name, mask in frozen.items():  # exact, whatever the optimizer did
+                    params[name][mask] = frozen_values[name]
+                backend.set_parameters(params)
+                losses.append(loss)
+                done += 1
+                if progress is not None:
+                    progress(step, len(retrain_steps), done, batches_per_epoch * config.epochs, loss)
+            report.epoch_losses.append(float(np.mean(losses)))
+    return params, reports

@@ -1,0 +1,121 @@
+"""ONNX schemas of the `com.inq` operators, so `onnx.checker` and shape inference accept rewritten models."""
+
+from __future__ import annotations
+
+import onnx
+from onnx import defs, helper, shape_inference
+
+__all__ = ["DOMAIN", "OPSET_VERSION", "SHIFT_CONV", "SHIFT_GEMM", "register_schemas", "opset_import"]
+
+DOMAIN = "com.inq"
+OPSET_VERSION = 1
+SHIFT_CONV = "ShiftConv"
+SHIFT_GEMM = "ShiftGemm"
+
+# The attributes that describe the packed weight (docs/ops.md), shared by both operators.
+_PACKING_ATTRIBUTES = ("bits", "weight_shape", "exponent_base")
+_CONV_ATTRIBUTES = ("auto_pad", "dilations", "group", "kernel_shape", "pads", "strides")
+_GEMM_ATTRIBUTES = ("alpha", "beta", "transA", "transB")
+
+_registered = False
+
+
+def opset_import() -> onnx.OperatorSetIdProto:
+    return helper.make_opsetid(DOMAIN, OPSET_VERSION)
+
+
+def _float_weight_type(ctx: shape_inference.InferenceContext) -> onnx.TypeProto:
+    shape = list(ctx.get_attribute("weight_shape").ints)
+    return helper.make_tensor_type_proto(onnx.TensorProto.FLOAT, shape)
+
+
+def _infer_like(standard_op: str, attribute_names: tuple[str, ...], input_names: tuple[str, ...]):
+    """Shape inference that runs the standard op's own inference on the decoded weight's type."""
+    schema = defs.get_schema(standard_op, 13)
+
+    def infer(ctx: shape_inference.InferenceContext) -> None:
+        if ctx.get_attribute("weight_shape") is None:
+            return
+        attributes = [ctx.get_attribute(name) for name in attribute_names]
+        node = helper.make_node(standard_op, list(input_names[: ctx.get_num_inputs()]), ["y"])
+        node.attribute.extend(a for a in attributes if a is not None)
+        types = {input_names[0]: ctx.get_input_type(0), input_names[1]: _float_weight_type(ctx)}
+        if ctx.get_num_inputs() > 2 and ctx.has_input(2):
+            types[input_names[2]] = ctx.get_input_type(2)
+        else:
+            node.input[:] = node.input[:2]
+        outputs = shape_inference.infer_node_outputs(schema, node, types)
+        ctx.set_output_type(0, outputs["y"])
+
+    return infer
+
+
+def _packing_attributes() -> list[defs.OpSchema.Attribute]:
+    A = defs.OpSchema.AttrType
+    return [
+        defs.OpSchema.Attribute("bits", A.INT, "Bits per weight code, 2..8."),
+        defs.OpSchema.Attribute("weight_shape", A.INTS, "Shape of the decoded weight."),
+        defs.OpSchema.Attribute("exponent_base", A.INTS,
+                                "Exponent of magnitude index 1: one value, or one per output channel."),
+    ]
+
+
+def _parameter(name: str, type_str: str, doc: str, optional: bool = False) -> defs.OpSchema.FormalParameter:
+    option = defs.OpSchema.FormalParameterOption.Optional if optional else defs.OpSchema.FormalParameterOption.Single
+    return defs.OpSchema.FormalParameter(name, type_str, doc, param_option=option)
+
+
+def _shift_conv_schema() -> defs.OpSchema:
+    A = defs.OpSchema.AttrType
+    schema = defs.OpSchema(
+        SHIFT_CONV, DOMAIN, OPSET_VERSION,
+        "ONNX Conv whose weight is stored as bit-packed power-of-two codes (docs/ops.md).",
+        inputs=[_parameter("X", "T", "Input (N, C, D1[, D2])."),
+                _parameter("W_packed", "tensor(uint8)", "Packed weight codes."),
+                _parameter("B", "T", "Bias (M).", optional=True)],
+        outputs=[_parameter("Y", "T", "Output.")],
+        type_constraints=[("T", ["tensor(float)"], "Float activations.")],
+        attributes=[
+            defs.OpSchema.Attribute("auto_pad", helper.make_attribute("auto_pad", "NOTSET"), "As in Conv."),
+            defs.OpSchema.Attribute("dilations", A.INTS, "As in Conv.", required=False),
+            defs.OpSchema.Attribute("group", helper.make_attribute("group", 1), "As in Conv."),
+            defs.OpSchema.Attribute("kernel_shape", A.INTS, "As in Conv.", required=False),
+            defs.OpSchema.Attribute("pads", A.INTS, "As in Conv.", required=False),
+            defs.OpSchema.Attribute("strides", A.INTS, "As in Conv.", required=False),
+            *_packing_attributes(),
+        ],
+    )
+    schema.set_type_and_shape_inference_function(_infer_like("Conv", _CONV_ATTRIBUTES, ("x", "w", "b")))
+    return schema
+
+
+def _shift_gemm_schema() -> defs.OpSchema:
+    schema = defs.OpSchema(
+        SHIFT_GEMM, DOMAIN, OPSET_VERSION,
+        "ONNX Gemm whose B is stored as bit-packed power-of-two codes (docs/ops.md).",
+        inputs=[_parameter("A", "T", "Input (M, K), or (K, M) if transA."),
+                _parameter("B_packed", "tensor(uint8)", "Packed weight codes."),
+                _parameter("C", "T", "Optional addend, broadcastable to (M, N).", optional=True)],
+        outputs=[_parameter("Y", "T", "Output (M, N).")],
+        type_constraints=[("T", ["tensor(float)"], "Float activations.")],
+        attributes=[
+            defs.OpSchema.Attribute("alpha", helper.make_attribute("alpha", 1.0), "As in Gemm."),
+            defs.OpSchema.Attribute("beta", helper.make_attribute("beta", 1.0), "As in Gemm."),
+            defs.OpSchema.Attribute("transA", helper.make_attribute("transA", 0), "As in Gemm."),
+            defs.OpSchema.Attribute("transB", helper.make_attribute("transB", 0), "As in Gemm."),
+            *_packing_attributes(),
+        ],
+    )
+    schema.set_type_and_shape_inference_function(_infer_like("Gemm", _GEMM_ATTRIBUTES, ("a", "b", "c")))
+    return schema
+
+
+def register_schemas() -> None:
+    """Register both schemas with onnx once per process (idempotent)."""
+    global _registered
+    if _registered:
+        return
+    for schema in (_shift_conv_schema(), _shift_gemm_schema()):
+        if not defs.has(schema.name, schema.domain):
+            defs.register_schema(schema)
+    _registered = True

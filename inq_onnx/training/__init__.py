@@ -1,0 +1,1 @@
+"""Retraining backends: gradients from onnxruntime-training, updates by masked numpy optimizers."""

@@ -1,0 +1,116 @@
+"""The command line: success paths print reports; every user error is one `Error: ...` line and exit != 0."""
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+from click.testing import CliRunner
+
+from inq_onnx.cli.main import cli
+
+from models import conv_gemm_model, random_inputs
+
+
+@pytest.fixture
+def files(tmp_path):
+    model = tmp_path / "model.onnx"
+    onnx.save(conv_gemm_model(), model)
+    x = random_inputs(0, 40)
+    np.savez(tmp_path / "data.npz", x=x, labels=np.random.default_rng(0).integers(0, 5, 40))
+    np.savez(tmp_path / "unlabelled.npz", x=x)
+    return tmp_path
+
+
+def run(*args):
+    result = CliRunner().invoke(cli, [str(a) for a in args])
+    return result.exit_code, result.output
+
+
+def assert_one_error_line(code, output, pattern):
+    lines = [line for line in output.splitlines() if line.strip()]
+    assert code != 0
+    assert "Traceback" not in output
+    errors = [line for line in lines if line.startswith("Error: ")]
+    assert len(errors) == 1, output
+    assert pattern in errors[0], errors[0]
+
+
+def test_one_shot_quantize_info_export(files):
+    code, out = run("quantize", files / "model.onnx", "--bits", 4, "--no-retrain", "--quiet")
+    assert code == 0, out
+    quantized = files / "model.inq.onnx"
+    assert quantized.is_file() and "Quantized 3 layer(s) to 4 bits (one-shot)" in out
+    assert "Rewrite check: com.inq ops match" in out
+
+    code, out = run("info", quantized, "--json")
+    assert code == 0, out
+    info = json.loads(out)
+    assert [layer["bits"] for layer in info["layers"]] == [4, 4, 4]
+    assert [layer["packed_bytes"] for layer in info["layers"]] == [36, 18, 90]  # ceil(n * 4 / 8): 72, 36, 180
+    assert info["float_bytes"] == 4 * (72 + 36 + 180)
+    assert info["compression_ratio"] == pytest.approx(info["float_model_bytes"] / info["model_bytes"])
+    assert info["compression_ratio"] > 1.5  # a tiny model: graph and biases weigh as much as the weights
+    assert all(0.0 <= layer["zero_fraction"] <= 1.0 for layer in info["layers"])
+
+    code, out = run("export", quantized, "--format", "float", "-o", files / "float.onnx")
+    assert code == 0, out
+    exported = onnx.load(files / "float.onnx")
+    assert {n.op_type for n in exported.graph.node} == {"Conv", "Gemm", "Relu", "Flatten"}
+
+
+@pytest.mark.train
+def test_quantize_with_labels_then_validate(files):
+    out_path = files / "q.onnx"
+    code, out = run("quantize", files / "model.onnx", "--data", files / "data.npz", "-o", out_path,
+                    "--epochs", 1, "--portions", "0.5,1", "--quiet")
+    assert code == 0, out
+    assert "(labels)" in out and "Accuracy on the data" in out
+    meta = {p.key: p.value for p in onnx.load(out_path).metadata_props}
+    assert meta["inq.portions"] == "0.5,1" and meta["inq.mode"] == "labels" and len(meta["inq.source_sha256"]) == 64
+
+    code, out = run("validate", files / "model.onnx", out_path, "--data", files / "data.npz", "--json")
+    assert code == 0, out
+    report = json.loads(out)
+    assert report["samples"] == 40 and report["outputs"][0]["name"] == "logits"
+    assert 0.0 <= report["outputs"][0]["top1_agreement"] <= 1.0
+    assert report["accuracy_original"] is not None
+
+
+def test_no_data_warns_and_does_one_shot(files):
+    code, out = run("quantize", files / "model.onnx", "--quiet")
+    assert code == 0, out
+    assert "Warning: no --data given: one-shot quantization" in out
+
+
+@pytest.mark.parametrize("args, message", [
+    (["quantize", "{d}/missing.onnx"], "model file not found"),
+    (["quantize", "{d}/corrupt.onnx"], "is not a readable ONNX model"),
+    (["quantize", "{d}/model.onnx", "--bits", "9"], "bits must be an integer from 2 to 8, got 9"),
+    (["quantize", "{d}/model.onnx", "--bits", "1"], "bits must be an integer from 2 to 8, got 1"),
+    (["quantize", "{d}/model.onnx", "--bits", "five"], "'five' is not a valid integer"),
+    (["quantize", "{d}/model.onnx", "--data", "{d}/missing.npz"], "data file not found"),
+    (["quantize", "{d}/model.onnx", "--data", "{d}/wrong.npz"], "data lacks model input(s) x"),
+    (["quantize", "{d}/model.onnx", "--portions", "0.5,0.9"], "the last portion must be 1"),
+    (["quantize", "{d}/model.onnx", "--exclude", "nope", "--no-retrain"], "--exclude names no node: nope"),
+    (["quantize", "{d}/model.onnx", "-o", "{d}/no/such/dir/out.onnx", "--no-retrain"], "output folder does not exist"),
+    (["quantize", "{d}/model.onnx", "-o", "{d}/model.onnx", "--no-retrain"], "the output path is the input model"),
+    (["validate", "{d}/model.onnx", "{d}/model.onnx"], "Missing option '--data'"),
+    (["info", "{d}/missing.onnx"], "model file not found"),
+    (["export", "{d}/model.onnx", "-o", "{d}/x.onnx"], "no ShiftConv/ShiftGemm nodes"),
+    (["export", "{d}/model.onnx", "--format", "int4", "-o", "{d}/x.onnx"], "'int4' is not 'float'"),
+    (["frobnicate"], "No such command 'frobnicate'"),
+])
+def test_user_errors_are_one_line(files, args, message):
+    (files / "corrupt.onnx").write_bytes(b"\x08\x07garbage")
+    np.savez(files / "wrong.npz", image=random_inputs(0, 4))
+    code, out = run(*[a.format(d=files) for a in args])
+    assert_one_error_line(code, out, message)
+
+
+def test_failed_quantize_leaves_no_file(files):
+    np.savez(files / "bad_labels.npz", x=random_inputs(0, 4), labels=np.array([0, 1, 2, 99]))
+    code, out = run("quantize", files / "model.onnx", "--data", files / "bad_labels.npz", "-o", files / "out.onnx")
+    assert_one_error_line(code, out, "labels range 0..99")
+    assert sorted(p.name for p in files.iterdir()) == ["bad_labels.npz", "data.npz", "model.onnx",
+                                                        "unlabelled.npz"]

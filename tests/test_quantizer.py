@@ -1,0 +1,79 @@
+import numpy as np
+import pytest
+
+from inq_onnx.errors import ConfigError
+from inq_onnx.quantizer import LayerLevels, layer_levels, quantize
+
+
+@pytest.mark.parametrize("s, n1", [(1.0, 0), (0.75, 0), (0.7499, -1), (1.4999, 0), (1.5, 1), (3.0, 2),
+                                   (0.1, -3), (0.09375, -3), (0.0937, -4)])
+def test_n1_is_floor_log2_of_four_thirds_s(s, n1):
+    # n1 = floor(log2(4s/3)): 4s/3 crosses 2^k exactly at s = 0.75 * 2^k.
+    assert layer_levels(np.array([s, -s / 2], np.float32), 5).n1 == n1
+
+
+@pytest.mark.parametrize("bits, exponents", [(2, 1), (3, 2), (4, 4), (5, 8), (6, 16), (7, 32), (8, 64)])
+def test_n2_gives_two_to_the_b_minus_2_exponents(bits, exponents):
+    levels = layer_levels(np.array([1.0], np.float32), bits)
+    assert levels.n1 == 0
+    assert levels.n2 == 1 - exponents  # n2 = n1 + 1 - 2^(b-1)/2
+    assert len(levels.exponents) == exponents
+    assert len(levels.values) == 2 * exponents + 1
+
+
+def test_max_weight_sign_does_not_matter():
+    assert layer_levels(np.array([-1.0, 0.2], np.float32), 5) == layer_levels(np.array([1.0, 0.2], np.float32), 5)
+
+
+FIVE_BITS = LayerLevels(bits=5, n1=0, n2=-7)  # levels 0, ±2^-7 .. ±1
+
+
+@pytest.mark.parametrize("w, q", [
+    (1.0, 1.0), (0.75, 1.0), (0.7499, 0.5),            # 0.75·2^0 is the tie between 0.5 and 1: goes up
+    (0.375, 0.5), (0.37499, 0.25),                     # the same tie one octave down
+    (1.4999, 1.0), (1.5, 1.0), (7.0, 1.0), (1e6, 1.0),  # above 1.5·2^n1 clamps to 2^n1, never to 0
+    (2.0 ** -7, 2.0 ** -7), (0.75 * 2.0 ** -7, 2.0 ** -7),
+    (2.0 ** -8, 2.0 ** -7),                            # zero threshold 2^(n2-1): a tie between 0 and 2^n2, up
+    (2.0 ** -8 * 0.999, 0.0), (1e-9, 0.0), (0.0, 0.0),
+])
+def test_rounding_hand_cases(w, q):
+    out = quantize(np.array([w, -w], np.float32), FIVE_BITS)
+    assert out.tolist() == [np.float32(q), -np.float32(q)]
+
+
+@pytest.mark.parametrize("bits", range(2, 9))
+def test_every_bit_width_lands_on_its_levels_and_is_nearest(bits):
+    rng = np.random.default_rng(bits)
+    w = (rng.standard_normal(5000) * 0.1).astype(np.float32)
+    levels = layer_levels(w, bits)
+    q = quantize(w, levels)
+    allowed = levels.values
+    assert np.isin(q, allowed).all()
+    assert np.abs(q).max() == 2.0 ** levels.n1
+    # Nearest level in the linear domain (ties up): no other level is strictly closer.
+    distance = np.abs(w[:, None] - allowed[None, :])
+    best = distance.min(axis=1)
+    assert np.all(np.abs(w - q) <= best + 1e-12)
+
+
+def test_ternary_levels():
+    levels = layer_levels(np.array([0.8, -0.1], np.float32), 2)  # s=0.8: n1 = floor(log2(1.0667)) = 0
+    assert (levels.n1, levels.n2) == (0, 0)
+    q = quantize(np.array([0.8, 0.5, 0.4999, -0.6, 3.0], np.float32), levels)
+    assert q.tolist() == [1.0, 1.0, 0.0, -1.0, 1.0]
+
+
+def test_all_zero_layer_stays_zero():
+    w = np.zeros(10, np.float32)
+    assert not quantize(w, layer_levels(w, 4)).any()
+
+
+@pytest.mark.parametrize("bits", [1, 9, 0, 5.0, True, "5"])
+def test_bits_out_of_range(bits):
+    with pytest.raises(ConfigError, match="bits must be an integer from 2 to 8"):
+        layer_levels(np.ones(3, np.float32), bits)
+
+
+def test_non_finite_weights_rejected():
+    with pytest.raises(ConfigError, match="NaN or Inf"):
+        layer_levels(np.array([1.0, np.nan], np.float32), 5)
