@@ -4,6 +4,10 @@ __version__ = "0.1.0"
 
 from .errors import ConfigError, DataError, InqError, ModelError, RuntimeUnavailableError, ValidationError  # noqa: E402
 from .runtime import get_library_path  # noqa: E402
+from .api import export, info, quantize, validate  # noqa: E402
+from .pipeline import QuantizeConfig  # noqa: E402
+from .retrain import RetrainConfig  # noqa: E402
 
-__all__ = ["__version__", "get_library_path", "InqError", "ModelError", "DataError", "ConfigError",
-           "RuntimeUnavailableError", "ValidationError"]
+__all__ = ["__version__", "get_library_path", "quantize", "validate", "info", "export", "QuantizeConfig",
+           "RetrainConfig", "InqError", "ModelError", "DataError", "ConfigError", "RuntimeUnavailableError",
+           "ValidationError"]

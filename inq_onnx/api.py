@@ -9,7 +9,7 @@ from pathlib import Path
 from .data import check_dataset, load_dataset
 from .errors import ConfigError
 from .export import EXPORT_FORMATS, export_float
-from .inspect import ModelInfo, model_info
+from .model_info import ModelInfo, model_info
 from .model_io import default_output_path, load_model, model_sha256, save_model
 from .pipeline import QuantizeConfig, QuantizeResult, check_rewrite, quantize_model
 from .retrain import ProgressCallback
