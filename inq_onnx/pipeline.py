@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import tempfile
 import warnings
 from dataclasses import dataclass, field
 
@@ -87,16 +86,8 @@ def _retrain(model, layers, levels, dataset: Dataset, config: QuantizeConfig, pr
         loss, targets = "cross_entropy", dataset.labels
     else:
         loss, targets = "distillation", run_batched(make_session(model), dataset.inputs)
-    with tempfile.TemporaryDirectory(prefix="inq-train-") as workdir:
-        backend = OrtGradientBackend(model, trainable_parameters(model, layers), loss,
-                                     dataset.sample_shapes(), workdir)
-        try:
-            params, steps = run_inq(backend, levels, config.schedule, dataset.inputs, targets, config.training,
-                                    progress)
-        finally:
-            close = getattr(backend, "close", None)
-            if close:
-                close()
+    with OrtGradientBackend(model, trainable_parameters(model, layers), loss, dataset.sample_shapes()) as backend:
+        params, steps = run_inq(backend, levels, config.schedule, dataset.inputs, targets, config.training, progress)
     return params, steps, ("labels" if loss == "cross_entropy" else "distillation")
 
 

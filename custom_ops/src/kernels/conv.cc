@@ -1,0 +1,292 @@
+// Convolution forward pass: tasks over (image, group, output-column block) on the GEMM path and over
+// (image, channel) on the depthwise path.
+#include "kernels/conv.h"
+
+#include <algorithm>
+#include <cstdlib>
+#include <string>
+#include <vector>
+
+namespace inq {
+
+bool parse_auto_pad(const std::string& s, AutoPad* out) {
+  if (s.empty() || s == "NOTSET") *out = AutoPad::kNotSet;
+  else if (s == "SAME_UPPER") *out = AutoPad::kSameUpper;
+  else if (s == "SAME_LOWER") *out = AutoPad::kSameLower;
+  else if (s == "VALID") *out = AutoPad::kValid;
+  else return false;
+  return true;
+}
+
+std::string conv_output_shape(const std::vector<int64_t>& in, const std::vector<int64_t>& kernel,
+                              const std::vector<int64_t>& strides, const std::vector<int64_t>& dilations,
+                              const std::vector<int64_t>& pads, AutoPad auto_pad, std::vector<int64_t>* out,
+                              std::vector<int64_t>* pads_used) {
+  const size_t nd = in.size();
+  out->assign(nd, 0);
+  pads_used->assign(2 * nd, 0);
+  for (size_t i = 0; i < nd; ++i) {
+    const int64_t s = strides[i], dk = (kernel[i] - 1) * dilations[i] + 1;
+    int64_t begin = 0, end = 0;
+    switch (auto_pad) {
+      case AutoPad::kNotSet:
+        begin = pads[i];
+        end = pads[i + nd];
+        break;
+      case AutoPad::kValid:
+        break;
+      case AutoPad::kSameUpper:
+      case AutoPad::kSameLower: {
+        const int64_t target = (in[i] + s - 1) / s;
+        const int64_t total = std::max<int64_t>(0, (target - 1) * s + dk - in[i]);
+        begin = auto_pad == AutoPad::kSameUpper ? total / 2 : total - total / 2;
+        end = total - begin;
+        break;
+      }
+    }
+    const int64_t span = in[i] + begin + end - dk;
+    const int64_t o = span < 0 ? 0 : span / s + 1;
+    (*out)[i] = o;
+    (*pads_used)[i] = begin;
+    (*pads_used)[i + nd] = end;
+    if (o <= 0) {
+      return "output spatial size along axis " + std::to_string(i + 2) + " is not positive: input " +
+             std::to_string(in[i]) + ", pads " + std::to_string(begin) + "+" + std::to_string(end) +
+             ", dilated kernel " + std::to_string(dk) + ", stride " + std::to_string(s);
+    }
+  }
+  return {};
+}
+
+void ConvWeights::prepare(const MicroKernel& uk, int64_t m, int64_t group, int64_t cg, int64_t kh, int64_t kw,
+                          std::vector<float> dense) {
+  uk_ = &uk;
+  dense_ = std::move(dense);
+  depthwise_ = (cg == 1 && m == group);
+  groups_.clear();
+  if (depthwise_) return;
+  const int64_t mg = m / group, kg = cg * kh * kw;
+  groups_.resize(static_cast<size_t>(group));
+  for (int64_t g = 0; g < group; ++g) groups_[g].pack(dense_.data() + g * mg * kg, kg, 1, mg, kg, uk.mr);
+}
+
+namespace {
+
+// INQ_ONNX_CONV=im2col selects the im2col path (kept for testing and comparison).
+bool force_im2col() {
+  static const bool v = [] {
+    const char* e = std::getenv("INQ_ONNX_CONV");
+    return e && std::string(e) == "im2col";
+  }();
+  return v;
+}
+
+// B operand of the implicit-GEMM path: a zero-padded image (cg planes of hp x wp, plus slack) read in place.
+// Wide output position q = oh * wp + ow (ow < wp; columns ow >= OW are computed and dropped) and depth
+// d = (c, ki, kj) give element(q, d) = base[offsets[d] + q].
+class PaddedImage final : public PanelSource {
+ public:
+  PaddedImage(const float* base, const int64_t* offsets) : base_(base), offsets_(offsets) {}
+  const float* in_place(int64_t r0, int64_t d0, const int64_t** offsets) const override {
+    *offsets = offsets_ + d0;
+    return base_ + r0;
+  }
+  const float* panels(int64_t r0, int64_t rn, int64_t d0, int64_t dn, int width, float* scratch,
+                      int64_t* panel_stride) const override {
+    for (int64_t p = 0; p < rn; p += width)
+      for (int64_t d = 0; d < dn; ++d) {
+        const float* src = base_ + offsets_[d0 + d] + r0 + p;
+        float* dst = scratch + (p / width) * dn * width + d * width;
+        for (int64_t j = 0; j < width; ++j) dst[j] = p + j < rn ? src[j] : 0.0f;
+      }
+    *panel_stride = dn * width;
+    return scratch;
+  }
+
+ private:
+  const float* base_;
+  const int64_t* offsets_;
+};
+
+// Implicit GEMM: no im2col. The padded image is split into sh x sw phase planes (phase (a, b) holds padded
+// rows a, a+sh, ... and columns b, b+sw, ...), so that for every tap (c, ki, kj) the input seen by consecutive
+// output columns is a contiguous run of one phase plane; the micro-kernel reads those runs in place through a
+// per-tap offset table. Output rows are computed wide (wph columns, those >= OW dropped).
+void conv_implicit(const ConvGeometry& g, const ConvWeights& weights, const float* x, const float* bias, float* y,
+                   const TaskRunner& runner) {
+  const MicroKernel& uk = weights.kernel();
+  const int64_t cg = g.cg(), mg = g.mg(), kg = g.kg();
+  const int64_t hp = g.h + g.pad_t + g.pad_b, wp = g.w + g.pad_l + g.pad_r;
+  const int64_t hph = (hp + g.sh - 1) / g.sh, wph = (wp + g.sw - 1) / g.sw, pplane = hph * wph;
+  const int64_t cplane = g.sh * g.sw * pplane;
+  const int64_t image = cg * cplane + uk.nr + g.kw * g.dw + 16;  // slack for reads of dropped columns
+  float* padded = thread_scratch(3, static_cast<size_t>(image));
+  std::vector<int64_t> offsets(static_cast<size_t>(kg));
+  for (int64_t c = 0, d = 0; c < cg; ++c)
+    for (int64_t ki = 0; ki < g.kh; ++ki)
+      for (int64_t kj = 0; kj < g.kw; ++kj) {
+        const int64_t r = ki * g.dh, q = kj * g.dw;
+        offsets[d++] = c * cplane + ((r % g.sh) * g.sw + q % g.sw) * pplane + (r / g.sh) * wph + q / g.sw;
+      }
+  const int64_t wide = g.oh * wph, out_plane = g.out_plane();
+  int64_t nc = std::max<int64_t>(1, 256 / uk.nr) * uk.nr;
+  if ((wide + nc - 1) / nc < 8) nc = std::max<int64_t>(uk.nr, (wide + 7) / 8 / uk.nr * uk.nr);
+  const int64_t col_blocks = (wide + nc - 1) / nc;
+
+  // One (image, group) at a time so that its padded copy stays in cache while the GEMM reads it.
+  for (int64_t img = 0; img < g.n * g.group; ++img) {
+    const int64_t n = img / g.group, grp = img % g.group;
+    const float* xg = x + (n * g.c + grp * cg) * g.h * g.w;
+    runner.run(static_cast<size_t>(cg), [&](size_t t) {
+      const int64_t c = static_cast<int64_t>(t);
+      const float* src = xg + c * g.h * g.w;
+      for (int64_t a = 0; a < g.sh; ++a)
+        for (int64_t b = 0; b < g.sw; ++b) {
+          float* dst = padded + c * cplane + (a * g.sw + b) * pplane;
+          for (int64_t i = 0; i < hph; ++i) {
+            float* row = dst + i * wph;
+            const int64_t ih = i * g.sh + a - g.pad_t;
+            if (ih < 0 || ih >= g.h) {
+              for (int64_t j = 0; j < wph; ++j) row[j] = 0.0f;
+              continue;
+            }
+            const float* srow = src + ih * g.w;
+            // iw = j * sw + b - pad_l must lie in [0, w).
+            const int64_t off = b - g.pad_l;
+            const int64_t lo = std::min(wph, off >= 0 ? 0 : (-off + g.sw - 1) / g.sw);
+            const int64_t hi = std::max(lo, std::min(wph, g.w - off <= 0 ? 0 : (g.w - off + g.sw - 1) / g.sw));
+            for (int64_t j = 0; j < lo; ++j) row[j] = 0.0f;
+            if (g.sw == 1) {
+              const float* s = srow + off;
+              for (int64_t j = lo; j < hi; ++j) row[j] = s[j];
+            } else {
+              for (int64_t j = lo; j < hi; ++j) row[j] = srow[j * g.sw + off];
+            }
+            for (int64_t j = hi; j < wph; ++j) row[j] = 0.0f;
+          }
+        }
+    });
+    for (int64_t j = cg * cplane; j < image; ++j) padded[j] = 0.0f;
+
+    runner.run(static_cast<size_t>(col_blocks), [&](size_t t) {
+      const int64_t q0 = static_cast<int64_t>(t) * nc, qn = std::min(nc, wide - q0);
+      float* out = thread_scratch(4, static_cast<size_t>(mg * qn));
+      const PaddedImage src(padded, offsets.data());
+      const OffsetPanels b(src, q0);
+      GemmArgs args;
+      args.m = mg;
+      args.n = qn;
+      args.k = kg;
+      args.a = &weights.group_panels(grp);
+      args.b = &b;
+      args.c = out;
+      args.ldc = qn;
+      args.row_bias = bias ? bias + grp * mg : nullptr;
+      gemm(uk, args);
+      // Keep the columns ow < OW of the wide block.
+      float* yg = y + (n * g.m + grp * mg) * out_plane;
+      for (int64_t q = q0; q < q0 + qn;) {
+        const int64_t oh = q / wph, ow = q % wph;
+        const int64_t len = std::min(q0 + qn - q, wph - ow);
+        const int64_t keep = std::min(len, std::max<int64_t>(0, g.ow - ow));
+        if (keep > 0)
+          for (int64_t i = 0; i < mg; ++i) {
+            const float* s = out + i * qn + (q - q0);
+            float* d = yg + i * out_plane + oh * g.ow + ow;
+            for (int64_t j = 0; j < keep; ++j) d[j] = s[j];
+          }
+        q += len;
+      }
+    });
+  }
+}
+
+// One output plane of a depthwise convolution: y = bias + sum over (ki, kj) of w * shifted x.
+void depthwise_plane(const ConvGeometry& g, const float* x, const float* w, float bias, float* y) {
+  for (int64_t oh = 0; oh < g.oh; ++oh) {
+    float* yrow = y + oh * g.ow;
+    for (int64_t ow = 0; ow < g.ow; ++ow) yrow[ow] = bias;
+    for (int64_t ki = 0; ki < g.kh; ++ki) {
+      const int64_t ih = oh * g.sh - g.pad_t + ki * g.dh;
+      if (ih < 0 || ih >= g.h) continue;
+      const float* xrow = x + ih * g.w;
+      for (int64_t kj = 0; kj < g.kw; ++kj) {
+        const float wv = w[ki * g.kw + kj];
+        const int64_t off = kj * g.dw - g.pad_l;  // iw = ow * sw + off
+        // Valid ow: 0 <= ow*sw + off < w.
+        const int64_t lo = off >= 0 ? 0 : (-off + g.sw - 1) / g.sw;
+        const int64_t hi = std::min(g.ow, g.w - off <= 0 ? 0 : (g.w - off + g.sw - 1) / g.sw);
+        if (g.sw == 1) {
+          const float* xs = xrow + off;
+          for (int64_t ow = lo; ow < hi; ++ow) yrow[ow] += wv * xs[ow];
+        } else {
+          for (int64_t ow = lo; ow < hi; ++ow) yrow[ow] += wv * xrow[ow * g.sw + off];
+        }
+      }
+    }
+  }
+}
+
+}  // namespace
+
+void conv_forward(const ConvGeometry& g, const ConvWeights& weights, const float* x, const float* bias, float* y,
+                  const TaskRunner& runner) {
+  const int64_t in_plane = g.in_plane(), out_plane = g.out_plane();
+  if (weights.depthwise()) {
+    const int64_t ksize = g.kh * g.kw;
+    const float* w = weights.dense().data();
+    runner.run(static_cast<size_t>(g.n * g.m), [&](size_t t) {
+      const int64_t c = static_cast<int64_t>(t) % g.m;
+      depthwise_plane(g, x + static_cast<int64_t>(t) * in_plane, w + c * ksize, bias ? bias[c] : 0.0f,
+                      y + static_cast<int64_t>(t) * out_plane);
+    });
+    return;
+  }
+
+  const bool pointwise_plain = g.kh == 1 && g.kw == 1 && g.sh == 1 && g.sw == 1 && g.pad_t == 0 &&
+                               g.pad_l == 0 && g.pad_b == 0 && g.pad_r == 0;
+  if (!pointwise_plain && !force_im2col()) {
+    conv_implicit(g, weights, x, bias, y, runner);
+    return;
+  }
+  const MicroKernel& uk = weights.kernel();
+  const int64_t mg = g.mg(), cg = g.cg(), kg = g.kg();
+  const bool pointwise = g.kh == 1 && g.kw == 1 && g.sh == 1 && g.sw == 1 && g.pad_t == 0 && g.pad_l == 0 &&
+                         g.pad_b == 0 && g.pad_r == 0;
+  // Column blocks: about 256 output positions, smaller when there are too few tasks for the pool.
+  const int64_t images = g.n * g.group;
+  const int64_t target_tasks = 16;
+  int64_t nc = std::max<int64_t>(1, 256 / uk.nr) * uk.nr;
+  if (images * ((out_plane + nc - 1) / nc) < target_tasks) {
+    const int64_t blocks = (target_tasks + images - 1) / images;
+    nc = std::max<int64_t>(uk.nr, (out_plane + blocks - 1) / blocks / uk.nr * uk.nr);
+  }
+  const int64_t col_blocks = (out_plane + nc - 1) / nc;
+  runner.run(static_cast<size_t>(images * col_blocks), [&](size_t t) {
+    const int64_t img = static_cast<int64_t>(t) / col_blocks, blk = static_cast<int64_t>(t) % col_blocks;
+    const int64_t n = img / g.group, grp = img % g.group;
+    const int64_t p0 = blk * nc, pn = std::min(nc, out_plane - p0);
+    const float* xg = x + (n * g.c + grp * cg) * in_plane;
+    float* yg = y + (n * g.m + grp * mg) * out_plane + p0;
+    GemmArgs args;
+    args.m = mg;
+    args.n = pn;
+    args.k = kg;
+    args.a = &weights.group_panels(grp);
+    args.c = yg;
+    args.ldc = out_plane;
+    args.row_bias = bias ? bias + grp * mg : nullptr;
+    if (pointwise) {
+      const StridedPanels b(xg + p0, 1, in_plane);
+      args.b = &b;
+      gemm(uk, args);
+    } else {
+      const Im2colPanels im2col(xg, g);
+      const OffsetPanels b(im2col, p0);
+      args.b = &b;
+      gemm(uk, args);
+    }
+  });
+}
+
+}  // namespace inq

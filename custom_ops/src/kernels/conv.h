@@ -1,0 +1,50 @@
+// Float convolution over decoded weights: geometry from ONNX attributes, weight pre-packing, forward pass
+// (depthwise direct path, 1x1 GEMM path, im2col GEMM path).
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "kernels/im2col.h"
+#include "kernels/sgemm.h"
+#include "kernels/thread_pool.h"
+
+namespace inq {
+
+enum class AutoPad { kNotSet, kSameUpper, kSameLower, kValid };
+
+// Parses an ONNX auto_pad string; returns false if unknown.
+bool parse_auto_pad(const std::string& s, AutoPad* out);
+
+// Per spatial axis: output size and begin/end pads, ONNX Conv semantics. For SAME_*, total pad =
+// max(0, (ceil(in/stride) - 1) * stride + (k - 1) * dilation + 1 - in), the odd unit at the end (UPPER) or the
+// beginning (LOWER). `pads` (2*nd values, all begins then all ends) applies for NOTSET. Returns an empty
+// string, or a message when an output size is not positive.
+std::string conv_output_shape(const std::vector<int64_t>& in, const std::vector<int64_t>& kernel,
+                              const std::vector<int64_t>& strides, const std::vector<int64_t>& dilations,
+                              const std::vector<int64_t>& pads, AutoPad auto_pad, std::vector<int64_t>* out,
+                              std::vector<int64_t>* pads_used);
+
+// Weights of one convolution, prepared once.
+class ConvWeights {
+ public:
+  // `dense` is the decoded weight (m, c/group, kh, kw), row-major.
+  void prepare(const MicroKernel& uk, int64_t m, int64_t group, int64_t cg, int64_t kh, int64_t kw,
+               std::vector<float> dense);
+  bool depthwise() const { return depthwise_; }
+  const std::vector<float>& dense() const { return dense_; }
+  const PrepackedPanels& group_panels(int64_t g) const { return groups_[g]; }
+  const MicroKernel& kernel() const { return *uk_; }
+
+ private:
+  const MicroKernel* uk_ = nullptr;
+  bool depthwise_ = false;  // one input and one output channel per group
+  std::vector<float> dense_;
+  std::vector<PrepackedPanels> groups_;  // A panels (mg x kg) per group, GEMM path only
+};
+
+// y (n, m, oh, ow) = conv(x (n, c, h, w), weights) + bias (m values, optional).
+void conv_forward(const ConvGeometry& geo, const ConvWeights& weights, const float* x, const float* bias, float* y,
+                  const TaskRunner& runner);
+
+}  // namespace inq

@@ -1,0 +1,81 @@
+// Bit-packed code -> float decoding through a per-channel lookup table.
+#include "kernels/packed_weights.h"
+
+#include <cmath>
+#include <limits>
+
+namespace inq {
+
+int64_t element_count(const std::vector<int64_t>& shape) {
+  int64_t n = 1;
+  for (int64_t d : shape) {
+    if (d < 0) return -1;
+    if (d != 0 && n > std::numeric_limits<int64_t>::max() / 8 / d) return -1;
+    n *= d;
+  }
+  return n;
+}
+
+int64_t packed_byte_count(int64_t count, int bits) { return (count * bits + 7) / 8; }
+
+float decode_code(unsigned code, int bits, int64_t base) {
+  const unsigned m = code & ((1u << (bits - 1)) - 1u);
+  if (m == 0) return 0.0f;
+  const bool negative = (code >> (bits - 1)) & 1u;
+  int64_t e = base + static_cast<int64_t>(m) - 1;
+  if (e > 4096) e = 4096;  // beyond any double: +-inf after rounding, as numpy's ldexp gives
+  if (e < -4096) e = -4096;
+  const double v = std::ldexp(1.0, static_cast<int>(e));  // exact in double, rounded once to float
+  return static_cast<float>(negative ? -v : v);
+}
+
+std::string decode_weights(const uint8_t* packed, int64_t packed_bytes, int bits, const std::vector<int64_t>& shape,
+                           const std::vector<int64_t>& exponent_base, int channel_axis, float* out) {
+  if (bits < kMinBits || bits > kMaxBits) return "bits must be in 2..8, got " + std::to_string(bits);
+  const int64_t count = element_count(shape);
+  if (count < 0) return "weight_shape has a negative dimension or too many elements";
+  const int64_t need = packed_byte_count(count, bits);
+  if (packed_bytes != need) {
+    return "packed weight has " + std::to_string(packed_bytes) + " bytes; " + std::to_string(count) +
+           " codes of " + std::to_string(bits) + " bits need " + std::to_string(need);
+  }
+  const int rank = static_cast<int>(shape.size());
+  int64_t channels = 1, inner = 1;
+  if (exponent_base.size() != 1) {
+    if (channel_axis < 0 || channel_axis >= rank || static_cast<int64_t>(exponent_base.size()) != shape[channel_axis]) {
+      return "exponent_base has " + std::to_string(exponent_base.size()) + " values; expected 1 or " +
+             (channel_axis >= 0 && channel_axis < rank ? std::to_string(shape[channel_axis]) : std::string("?"));
+    }
+    channels = shape[channel_axis];
+    for (int d = channel_axis + 1; d < rank; ++d) inner *= shape[d];
+  }
+  if (count == 0) return {};
+
+  const unsigned ncodes = 1u << bits;
+  std::vector<float> table(static_cast<size_t>(channels) * ncodes);
+  for (int64_t c = 0; c < channels; ++c)
+    for (unsigned code = 0; code < ncodes; ++code) table[c * ncodes + code] = decode_code(code, bits, exponent_base[c]);
+
+  const unsigned mask = ncodes - 1u;
+  auto code_at = [&](int64_t i) -> unsigned {
+    const int64_t bit = i * bits;
+    const int64_t byte = bit >> 3;
+    unsigned word = packed[byte];
+    if (byte + 1 < packed_bytes) word |= static_cast<unsigned>(packed[byte + 1]) << 8;
+    return (word >> (bit & 7)) & mask;
+  };
+  if (channels == 1) {
+    const float* t = table.data();
+    for (int64_t i = 0; i < count; ++i) out[i] = t[code_at(i)];
+  } else {
+    int64_t i = 0;
+    for (int64_t outer = 0; i < count; ++outer)
+      for (int64_t c = 0; c < channels; ++c) {
+        const float* t = table.data() + c * ncodes;
+        for (int64_t j = 0; j < inner; ++j, ++i) out[i] = t[code_at(i)];
+      }
+  }
+  return {};
+}
+
+}  // namespace inq

@@ -1,0 +1,110 @@
+// Helpers over the onnxruntime C API: status conversion, attribute and tensor access, custom-op tables.
+#pragma once
+
+#include <onnxruntime_c_api.h>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "kernels/thread_pool.h"
+
+namespace inq {
+
+// API version negotiated in RegisterCustomOps (min(runtime API, ORT_API_VERSION of our headers)).
+extern uint32_t g_api_version;
+constexpr uint32_t kMinApiVersion = 16;        // CreateKernelV2 / KernelComputeV2
+constexpr uint32_t kParallelForApiVersion = 17;  // KernelContext_ParallelFor
+
+// Result of an internal step; converted to an OrtStatus* only at the C ABI boundary.
+class Status {
+ public:
+  Status() = default;
+  Status(OrtErrorCode code, std::string message) : code_(code), message_(std::move(message)), ok_(false) {}
+  static Status Invalid(std::string message) { return Status(ORT_INVALID_ARGUMENT, std::move(message)); }
+  bool ok() const { return ok_; }
+  OrtErrorCode code() const { return code_; }
+  const std::string& message() const { return message_; }
+
+ private:
+  OrtErrorCode code_ = ORT_OK;
+  std::string message_;
+  bool ok_ = true;
+};
+
+#define INQ_RETURN_IF_ERROR(expr)      \
+  do {                                 \
+    ::inq::Status _inq_s = (expr);     \
+    if (!_inq_s.ok()) return _inq_s;   \
+  } while (0)
+
+// Wraps an OrtApi call: a failing call becomes a Status (the OrtStatus is released).
+Status from_ort(const OrtApi* api, OrtStatus* status);
+#define INQ_ORT(api, call) INQ_RETURN_IF_ERROR(::inq::from_ort((api), (api)->call))
+
+OrtStatus* to_ort(const OrtApi* api, const Status& status);
+
+std::string shape_str(const std::vector<int64_t>& shape);
+
+// Attribute readers: *present = false (and Status ok) when the attribute is absent.
+Status attr_int(const OrtApi* api, const OrtKernelInfo* info, const char* name, int64_t* out, bool* present);
+Status attr_float(const OrtApi* api, const OrtKernelInfo* info, const char* name, float* out, bool* present);
+Status attr_string(const OrtApi* api, const OrtKernelInfo* info, const char* name, std::string* out, bool* present);
+Status attr_ints(const OrtApi* api, const OrtKernelInfo* info, const char* name, std::vector<int64_t>* out,
+                 bool* present);
+
+// A tensor input or output: shape and data.
+struct TensorRef {
+  bool present = false;
+  std::vector<int64_t> shape;
+  int64_t count = 0;
+  void* data = nullptr;
+};
+Status tensor_ref(const OrtApi* api, const OrtValue* value, TensorRef* out);
+Status input(const OrtApi* api, OrtKernelContext* ctx, size_t index, TensorRef* out);  // absent -> !present
+Status output(const OrtApi* api, OrtKernelContext* ctx, size_t index, const std::vector<int64_t>& shape,
+              TensorRef* out);
+// The constant initializer feeding input `index`, if it is one.
+Status constant_input(const OrtApi* api, const OrtKernelInfo* info, size_t index, TensorRef* out);
+
+// Runs tasks on the session's intra-op pool (serially before API 17).
+struct OrtTaskRunner {
+  OrtTaskRunner(const OrtApi* api, OrtKernelContext* ctx);
+  OrtTaskRunner(const OrtTaskRunner&) = delete;  // `runner` points at this object
+  OrtTaskRunner& operator=(const OrtTaskRunner&) = delete;
+  TaskRunner runner;
+  const OrtApi* api;
+  OrtKernelContext* ctx;
+};
+
+// Table of one custom operator: a C++ description filled into an OrtCustomOp.
+struct OpSpec {
+  const char* name;
+  std::vector<ONNXTensorElementDataType> inputs;
+  std::vector<bool> optional_inputs;
+  ONNXTensorElementDataType output;
+  OrtStatusPtr(ORT_API_CALL* create)(const OrtCustomOp*, const OrtApi*, const OrtKernelInfo*, void**);
+  OrtStatusPtr(ORT_API_CALL* compute)(void*, OrtKernelContext*);
+  void(ORT_API_CALL* destroy)(void*);
+};
+
+struct CustomOp : OrtCustomOp {
+  OpSpec spec;
+};
+
+// Fills every OrtCustomOp field; `version` is the negotiated API version.
+void init_custom_op(CustomOp* op, OpSpec spec, uint32_t version);
+
+// Runs `body` (returning Status) and converts any exception to an error status: nothing crosses the ABI.
+template <class F>
+OrtStatus* guarded(const OrtApi* api, const char* what, F&& body) noexcept {
+  try {
+    return to_ort(api, body());
+  } catch (const std::exception& e) {
+    return api->CreateStatus(ORT_RUNTIME_EXCEPTION, (std::string(what) + ": " + e.what()).c_str());
+  } catch (...) {
+    return api->CreateStatus(ORT_RUNTIME_EXCEPTION, (std::string(what) + ": unknown C++ exception").c_str());
+  }
+}
+
+}  // namespace inq

@@ -1,0 +1,180 @@
+// ShiftConv kernel: attribute checks at creation, shape checks and dispatch to kernels/conv at compute.
+#include "shift_conv.h"
+
+#include "kernels/packed_weights.h"
+
+namespace inq {
+namespace {
+
+OrtStatusPtr ORT_API_CALL kernel_create(const OrtCustomOp*, const OrtApi* api, const OrtKernelInfo* info, void** kernel) {
+  *kernel = nullptr;
+  return guarded(api, "ShiftConv", [&]() -> Status {
+    auto k = std::make_unique<ShiftConv>(api);
+    INQ_RETURN_IF_ERROR(k->init(info));
+    *kernel = k.release();
+    return Status();
+  });
+}
+
+OrtStatusPtr ORT_API_CALL kernel_compute(void* kernel, OrtKernelContext* ctx) {
+  auto* k = static_cast<ShiftConv*>(kernel);
+  return guarded(k->api(), "ShiftConv", [&] { return k->compute(ctx); });
+}
+
+void ORT_API_CALL kernel_destroy(void* kernel) { delete static_cast<ShiftConv*>(kernel); }
+
+}  // namespace
+
+OpSpec ShiftConv::spec() {
+  return OpSpec{"ShiftConv",
+                {ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT, ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8,
+                 ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT},
+                {false, false, true},
+                ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT,
+                kernel_create,
+                kernel_compute,
+                kernel_destroy};
+}
+
+std::string ShiftConv::prefix() const { return "ShiftConv (weight_shape " + shape_str(weight_shape_) + "): "; }
+
+Status ShiftConv::init(const OrtKernelInfo* info) {
+  bool present = false;
+  int64_t bits = 0;
+  INQ_RETURN_IF_ERROR(attr_int(api_, info, "bits", &bits, &present));
+  if (!present) return Status::Invalid("ShiftConv: attribute 'bits' is required");
+  if (bits < kMinBits || bits > kMaxBits)
+    return Status::Invalid("ShiftConv: attribute bits must be in 2..8, got " + std::to_string(bits));
+  bits_ = static_cast<int>(bits);
+
+  INQ_RETURN_IF_ERROR(attr_ints(api_, info, "weight_shape", &weight_shape_, &present));
+  if (!present) return Status::Invalid("ShiftConv: attribute 'weight_shape' is required");
+  if (weight_shape_.size() != 3 && weight_shape_.size() != 4)
+    return Status::Invalid("ShiftConv: weight_shape " + shape_str(weight_shape_) +
+                           " must have rank 3 (1-D conv) or 4 (2-D conv)");
+  for (int64_t d : weight_shape_)
+    if (d <= 0) return Status::Invalid(prefix() + "weight_shape dimensions must be positive");
+  const size_t nd = weight_shape_.size() - 2;
+  const int64_t m = weight_shape_[0];
+
+  INQ_RETURN_IF_ERROR(attr_ints(api_, info, "exponent_base", &exponent_base_, &present));
+  if (!present) return Status::Invalid(prefix() + "attribute 'exponent_base' is required");
+  if (exponent_base_.size() != 1 && static_cast<int64_t>(exponent_base_.size()) != m)
+    return Status::Invalid(prefix() + "exponent_base has " + std::to_string(exponent_base_.size()) +
+                           " values; expected 1 or M = " + std::to_string(m));
+
+  INQ_RETURN_IF_ERROR(attr_int(api_, info, "group", &group_, &present));
+  if (!present) group_ = 1;
+  if (group_ < 1 || m % group_ != 0)
+    return Status::Invalid(prefix() + "group " + std::to_string(group_) + " must be positive and divide M = " +
+                           std::to_string(m));
+
+  std::vector<int64_t> kernel_shape;
+  INQ_RETURN_IF_ERROR(attr_ints(api_, info, "kernel_shape", &kernel_shape, &present));
+  const std::vector<int64_t> wk(weight_shape_.begin() + 2, weight_shape_.end());
+  if (present && kernel_shape != wk)
+    return Status::Invalid(prefix() + "kernel_shape " + shape_str(kernel_shape) + " does not match weight_shape");
+
+  auto spatial_attr = [&](const char* name, std::vector<int64_t>* v, size_t len, int64_t dflt, int64_t min) -> Status {
+    bool here = false;
+    INQ_RETURN_IF_ERROR(attr_ints(api_, info, name, v, &here));
+    if (!here || v->empty()) v->assign(len, dflt);
+    if (v->size() != len)
+      return Status::Invalid(prefix() + name + " " + shape_str(*v) + " must have " + std::to_string(len) +
+                             " values");
+    for (int64_t x : *v)
+      if (x < min) return Status::Invalid(prefix() + name + " " + shape_str(*v) + " has a value below " +
+                                          std::to_string(min));
+    return Status();
+  };
+  INQ_RETURN_IF_ERROR(spatial_attr("strides", &strides_, nd, 1, 1));
+  INQ_RETURN_IF_ERROR(spatial_attr("dilations", &dilations_, nd, 1, 1));
+  INQ_RETURN_IF_ERROR(spatial_attr("pads", &pads_, 2 * nd, 0, 0));
+
+  std::string auto_pad;
+  INQ_RETURN_IF_ERROR(attr_string(api_, info, "auto_pad", &auto_pad, &present));
+  if (!parse_auto_pad(auto_pad, &auto_pad_))
+    return Status::Invalid(prefix() + "unknown auto_pad '" + auto_pad + "'");
+
+  TensorRef packed;
+  INQ_RETURN_IF_ERROR(constant_input(api_, info, 1, &packed));
+  if (packed.present) {
+    auto w = std::make_unique<ConvWeights>();
+    INQ_RETURN_IF_ERROR(decode(packed, w.get()));
+    constant_weights_ = std::move(w);
+  }
+  return Status();
+}
+
+Status ShiftConv::decode(const TensorRef& packed, ConvWeights* out) const {
+  if (packed.shape.size() != 1)
+    return Status::Invalid(prefix() + "W_packed must be 1-D, got shape " + shape_str(packed.shape));
+  const int64_t count = element_count(weight_shape_);
+  std::vector<float> dense(static_cast<size_t>(count));
+  const std::string err = decode_weights(static_cast<const uint8_t*>(packed.data), packed.count, bits_,
+                                         weight_shape_, exponent_base_, 0, dense.data());
+  if (!err.empty()) return Status::Invalid(prefix() + "W_packed shape " + shape_str(packed.shape) + ": " + err);
+  const int64_t kh = weight_shape_.size() == 4 ? weight_shape_[2] : 1;
+  const int64_t kw = weight_shape_.back();
+  out->prepare(active_kernel(), weight_shape_[0], group_, weight_shape_[1], kh, kw, std::move(dense));
+  return Status();
+}
+
+Status ShiftConv::compute(OrtKernelContext* ctx) const {
+  TensorRef x, b;
+  INQ_RETURN_IF_ERROR(input(api_, ctx, 0, &x));
+  INQ_RETURN_IF_ERROR(input(api_, ctx, 2, &b));
+  const size_t rank = weight_shape_.size();
+  if (!x.present || x.shape.size() != rank)
+    return Status::Invalid(prefix() + "X must have rank " + std::to_string(rank) + " (N, C, spatial...), got shape " +
+                           shape_str(x.shape));
+  const int64_t m = weight_shape_[0];
+  if (x.shape[1] != group_ * weight_shape_[1])
+    return Status::Invalid(prefix() + "X has shape " + shape_str(x.shape) + " with " + std::to_string(x.shape[1]) +
+                           " channels; group " + std::to_string(group_) + " x weight_shape[1] " +
+                           std::to_string(weight_shape_[1]) + " = " + std::to_string(group_ * weight_shape_[1]) +
+                           " expected");
+  if (b.present && (b.shape.size() != 1 || b.shape[0] != m))
+    return Status::Invalid(prefix() + "B must have shape [" + std::to_string(m) + "], got " + shape_str(b.shape));
+
+  const std::vector<int64_t> in(x.shape.begin() + 2, x.shape.end());
+  const std::vector<int64_t> kernel(weight_shape_.begin() + 2, weight_shape_.end());
+  std::vector<int64_t> out_sp, pads;
+  const std::string err = conv_output_shape(in, kernel, strides_, dilations_, pads_, auto_pad_, &out_sp, &pads);
+  if (!err.empty()) return Status::Invalid(prefix() + "X shape " + shape_str(x.shape) + ": " + err);
+
+  ConvGeometry g;
+  g.n = x.shape[0];
+  g.c = x.shape[1];
+  g.m = m;
+  g.group = group_;
+  if (rank == 4) {
+    g.h = in[0], g.w = in[1], g.kh = kernel[0], g.kw = kernel[1];
+    g.sh = strides_[0], g.sw = strides_[1], g.dh = dilations_[0], g.dw = dilations_[1];
+    g.pad_t = pads[0], g.pad_l = pads[1], g.pad_b = pads[2], g.pad_r = pads[3];
+    g.oh = out_sp[0], g.ow = out_sp[1];
+  } else {
+    g.w = in[0], g.kw = kernel[0], g.sw = strides_[0], g.dw = dilations_[0];
+    g.pad_l = pads[0], g.pad_r = pads[1], g.ow = out_sp[0];
+  }
+
+  std::vector<int64_t> y_shape = {g.n, m};
+  y_shape.insert(y_shape.end(), out_sp.begin(), out_sp.end());
+  ConvWeights runtime_weights;
+  const ConvWeights* w = constant_weights_.get();
+  if (!w) {
+    TensorRef packed;
+    INQ_RETURN_IF_ERROR(input(api_, ctx, 1, &packed));
+    INQ_RETURN_IF_ERROR(decode(packed, &runtime_weights));
+    w = &runtime_weights;
+  }
+  TensorRef y;
+  INQ_RETURN_IF_ERROR(output(api_, ctx, 0, y_shape, &y));
+  if (y.count == 0) return Status();
+  OrtTaskRunner pool(api_, ctx);
+  conv_forward(g, *w, static_cast<const float*>(x.data), b.present ? static_cast<const float*>(b.data) : nullptr,
+               static_cast<float*>(y.data), pool.runner);
+  return Status();
+}
+
+}  // namespace inq

@@ -1,0 +1,37 @@
+// com.inq ShiftConv: ONNX Conv over bit-packed power-of-two weights (docs/ops.md).
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "kernels/conv.h"
+#include "ort_util.h"
+
+namespace inq {
+
+class ShiftConv {
+ public:
+  static OpSpec spec();
+
+  explicit ShiftConv(const OrtApi* api) : api_(api) {}
+  // Reads and checks the attributes; decodes and pre-packs the weights if W_packed is an initializer.
+  Status init(const OrtKernelInfo* info);
+  Status compute(OrtKernelContext* ctx) const;
+  const OrtApi* api() const { return api_; }
+
+ private:
+  Status decode(const TensorRef& packed, ConvWeights* out) const;
+  std::string prefix() const;
+
+  const OrtApi* api_;
+  int bits_ = 0;
+  std::vector<int64_t> weight_shape_;  // (M, C/group, k1[, k2])
+  std::vector<int64_t> exponent_base_;
+  std::vector<int64_t> strides_, dilations_, pads_;  // per spatial axis; pads: begins then ends
+  AutoPad auto_pad_ = AutoPad::kNotSet;
+  int64_t group_ = 1;
+  std::unique_ptr<ConvWeights> constant_weights_;  // set when W_packed is a constant initializer
+};
+
+}  // namespace inq

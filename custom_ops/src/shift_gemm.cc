@@ -1,0 +1,188 @@
+// ShiftGemm kernel: Y = alpha * A' * decode(B_packed)' + beta * C, tasks over (M block, N block).
+#include "shift_gemm.h"
+
+#include <algorithm>
+
+#include "kernels/packed_weights.h"
+
+namespace inq {
+namespace {
+
+OrtStatusPtr ORT_API_CALL kernel_create(const OrtCustomOp*, const OrtApi* api, const OrtKernelInfo* info, void** kernel) {
+  *kernel = nullptr;
+  return guarded(api, "ShiftGemm", [&]() -> Status {
+    auto k = std::make_unique<ShiftGemm>(api);
+    INQ_RETURN_IF_ERROR(k->init(info));
+    *kernel = k.release();
+    return Status();
+  });
+}
+
+OrtStatusPtr ORT_API_CALL kernel_compute(void* kernel, OrtKernelContext* ctx) {
+  auto* k = static_cast<ShiftGemm*>(kernel);
+  return guarded(k->api(), "ShiftGemm", [&] { return k->compute(ctx); });
+}
+
+void ORT_API_CALL kernel_destroy(void* kernel) { delete static_cast<ShiftGemm*>(kernel); }
+
+}  // namespace
+
+OpSpec ShiftGemm::spec() {
+  return OpSpec{"ShiftGemm",
+                {ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT, ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8,
+                 ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT},
+                {false, false, true},
+                ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT,
+                kernel_create,
+                kernel_compute,
+                kernel_destroy};
+}
+
+std::string ShiftGemm::prefix() const {
+  return "ShiftGemm (weight_shape " + shape_str(weight_shape_) + ", transA " + std::to_string(trans_a_) +
+         ", transB " + std::to_string(trans_b_) + "): ";
+}
+
+Status ShiftGemm::init(const OrtKernelInfo* info) {
+  bool present = false;
+  int64_t bits = 0;
+  INQ_RETURN_IF_ERROR(attr_int(api_, info, "bits", &bits, &present));
+  if (!present) return Status::Invalid("ShiftGemm: attribute 'bits' is required");
+  if (bits < kMinBits || bits > kMaxBits)
+    return Status::Invalid("ShiftGemm: attribute bits must be in 2..8, got " + std::to_string(bits));
+  bits_ = static_cast<int>(bits);
+
+  int64_t flag = 0;
+  INQ_RETURN_IF_ERROR(attr_int(api_, info, "transA", &flag, &present));
+  trans_a_ = present && flag != 0;
+  INQ_RETURN_IF_ERROR(attr_int(api_, info, "transB", &flag, &present));
+  trans_b_ = present && flag != 0;
+  INQ_RETURN_IF_ERROR(attr_float(api_, info, "alpha", &alpha_, &present));
+  if (!present) alpha_ = 1.0f;
+  INQ_RETURN_IF_ERROR(attr_float(api_, info, "beta", &beta_, &present));
+  if (!present) beta_ = 1.0f;
+
+  INQ_RETURN_IF_ERROR(attr_ints(api_, info, "weight_shape", &weight_shape_, &present));
+  if (!present) return Status::Invalid("ShiftGemm: attribute 'weight_shape' is required");
+  if (weight_shape_.size() != 2)
+    return Status::Invalid("ShiftGemm: weight_shape " + shape_str(weight_shape_) + " must have rank 2");
+  for (int64_t d : weight_shape_)
+    if (d <= 0) return Status::Invalid(prefix() + "weight_shape dimensions must be positive");
+  k_ = trans_b_ ? weight_shape_[1] : weight_shape_[0];
+  n_ = trans_b_ ? weight_shape_[0] : weight_shape_[1];
+
+  INQ_RETURN_IF_ERROR(attr_ints(api_, info, "exponent_base", &exponent_base_, &present));
+  if (!present) return Status::Invalid(prefix() + "attribute 'exponent_base' is required");
+  if (exponent_base_.size() != 1 && static_cast<int64_t>(exponent_base_.size()) != n_)
+    return Status::Invalid(prefix() + "exponent_base has " + std::to_string(exponent_base_.size()) +
+                           " values; expected 1 or N = " + std::to_string(n_));
+
+  TensorRef packed;
+  INQ_RETURN_IF_ERROR(constant_input(api_, info, 1, &packed));
+  if (packed.present) {
+    auto b = std::make_unique<PrepackedPanels>();
+    INQ_RETURN_IF_ERROR(decode(packed, b.get()));
+    constant_b_ = std::move(b);
+  }
+  return Status();
+}
+
+Status ShiftGemm::decode(const TensorRef& packed, PrepackedPanels* out) const {
+  if (packed.shape.size() != 1)
+    return Status::Invalid(prefix() + "B_packed must be 1-D, got shape " + shape_str(packed.shape));
+  std::vector<float> dense(static_cast<size_t>(k_ * n_));
+  const std::string err = decode_weights(static_cast<const uint8_t*>(packed.data), packed.count, bits_,
+                                         weight_shape_, exponent_base_, trans_b_ ? 0 : 1, dense.data());
+  if (!err.empty()) return Status::Invalid(prefix() + "B_packed shape " + shape_str(packed.shape) + ": " + err);
+  // B operand: rows n, depth k.
+  if (trans_b_) out->pack(dense.data(), k_, 1, n_, k_, active_kernel().nr);
+  else out->pack(dense.data(), 1, n_, n_, k_, active_kernel().nr);
+  return Status();
+}
+
+Status ShiftGemm::compute(OrtKernelContext* ctx) const {
+  TensorRef a, c;
+  INQ_RETURN_IF_ERROR(input(api_, ctx, 0, &a));
+  INQ_RETURN_IF_ERROR(input(api_, ctx, 2, &c));
+  if (!a.present || a.shape.size() != 2)
+    return Status::Invalid(prefix() + "A must have rank 2, got shape " + shape_str(a.shape));
+  const int64_t m = trans_a_ ? a.shape[1] : a.shape[0];
+  const int64_t ka = trans_a_ ? a.shape[0] : a.shape[1];
+  if (ka != k_)
+    return Status::Invalid(prefix() + "A has shape " + shape_str(a.shape) + " with K = " + std::to_string(ka) +
+                           " but the weight has K = " + std::to_string(k_));
+  const bool use_c = c.present && beta_ != 0.0f;
+  int64_t c_rows = 1, c_cols = 1;
+  if (c.present) {
+    const auto& cs = c.shape;
+    bool ok = cs.size() <= 2;
+    if (cs.size() == 1) c_cols = cs[0];
+    if (cs.size() == 2) c_rows = cs[0], c_cols = cs[1];
+    ok = ok && (c_rows == 1 || c_rows == m) && (c_cols == 1 || c_cols == n_);
+    if (!ok)
+      return Status::Invalid(prefix() + "C has shape " + shape_str(cs) + ", not unidirectionally broadcastable to " +
+                             shape_str({m, n_}));
+  }
+
+  PrepackedPanels runtime_b;
+  const PrepackedPanels* bp = constant_b_.get();
+  if (!bp) {
+    TensorRef packed;
+    INQ_RETURN_IF_ERROR(input(api_, ctx, 1, &packed));
+    INQ_RETURN_IF_ERROR(decode(packed, &runtime_b));
+    bp = &runtime_b;
+  }
+  TensorRef y;
+  INQ_RETURN_IF_ERROR(output(api_, ctx, 0, {m, n_}, &y));
+  if (y.count == 0) return Status();
+
+  const MicroKernel& uk = active_kernel();
+  const float* ad = static_cast<const float*>(a.data);
+  const float* cd = use_c ? static_cast<const float*>(c.data) : nullptr;
+  float* yd = static_cast<float*>(y.data);
+  const StridedPanels a_src(ad, trans_a_ ? 1 : k_, trans_a_ ? m : 1);
+
+  // Tasks: blocks of up to 192 rows x 256 columns, smaller blocks of columns if that gives too few tasks.
+  const int64_t mb = std::max<int64_t>(uk.mr, 192 / uk.mr * uk.mr);
+  const int64_t row_blocks = (m + mb - 1) / mb;
+  int64_t nb = std::max<int64_t>(1, 256 / uk.nr) * uk.nr;
+  if (row_blocks * ((n_ + nb - 1) / nb) < 8) {
+    const int64_t want = (8 + row_blocks - 1) / row_blocks;
+    nb = std::max<int64_t>(uk.nr, (n_ + want - 1) / want / uk.nr * uk.nr);
+  }
+  const int64_t col_blocks = (n_ + nb - 1) / nb;
+  const int64_t n = n_, k = k_;
+  const float alpha = alpha_, beta = beta_;
+  OrtTaskRunner pool(api_, ctx);
+  pool.runner.run(static_cast<size_t>(row_blocks * col_blocks), [&](size_t t) {
+    const int64_t i0 = static_cast<int64_t>(t) / col_blocks * mb, j0 = static_cast<int64_t>(t) % col_blocks * nb;
+    const int64_t mi = std::min(mb, m - i0), nj = std::min(nb, n - j0);
+    if (cd) {
+      for (int64_t i = 0; i < mi; ++i) {
+        const float* crow = cd + (c_rows == 1 ? 0 : (i0 + i) * c_cols);
+        float* yrow = yd + (i0 + i) * n + j0;
+        if (c_cols == 1) {
+          for (int64_t j = 0; j < nj; ++j) yrow[j] = beta * crow[0];
+        } else {
+          for (int64_t j = 0; j < nj; ++j) yrow[j] = beta * crow[j0 + j];
+        }
+      }
+    }
+    const OffsetPanels a_blk(a_src, i0);
+    const OffsetPanels b_blk(*bp, j0);
+    GemmArgs args;
+    args.m = mi;
+    args.n = nj;
+    args.k = k;
+    args.a = &a_blk;
+    args.b = &b_blk;
+    args.c = yd + i0 * n + j0;
+    args.ldc = n;
+    args.alpha = alpha;
+    args.accumulate = cd != nullptr;
+    gemm(uk, args);
+  });
+  return Status();
+}
+
+}  // namespace inq

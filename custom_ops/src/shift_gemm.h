@@ -1,0 +1,37 @@
+// com.inq ShiftGemm: ONNX Gemm whose B is bit-packed power-of-two weights (docs/ops.md).
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "kernels/sgemm.h"
+#include "ort_util.h"
+
+namespace inq {
+
+class ShiftGemm {
+ public:
+  static OpSpec spec();
+
+  explicit ShiftGemm(const OrtApi* api) : api_(api) {}
+  // Reads and checks the attributes; decodes and pre-packs B if B_packed is an initializer.
+  Status init(const OrtKernelInfo* info);
+  Status compute(OrtKernelContext* ctx) const;
+  const OrtApi* api() const { return api_; }
+
+ private:
+  Status decode(const TensorRef& packed, PrepackedPanels* out) const;
+  std::string prefix() const;
+
+  const OrtApi* api_;
+  int bits_ = 0;
+  std::vector<int64_t> weight_shape_;  // (K, N), or (N, K) when transB
+  std::vector<int64_t> exponent_base_;
+  float alpha_ = 1.0f, beta_ = 1.0f;
+  bool trans_a_ = false, trans_b_ = false;
+  int64_t k_ = 0, n_ = 0;
+  std::unique_ptr<PrepackedPanels> constant_b_;  // B as n x k panels, when B_packed is a constant initializer
+};
+
+}  // namespace inq

@@ -1,0 +1,197 @@
+// Native checks of the kernel math without onnxruntime: packed-code decoding, GEMM against a naive product for
+// every compiled-in micro-kernel, convolution (im2col, 1x1, depthwise, grouped) against a naive convolution.
+#include <cmath>
+#include <cstdio>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "kernels/conv.h"
+#include "kernels/packed_weights.h"
+#include "kernels/sgemm.h"
+
+using namespace inq;
+
+static int g_failures = 0;
+#define CHECK(cond, ...)                                   \
+  do {                                                     \
+    if (!(cond)) {                                         \
+      ++g_failures;                                        \
+      std::printf("FAIL %s:%d: ", __FILE__, __LINE__);     \
+      std::printf(__VA_ARGS__);                            \
+      std::printf("\n");                                   \
+    }                                                      \
+  } while (0)
+
+static bool close(const std::vector<float>& got, const std::vector<float>& want) {
+  double scale = 0;
+  for (float v : want) scale = std::fmax(scale, std::fabs(v));
+  for (size_t i = 0; i < got.size(); ++i)
+    if (std::fabs(got[i] - want[i]) > 1e-5 * scale + 1e-5 * std::fabs(want[i]) + 1e-7) return false;
+  return got.size() == want.size();
+}
+
+static void test_decode() {
+  // Codes 0..15 at 4 bits, packed LSB first: bytes (c0 | c1 << 4), ...
+  std::vector<uint8_t> packed;
+  for (int c = 0; c < 16; c += 2) packed.push_back(static_cast<uint8_t>(c | ((c + 1) << 4)));
+  std::vector<float> out(16);
+  std::string err = decode_weights(packed.data(), 8, 4, {16}, {-3}, 0, out.data());
+  CHECK(err.empty(), "decode: %s", err.c_str());
+  for (int c = 0; c < 16; ++c) {
+    const int m = c & 7;
+    const float want = m == 0 ? 0.0f : ((c & 8) ? -1.0f : 1.0f) * std::ldexp(1.0f, -3 + m - 1);
+    CHECK(out[c] == want, "code %d decodes to %g, want %g", c, out[c], want);
+  }
+  // 3-bit codes straddling bytes, per-channel base along axis 1 of a (2, 3) tensor.
+  const unsigned codes[6] = {1, 2, 3, 5, 6, 7};
+  std::vector<uint8_t> p3(3, 0);
+  for (int i = 0; i < 6; ++i)
+    for (int b = 0; b < 3; ++b)
+      if ((codes[i] >> b) & 1) p3[(i * 3 + b) / 8] |= static_cast<uint8_t>(1u << ((i * 3 + b) % 8));
+  std::vector<float> o3(6);
+  err = decode_weights(p3.data(), 3, 3, {2, 3}, {0, 1, 2}, 1, o3.data());
+  CHECK(err.empty(), "decode 3-bit: %s", err.c_str());
+  for (int i = 0; i < 6; ++i) {
+    const float want = decode_code(codes[i], 3, i % 3);
+    CHECK(o3[i] == want, "3-bit element %d: %g vs %g", i, o3[i], want);
+  }
+  CHECK(decode_code(4, 3, 0) == 0.0f, "negative zero code must decode to 0");
+  // Size errors name the sizes.
+  err = decode_weights(p3.data(), 2, 3, {2, 3}, {0}, 0, o3.data());
+  CHECK(err.find("2 bytes") != std::string::npos && err.find("need 3") != std::string::npos, "%s", err.c_str());
+  err = decode_weights(p3.data(), 3, 3, {2, 3}, {0, 1}, 1, o3.data());
+  CHECK(err.find("exponent_base has 2 values") != std::string::npos, "%s", err.c_str());
+}
+
+static void test_gemm(const MicroKernel& uk) {
+  std::mt19937 rng(1);
+  std::normal_distribution<float> nd;
+  const int64_t shapes[][3] = {{1, 1, 1}, {7, 5, 3}, {8, 48, 16}, {33, 300, 97}, {200, 70, 130}, {5, 600, 9}};
+  for (auto& s : shapes) {
+    const int64_t m = s[0], k = s[1], n = s[2];
+    std::vector<float> a(m * k), b(k * n), bias(m), c(m * n), want(m * n);
+    for (auto& v : a) v = nd(rng);
+    for (auto& v : b) v = nd(rng);
+    for (auto& v : bias) v = nd(rng);
+    for (int64_t i = 0; i < m; ++i)
+      for (int64_t j = 0; j < n; ++j) {
+        double acc = 0;
+        for (int64_t d = 0; d < k; ++d) acc += double(a[i * k + d]) * b[d * n + j];
+        want[i * n + j] = static_cast<float>(bias[i] + 0.5 * acc);
+      }
+    // A pre-packed, B packed on the fly.
+    PrepackedPanels ap;
+    ap.pack(a.data(), k, 1, m, k, uk.mr);
+    StridedPanels bs(b.data(), 1, n);
+    GemmArgs g;
+    g.m = m, g.n = n, g.k = k, g.a = &ap, g.b = &bs, g.c = c.data(), g.ldc = n, g.alpha = 0.5f;
+    g.row_bias = bias.data();
+    gemm(uk, g);
+    CHECK(close(c, want), "gemm %s %lldx%lldx%lld (prepacked A)", uk.name, (long long)m, (long long)k, (long long)n);
+    // A strided, B pre-packed, accumulating onto C = bias.
+    for (int64_t i = 0; i < m; ++i)
+      for (int64_t j = 0; j < n; ++j) c[i * n + j] = bias[i];
+    StridedPanels as(a.data(), k, 1);
+    PrepackedPanels bp;
+    bp.pack(b.data(), 1, n, n, k, uk.nr);
+    g.a = &as, g.b = &bp, g.row_bias = nullptr, g.accumulate = true;
+    gemm(uk, g);
+    CHECK(close(c, want), "gemm %s %lldx%lldx%lld (prepacked B)", uk.name, (long long)m, (long long)k, (long long)n);
+  }
+}
+
+static void naive_conv(const ConvGeometry& g, const std::vector<float>& x, const std::vector<float>& w,
+                       const std::vector<float>& bias, std::vector<float>* y) {
+  const int64_t cg = g.cg(), mg = g.mg();
+  y->assign(g.n * g.m * g.oh * g.ow, 0.0f);
+  for (int64_t n = 0; n < g.n; ++n)
+    for (int64_t oc = 0; oc < g.m; ++oc)
+      for (int64_t oh = 0; oh < g.oh; ++oh)
+        for (int64_t ow = 0; ow < g.ow; ++ow) {
+          double acc = bias[oc];
+          const int64_t grp = oc / mg;
+          for (int64_t c = 0; c < cg; ++c)
+            for (int64_t ki = 0; ki < g.kh; ++ki)
+              for (int64_t kj = 0; kj < g.kw; ++kj) {
+                const int64_t ih = oh * g.sh - g.pad_t + ki * g.dh, iw = ow * g.sw - g.pad_l + kj * g.dw;
+                if (ih < 0 || ih >= g.h || iw < 0 || iw >= g.w) continue;
+                acc += double(x[((n * g.c + grp * cg + c) * g.h + ih) * g.w + iw]) *
+                       w[((oc * cg + c) * g.kh + ki) * g.kw + kj];
+              }
+          (*y)[((n * g.m + oc) * g.oh + oh) * g.ow + ow] = static_cast<float>(acc);
+        }
+}
+
+static void test_conv(const MicroKernel& uk) {
+  struct Case {
+    int64_t n, c, h, w, m, group, kh, kw, sh, sw, dh, dw, pt, pl, pb, pr;
+  };
+  const Case cases[] = {
+      {1, 3, 9, 9, 8, 1, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1},      // im2col, padded
+      {2, 16, 7, 11, 24, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0},   // 1x1 GEMM path
+      {1, 8, 12, 12, 8, 8, 3, 3, 2, 2, 1, 1, 1, 1, 0, 0},    // depthwise, strided
+      {2, 8, 10, 9, 12, 4, 3, 2, 1, 2, 2, 1, 2, 0, 1, 1},    // grouped, dilated, strided
+      {1, 32, 30, 30, 64, 1, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1},  // multi-block
+      {1, 4, 1, 40, 6, 2, 1, 5, 1, 3, 1, 2, 0, 2, 0, 1},     // 1-D
+  };
+  std::mt19937 rng(2);
+  std::normal_distribution<float> nd;
+  for (const Case& cs : cases) {
+    ConvGeometry g;
+    g.n = cs.n, g.c = cs.c, g.h = cs.h, g.w = cs.w, g.m = cs.m, g.group = cs.group, g.kh = cs.kh, g.kw = cs.kw;
+    g.sh = cs.sh, g.sw = cs.sw, g.dh = cs.dh, g.dw = cs.dw, g.pad_t = cs.pt, g.pad_l = cs.pl, g.pad_b = cs.pb;
+    g.pad_r = cs.pr;
+    std::vector<int64_t> out, pads;
+    const std::string err = conv_output_shape({g.h, g.w}, {g.kh, g.kw}, {g.sh, g.sw}, {g.dh, g.dw},
+                                              {g.pad_t, g.pad_l, g.pad_b, g.pad_r}, AutoPad::kNotSet, &out, &pads);
+    CHECK(err.empty(), "%s", err.c_str());
+    g.oh = out[0], g.ow = out[1];
+    std::vector<float> x(g.n * g.c * g.h * g.w), w(g.m * g.cg() * g.kh * g.kw), bias(g.m), y, want;
+    for (auto& v : x) v = nd(rng);
+    for (auto& v : w) v = nd(rng);
+    for (auto& v : bias) v = nd(rng);
+    ConvWeights cw;
+    cw.prepare(uk, g.m, g.group, g.cg(), g.kh, g.kw, w);
+    y.assign(g.n * g.m * g.oh * g.ow, -1.0f);
+    conv_forward(g, cw, x.data(), bias.data(), y.data(), TaskRunner());
+    naive_conv(g, x, w, bias, &want);
+    CHECK(close(y, want), "conv %s c=%lld m=%lld group=%lld k=%lldx%lld", uk.name, (long long)g.c, (long long)g.m,
+          (long long)g.group, (long long)g.kh, (long long)g.kw);
+  }
+}
+
+static void test_auto_pad() {
+  std::vector<int64_t> out, pads;
+  // in 10, k 4, s 2: out 5, total pad (5-1)*2 + 4 - 10 = 2 -> 1/1; in 9, k 3, s 2: out 5, total 2.
+  conv_output_shape({10, 9}, {4, 3}, {2, 2}, {1, 1}, {0, 0, 0, 0}, AutoPad::kSameUpper, &out, &pads);
+  CHECK(out == std::vector<int64_t>({5, 5}) && pads == std::vector<int64_t>({1, 1, 1, 1}), "SAME_UPPER even");
+  // in 8, k 4, s 1: total 3 -> UPPER 1 + 2, LOWER 2 + 1.
+  conv_output_shape({8}, {4}, {1}, {1}, {0, 0}, AutoPad::kSameUpper, &out, &pads);
+  CHECK(out[0] == 8 && pads[0] == 1 && pads[1] == 2, "SAME_UPPER odd");
+  conv_output_shape({8}, {4}, {1}, {1}, {0, 0}, AutoPad::kSameLower, &out, &pads);
+  CHECK(out[0] == 8 && pads[0] == 2 && pads[1] == 1, "SAME_LOWER odd");
+  // k 1, s 3, in 6: total max(0, 3 + 1 - 6) = 0.
+  conv_output_shape({6}, {1}, {3}, {1}, {0, 0}, AutoPad::kSameUpper, &out, &pads);
+  CHECK(out[0] == 2 && pads[0] == 0 && pads[1] == 0, "SAME no negative pad");
+  const std::string err = conv_output_shape({2}, {3}, {1}, {1}, {0, 0}, AutoPad::kValid, &out, &pads);
+  CHECK(err.find("not positive") != std::string::npos, "VALID too small: %s", err.c_str());
+}
+
+int main() {
+  test_decode();
+  test_auto_pad();
+  for (const char* name : {"generic", "avx2", "avx512"}) {
+    const MicroKernel* uk = kernel_by_name(name);
+    if (!uk) {
+      std::printf("skip %s kernel (not supported here)\n", name);
+      continue;
+    }
+    test_gemm(*uk);
+    test_conv(*uk);
+    std::printf("checked %s kernel (%dx%d)\n", name, uk->mr, uk->nr);
+  }
+  std::printf("active kernel: %s\n", active_kernel().name);
+  if (g_failures) std::printf("%d failure(s)\n", g_failures);
+  return g_failures ? 1 : 0;
+}
