@@ -133,70 +133,88 @@ void conv_implicit(const ConvGeometry& g, const ConvWeights& weights, const floa
   if ((wide + nc - 1) / nc < 8) nc = std::max<int64_t>(uk.nr, (wide + 7) / 8 / uk.nr * uk.nr);
   const int64_t col_blocks = (wide + nc - 1) / nc;
 
-  // One (image, group) at a time so that its padded copy stays in cache while the GEMM reads it.
-  for (int64_t img = 0; img < g.n * g.group; ++img) {
-    const int64_t n = img / g.group, grp = img % g.group;
-    const float* xg = x + (n * g.c + grp * cg) * g.h * g.w;
-    runner.run(static_cast<size_t>(cg), [&](size_t t) {
-      const int64_t c = static_cast<int64_t>(t);
-      const float* src = xg + c * g.h * g.w;
-      for (int64_t a = 0; a < g.sh; ++a)
-        for (int64_t b = 0; b < g.sw; ++b) {
-          float* dst = padded + c * cplane + (a * g.sw + b) * pplane;
-          for (int64_t i = 0; i < hph; ++i) {
-            float* row = dst + i * wph;
-            const int64_t ih = i * g.sh + a - g.pad_t;
-            if (ih < 0 || ih >= g.h) {
-              for (int64_t j = 0; j < wph; ++j) row[j] = 0.0f;
-              continue;
-            }
-            const float* srow = src + ih * g.w;
-            // iw = j * sw + b - pad_l must lie in [0, w).
-            const int64_t off = b - g.pad_l;
-            const int64_t lo = std::min(wph, off >= 0 ? 0 : (-off + g.sw - 1) / g.sw);
-            const int64_t hi = std::max(lo, std::min(wph, g.w - off <= 0 ? 0 : (g.w - off + g.sw - 1) / g.sw));
-            for (int64_t j = 0; j < lo; ++j) row[j] = 0.0f;
-            if (g.sw == 1) {
-              const float* s = srow + off;
-              for (int64_t j = lo; j < hi; ++j) row[j] = s[j];
-            } else {
-              for (int64_t j = lo; j < hi; ++j) row[j] = srow[j * g.sw + off];
-            }
-            for (int64_t j = hi; j < wph; ++j) row[j] = 0.0f;
+  // Copies channel c of one (image, group) into its zero-padded phase planes.
+  auto pad_channel = [&](const float* xg, float* padded, int64_t c) {
+    const float* src = xg + c * g.h * g.w;
+    for (int64_t a = 0; a < g.sh; ++a)
+      for (int64_t b = 0; b < g.sw; ++b) {
+        float* dst = padded + c * cplane + (a * g.sw + b) * pplane;
+        for (int64_t i = 0; i < hph; ++i) {
+          float* row = dst + i * wph;
+          const int64_t ih = i * g.sh + a - g.pad_t;
+          if (ih < 0 || ih >= g.h) {
+            for (int64_t j = 0; j < wph; ++j) row[j] = 0.0f;
+            continue;
           }
+          const float* srow = src + ih * g.w;
+          // iw = j * sw + b - pad_l must lie in [0, w).
+          const int64_t off = b - g.pad_l;
+          const int64_t lo = std::min(wph, off >= 0 ? 0 : (-off + g.sw - 1) / g.sw);
+          const int64_t hi = std::max(lo, std::min(wph, g.w - off <= 0 ? 0 : (g.w - off + g.sw - 1) / g.sw));
+          for (int64_t j = 0; j < lo; ++j) row[j] = 0.0f;
+          if (g.sw == 1) {
+            const float* s = srow + off;
+            for (int64_t j = lo; j < hi; ++j) row[j] = s[j];
+          } else {
+            for (int64_t j = lo; j < hi; ++j) row[j] = srow[j * g.sw + off];
+          }
+          for (int64_t j = hi; j < wph; ++j) row[j] = 0.0f;
         }
-    });
-    for (int64_t j = cg * cplane; j < image; ++j) padded[j] = 0.0f;
-
-    runner.run(static_cast<size_t>(col_blocks), [&](size_t t) {
-      const int64_t q0 = static_cast<int64_t>(t) * nc, qn = std::min(nc, wide - q0);
-      float* out = thread_scratch(4, static_cast<size_t>(mg * qn));
-      const PaddedImage src(padded, offsets.data());
-      const OffsetPanels b(src, q0);
-      GemmArgs args;
-      args.m = mg;
-      args.n = qn;
-      args.k = kg;
-      args.a = &weights.group_panels(grp);
-      args.b = &b;
-      args.c = out;
-      args.ldc = qn;
-      args.row_bias = bias ? bias + grp * mg : nullptr;
-      gemm(uk, args);
-      // Keep the columns ow < OW of the wide block.
-      float* yg = y + (n * g.m + grp * mg) * out_plane;
-      for (int64_t q = q0; q < q0 + qn;) {
-        const int64_t oh = q / wph, ow = q % wph;
-        const int64_t len = std::min(q0 + qn - q, wph - ow);
-        const int64_t keep = std::min(len, std::max<int64_t>(0, g.ow - ow));
-        if (keep > 0)
-          for (int64_t i = 0; i < mg; ++i) {
-            const float* s = out + i * qn + (q - q0);
-            float* d = yg + i * out_plane + oh * g.ow + ow;
-            for (int64_t j = 0; j < keep; ++j) d[j] = s[j];
-          }
-        q += len;
       }
+  };
+  // Output columns [q0, q0 + qn) of one (image, group) from its padded copy.
+  auto gemm_columns = [&](const float* padded, int64_t img, int64_t q0, int64_t qn) {
+    const int64_t n = img / g.group, grp = img % g.group;
+    float* out = thread_scratch(4, static_cast<size_t>(mg * qn));
+    const PaddedImage src(padded, offsets.data());
+    const OffsetPanels b(src, q0);
+    GemmArgs args;
+    args.m = mg;
+    args.n = qn;
+    args.k = kg;
+    args.a = &weights.group_panels(grp);
+    args.b = &b;
+    args.c = out;
+    args.ldc = qn;
+    args.row_bias = bias ? bias + grp * mg : nullptr;
+    gemm(uk, args);
+    // Keep the columns ow < OW of the wide block.
+    float* yg = y + (n * g.m + grp * mg) * out_plane;
+    for (int64_t q = q0; q < q0 + qn;) {
+      const int64_t oh = q / wph, ow = q % wph;
+      const int64_t len = std::min(q0 + qn - q, wph - ow);
+      const int64_t keep = std::min(len, std::max<int64_t>(0, g.ow - ow));
+      if (keep > 0)
+        for (int64_t i = 0; i < mg; ++i) {
+          const float* s = out + i * qn + (q - q0);
+          float* d = yg + i * out_plane + oh * g.ow + ow;
+          for (int64_t j = 0; j < keep; ++j) d[j] = s[j];
+        }
+      q += len;
+    }
+  };
+  auto image_input = [&](int64_t img) { return x + ((img / g.group) * g.c + (img % g.group) * cg) * g.h * g.w; };
+
+  const int64_t images = g.n * g.group;
+  // Small images (a few hundred output positions) give the pool too little work per image: hand out whole
+  // images instead, each padded into its task's own scratch.
+  if (images > 1 && wide * mg * kg < (int64_t{1} << 21)) {
+    runner.run(static_cast<size_t>(images), [&](size_t t) {
+      const int64_t img = static_cast<int64_t>(t);
+      float* own = thread_scratch(5, static_cast<size_t>(image));
+      for (int64_t c = 0; c < cg; ++c) pad_channel(image_input(img), own, c);
+      for (int64_t j = cg * cplane; j < image; ++j) own[j] = 0.0f;
+      gemm_columns(own, img, 0, wide);
+    });
+    return;
+  }
+  // One (image, group) at a time so that its padded copy stays in cache while the GEMM reads it.
+  for (int64_t img = 0; img < images; ++img) {
+    runner.run(static_cast<size_t>(cg), [&](size_t t) { pad_channel(image_input(img), padded, static_cast<int64_t>(t)); });
+    for (int64_t j = cg * cplane; j < image; ++j) padded[j] = 0.0f;
+    runner.run(static_cast<size_t>(col_blocks), [&](size_t t) {
+      const int64_t q0 = static_cast<int64_t>(t) * nc;
+      gemm_columns(padded, img, q0, std::min(nc, wide - q0));
     });
   }
 }
