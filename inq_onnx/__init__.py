@@ -7,6 +7,10 @@ from .runtime import get_library_path  # noqa: E402
 from .api import export, info, quantize, validate  # noqa: E402
 from .pipeline import QuantizeConfig  # noqa: E402
 from .retrain import RetrainConfig  # noqa: E402
+from .schemas import register_schemas  # noqa: E402
+
+# onnx.checker and shape inference accept com.inq nodes once inq_onnx is imported.
+register_schemas()
 
 __all__ = ["__version__", "get_library_path", "quantize", "validate", "info", "export", "QuantizeConfig",
            "RetrainConfig", "InqError", "ModelError", "DataError", "ConfigError", "RuntimeUnavailableError",

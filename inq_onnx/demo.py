@@ -18,7 +18,7 @@ from .runtime import make_session, run_batched
 from .training.optim import make_optimizer
 from .validate import accuracy
 
-__all__ = ["digits_datasets", "build_digits_cnn", "train_float", "save_dataset", "measure_latency", "DemoFiles",
+__all__ = ["digits_datasets", "build_digits_cnn", "train_float", "save_dataset", "compare_latency", "DemoFiles",
            "prepare_demo", "quantize_demo", "DemoReport"]
 
 INPUT, OUTPUT = "image", "logits"
@@ -112,18 +112,20 @@ def save_dataset(dataset: Dataset, path: Path) -> None:
     np.savez(path, **arrays)
 
 
-def measure_latency(model: onnx.ModelProto | str, inputs: dict[str, np.ndarray], repeats: int = 50,
-                    threads: int | None = None) -> float:
-    """Median seconds per run of `inputs` (after warm-up)."""
-    session = make_session(model, threads)
-    for _ in range(5):
-        session.run(None, inputs)
-    times = []
+def compare_latency(models: list[onnx.ModelProto | str], inputs: dict[str, np.ndarray], repeats: int = 50,
+                    threads: int | None = None) -> list[float]:
+    """Median seconds per run of each model, runs interleaved so that machine noise hits all alike."""
+    sessions = [make_session(model, threads) for model in models]
+    for session in sessions:
+        for _ in range(5):
+            session.run(None, inputs)
+    times: list[list[float]] = [[] for _ in sessions]
     for _ in range(repeats):
-        start = time.perf_counter()
-        session.run(None, inputs)
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
+        for session, series in zip(sessions, times):
+            start = time.perf_counter()
+            session.run(None, inputs)
+            series.append(time.perf_counter() - start)
+    return [float(np.median(series)) for series in times]
 
 
 @dataclass
@@ -179,8 +181,7 @@ def quantize_demo(files: DemoFiles, bits: int = 5, seed: int = 0, progress: Prog
     report = validate(files.model, files.quantized, files.val)
     val = np.load(files.val)
     batch = {INPUT: val[INPUT][:256]}
-    latency_float = measure_latency(str(files.model), batch)
-    latency_quantized = measure_latency(str(files.quantized), batch)
+    latency_float, latency_quantized = compare_latency([str(files.model), str(files.quantized)], batch)
     return DemoReport(files, bits, report.accuracy_original, report.accuracy_quantized,
                       files.model.stat().st_size, files.quantized.stat().st_size,
                       latency_float, latency_quantized, len(batch[INPUT]), summary.result.mode)

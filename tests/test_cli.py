@@ -114,3 +114,14 @@ def test_failed_quantize_leaves_no_file(files):
     assert_one_error_line(code, out, "labels range 0..99")
     assert sorted(p.name for p in files.iterdir()) == ["bad_labels.npz", "data.npz", "model.onnx",
                                                         "unlabelled.npz"]
+
+
+@pytest.mark.train
+def test_demo(tmp_path):
+    code, out = run("demo", "--workdir", tmp_path / "demo", "--quiet")
+    assert code == 0, out
+    assert {p.name for p in (tmp_path / "demo").iterdir()} == {
+        "digits_cnn.onnx", "digits_cnn.inq.onnx", "digits_train.npz", "digits_val.npz"}
+    rows = {line.split("  ")[0]: line for line in out.splitlines()}
+    assert "accuracy (validation)" in rows and "model file (bytes)" in rows
+    assert "x smaller" in rows["model file (bytes)"] and "x FP32" in out
