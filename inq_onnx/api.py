@@ -10,7 +10,7 @@ from .data import check_dataset, load_dataset
 from .errors import ConfigError
 from .export import EXPORT_FORMATS, export_float
 from .model_info import ModelInfo, model_info
-from .model_io import default_output_path, load_model, model_sha256, save_model
+from .model_io import check_output_path, default_output_path, load_model, model_sha256, save_model
 from .pipeline import QuantizeConfig, QuantizeResult, check_rewrite, quantize_model
 from .retrain import ProgressCallback
 from .validate import OutputComparison, ValidationReport, compare_models
@@ -33,9 +33,8 @@ def quantize(model_path: str | os.PathLike, config: QuantizeConfig = QuantizeCon
 
     Nothing is written unless every step succeeds.
     """
-    output = Path(output_path) if output_path else default_output_path(model_path)
-    if output.resolve() == Path(model_path).resolve():
-        raise ConfigError("the output path is the input model; choose another with -o")
+    output = check_output_path(default_output_path(model_path) if output_path is None else output_path,
+                               model_path, *([data_path] if data_path else []))
     model = load_model(model_path)
     dataset = load_dataset(data_path) if data_path else None
     result = quantize_model(model, config, dataset, metadata={"inq.source_sha256": model_sha256(model_path)},
@@ -62,6 +61,7 @@ def info(model_path: str | os.PathLike) -> ModelInfo:
 def export(quantized_path: str | os.PathLike, output_path: str | os.PathLike, fmt: str = "float") -> Path:
     if fmt not in EXPORT_FORMATS:
         raise ConfigError(f"format must be one of {', '.join(EXPORT_FORMATS)}, got {fmt!r}")
+    output = check_output_path(output_path, quantized_path)
     model = load_model(quantized_path)
-    save_model(export_float(model), output_path)
-    return Path(output_path)
+    save_model(export_float(model), output)
+    return output

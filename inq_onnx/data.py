@@ -66,10 +66,17 @@ def load_dataset(path: str | os.PathLike) -> Dataset:
     if not path.is_file():
         raise DataError(f"data file not found: {path}")
     try:
-        with np.load(path, allow_pickle=False) as archive:
+        loaded = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise DataError(f"{path} is not a readable .npz file ({exc or type(exc).__name__})") from None
+    if not isinstance(loaded, np.lib.npyio.NpzFile):
+        raise DataError(f"{path} is not an .npz archive (a single array?); save one array per model input "
+                        f"with numpy.savez(path, input_name=array, labels=labels)")
+    try:
+        with loaded as archive:
             arrays = {key: archive[key] for key in archive.files}
-    except (OSError, ValueError, zipfile.BadZipFile) as exc:
-        raise DataError(f"{path} is not a readable .npz file ({exc})") from None
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise DataError(f"{path} is not a readable .npz file ({exc or type(exc).__name__})") from None
     labels = arrays.pop(LABELS_KEY, None)
     if not arrays:
         raise DataError(f"{path} holds no input arrays")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,8 +12,8 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from .data import Dataset
-from .errors import RuntimeUnavailableError
-from .model_io import save_model
+from .errors import InqError, RuntimeUnavailableError
+from .model_io import atomic_write, save_model
 from .retrain import ProgressCallback
 from .runtime import make_session, run_batched
 from .training.optim import make_optimizer
@@ -106,10 +107,13 @@ def train_float(model: onnx.ModelProto, dataset: Dataset, epochs: int = 15, lr: 
 
 
 def save_dataset(dataset: Dataset, path: Path) -> None:
+    """The dataset as an .npz that `--data` reads, written atomically."""
     arrays = dict(dataset.inputs)
     if dataset.labels is not None:
         arrays["labels"] = dataset.labels
-    np.savez(path, **arrays)
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    atomic_write(path, buffer.getvalue())
 
 
 def compare_latency(models: list[onnx.ModelProto | str], inputs: dict[str, np.ndarray], repeats: int = 50,
@@ -146,7 +150,10 @@ class DemoFiles:
 
 def prepare_demo(files: DemoFiles, seed: int = 0, progress: ProgressCallback | None = None) -> float:
     """Train the FP32 CNN and write it with the train/val splits; returns its validation accuracy."""
-    files.workdir.mkdir(parents=True, exist_ok=True)
+    try:
+        files.workdir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InqError(f"cannot create the work folder {files.workdir}: {exc.strerror or exc}") from None
     train, val = digits_datasets(seed)
     model = train_float(build_digits_cnn(seed), train, seed=seed, progress=progress)
     save_model(model, files.model)

@@ -1,6 +1,7 @@
 """Exceptions raised by inq-onnx; the CLI turns each into one `Error: ...` line and an exit code."""
 
-__all__ = ["InqError", "ModelError", "DataError", "ConfigError", "RuntimeUnavailableError", "ValidationError"]
+__all__ = ["InqError", "ModelError", "DataError", "ConfigError", "RuntimeUnavailableError", "TrainingError",
+           "ValidationError"]
 
 
 class InqError(Exception):
@@ -25,6 +26,10 @@ class ConfigError(InqError):
 
 class RuntimeUnavailableError(InqError):
     """A runtime package (onnxruntime or onnxruntime-training) or the op library is missing."""
+
+
+class TrainingError(InqError):
+    """Retraining failed (for example it diverged)."""
 
 
 class ValidationError(InqError):

@@ -50,5 +50,9 @@ def export_float(model: onnx.ModelProto) -> onnx.ModelProto:
         kept_opsets = [o for o in model.opset_import if o.domain != DOMAIN]
         del model.opset_import[:]
         model.opset_import.extend(kept_opsets)
+    # The inq.* metadata describes the packed model; a float export is no longer one.
+    kept_meta = [p for p in model.metadata_props if not p.key.startswith("inq.")]
+    del model.metadata_props[:]
+    model.metadata_props.extend(kept_meta)
     onnx.checker.check_model(model)
     return model

@@ -69,10 +69,14 @@ def match_layers(model: onnx.ModelProto, exclude: Iterable[str] = ()) -> tuple[l
     graph = model.graph
     excluded = set(exclude)
     candidates = [n for n in graph.node if n.op_type in QUANTIZABLE_OPS and n.domain in ("", "ai.onnx")]
+    names = ", ".join(n.name for n in candidates) or "none"
     unknown = excluded - {n.name for n in graph.node}
     if unknown:
-        names = ", ".join(n.name for n in candidates) or "none"
         raise ConfigError(f"--exclude names no node: {', '.join(sorted(unknown))} (Conv/Gemm nodes: {names})")
+    for node in graph.node:
+        if node.name in excluded and node not in candidates:
+            raise ConfigError(f"--exclude: {node.name} is a {node.op_type} node; only Conv and Gemm nodes are "
+                              f"quantized (Conv/Gemm nodes: {names})")
     initializers = {t.name: t for t in graph.initializer}
     consumers: dict[str, list] = defaultdict(list)
     for n in graph.node:
@@ -80,6 +84,9 @@ def match_layers(model: onnx.ModelProto, exclude: Iterable[str] = ()) -> tuple[l
             consumers[name].append(n)
     outputs = {o.name for o in graph.output}
     layers, skipped = [], []
+    for node in graph.node:  # a MatMul with a constant operand is a linear layer too, but not rewritten yet
+        if node.op_type == "MatMul" and node.domain in ("", "ai.onnx") and any(i in initializers for i in node.input):
+            skipped.append(SkippedNode(node.name, node.op_type, "MatMul is not rewritten (only Conv and Gemm are)"))
     for node in candidates:
         reason = _check(node, initializers, consumers, excluded)
         if reason is None and node.input[1] in outputs:

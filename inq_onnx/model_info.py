@@ -18,6 +18,7 @@ __all__ = ["LayerInfo", "FloatLayer", "ModelInfo", "model_info"]
 class LayerInfo:
     node: str
     op_type: str
+    weight: str  # the packed initializer
     bits: int
     exponent_min: int | None  # smallest / largest k of the ±2^k the layer uses; None when all zero
     exponent_max: int | None
@@ -46,11 +47,12 @@ class ModelInfo:
 
     @property
     def packed_bytes(self) -> int:
-        return sum(layer.packed_bytes for layer in self.layers)
+        """Bytes of the packed weights, each stored tensor counted once (layers may share one)."""
+        return sum({layer.weight: layer.packed_bytes for layer in self.layers}.values())
 
     @property
     def float_bytes(self) -> int:
-        return sum(layer.float_bytes for layer in self.layers)
+        return sum({layer.weight: layer.float_bytes for layer in self.layers}.values())
 
     @property
     def float_model_bytes(self) -> int:
@@ -82,7 +84,7 @@ def _layer_info(node: onnx.NodeProto, initializers: dict) -> LayerInfo:
         base = base.reshape(view)
     exponents = (np.broadcast_to(base, codes.shape) + magnitude - 1)[nonzero]
     return LayerInfo(
-        node=node.name, op_type=node.op_type, bits=packed.bits,
+        node=node.name, op_type=node.op_type, weight=node.input[1], bits=packed.bits,
         exponent_min=int(exponents.min()) if exponents.size else None,
         exponent_max=int(exponents.max()) if exponents.size else None,
         zero_fraction=float(1.0 - nonzero.mean()) if codes.size else 0.0,
@@ -90,7 +92,7 @@ def _layer_info(node: onnx.NodeProto, initializers: dict) -> LayerInfo:
 
 
 def model_info(model: onnx.ModelProto) -> ModelInfo:
-    """Per-layer figures of the com.inq nodes, and the Conv/Gemm nodes left float with the reason."""
+    """Per-layer figures of the com.inq nodes, and the linear layers left float with the reason."""
     initializers = {t.name: t for t in model.graph.initializer}
     info = ModelInfo(model_bytes=model.ByteSize())
     info.layers = [_layer_info(node, initializers) for node in shift_nodes(model)]
@@ -100,6 +102,7 @@ def model_info(model: onnx.ModelProto) -> ModelInfo:
     info.float_layers = [FloatLayer(layer.node, layer.op_type, sizes[layer.weight], "not quantized")
                          for layer in layers]
     by_name = {n.name: n for n in float_model.graph.node}
-    info.float_layers += [FloatLayer(s.node, s.op_type, sizes.get(by_name[s.node].input[1], 0)
-                                     if len(by_name[s.node].input) > 1 else 0, s.reason) for s in skipped]
+    # The weight is the larger constant among the first two inputs (Conv/Gemm: input 1; MatMul: either).
+    info.float_layers += [FloatLayer(s.node, s.op_type, max(sizes.get(i, 0) for i in by_name[s.node].input[:2]),
+                                     s.reason) for s in skipped]
     return info

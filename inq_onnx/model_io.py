@@ -11,14 +11,16 @@ import onnx
 
 from .errors import InqError, ModelError
 
-__all__ = ["load_model", "save_model", "atomic_write", "model_sha256", "default_output_path"]
+__all__ = ["load_model", "save_model", "atomic_write", "check_output_path", "model_sha256", "default_output_path"]
 
 
 def load_model(path: str | os.PathLike) -> onnx.ModelProto:
     """Load a model with its external data; ModelError when missing or not ONNX."""
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise ModelError(f"model file not found: {path}")
+    if not path.is_file():
+        raise ModelError(f"{path} is not a file")
     try:
         return onnx.load(str(path))
     except Exception as exc:  # protobuf raises several unrelated types on corrupt files
@@ -33,16 +35,45 @@ def model_sha256(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
-def atomic_write(path: str | os.PathLike, data: bytes) -> None:
-    """Write through a temporary file in the same folder, renamed into place: never a half-written file."""
+def check_output_path(path: str | os.PathLike, *inputs: str | os.PathLike) -> Path:
+    """An output path that is not one of the inputs and, if it exists, is a regular file we may replace."""
+    if not str(path).strip():
+        raise InqError("the output path is empty")
     path = Path(path)
-    if not path.parent.exists():
+    if path.exists() and not path.is_file():
+        raise InqError(f"output {path} exists and is not a regular file")
+    for source in inputs:
+        if path.exists() and Path(source).exists() and path.resolve() == Path(source).resolve():
+            raise InqError(f"the output path {path} is an input; choose another with -o")
+    return path
+
+
+def atomic_write(path: str | os.PathLike, data: bytes) -> None:
+    """Write through a temporary file in the same folder, renamed into place: never a half-written file.
+
+    The new file gets the mode of the file it replaces, or the umask's default for a new file.
+    """
+    path = check_output_path(path)
+    if not path.parent.is_dir():
         raise InqError(f"output folder does not exist: {path.parent}")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    if path.exists():
+        mode = path.stat().st_mode & 0o777
+    else:
+        umask = os.umask(0)
+        os.umask(umask)
+        mode = 0o666 & ~umask
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise InqError(f"cannot write to {path.parent}: {exc.strerror or exc}") from None
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
+        os.chmod(tmp, mode)
         os.replace(tmp, path)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        raise InqError(f"cannot write {path}: {exc.strerror or exc}") from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

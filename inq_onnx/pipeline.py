@@ -18,6 +18,7 @@ from .normalize import normalize_model
 from .quantizer import MAX_BITS, MIN_BITS, LayerLevels, layer_levels, quantize
 from .retrain import ProgressCallback, RetrainConfig, StepReport, run_inq
 from .rewrite import rewrite_model
+from .schemas import DOMAIN
 from .runtime import make_session, run_batched
 from .schedule import check_portions, default_portions
 from .validate import OutputComparison, compare_outputs
@@ -95,6 +96,8 @@ def quantize_model(model: onnx.ModelProto, config: QuantizeConfig, dataset: Data
                    metadata: dict[str, str] | None = None, progress: ProgressCallback | None = None
                    ) -> QuantizeResult:
     """INQ-quantize every qualifying Conv/Gemm of `model` and rewrite them into com.inq ops."""
+    if any(n.domain == DOMAIN for n in model.graph.node):
+        raise ModelError("the model is already quantized (it has com.inq nodes); start from the float model")
     normalized = normalize_model(model)
     layers, skipped = match_layers(normalized, config.exclude)
     if not layers:
@@ -108,9 +111,10 @@ def quantize_model(model: onnx.ModelProto, config: QuantizeConfig, dataset: Data
     steps: list[StepReport] = []
     if dataset is not None:
         dataset = check_dataset(dataset, normalized)
-    if dataset is None or not config.retrain or config.training.epochs == 0:
+    if dataset is None or not config.retrain or config.training.epochs == 0 or config.schedule == (1.0,):
         why = ("no training data was given" if dataset is None else
-               "retraining is off" if not config.retrain else "epochs is 0")
+               "retraining is off" if not config.retrain else
+               "epochs is 0" if config.training.epochs == 0 else "the schedule quantizes everything at once")
         notes.append(f"one-shot quantization without retraining: {why}")
         values = {name: quantize(w, levels[name]) for name, w in originals.items()}
         mode = "one-shot"
@@ -126,11 +130,13 @@ def quantize_model(model: onnx.ModelProto, config: QuantizeConfig, dataset: Data
 
 
 def _probe_inputs(model: onnx.ModelProto, batch: int = 4, seed: int = 0) -> dict[str, np.ndarray] | None:
-    """Random inputs when the model's shapes are fixed but for the batch; None otherwise."""
+    """Random inputs when every input is float with fixed dims (a symbolic axis 0 becomes `batch`); else None."""
     rng = np.random.default_rng(seed)
     inputs = {}
     for spec in model_inputs(model):
-        dims = [batch] + [d for d in spec.shape[1:]]
+        dims = list(spec.shape)
+        if dims and not (isinstance(dims[0], int) and dims[0] > 0):
+            dims[0] = batch
         if not all(isinstance(d, int) and d > 0 for d in dims) or not np.issubdtype(spec.dtype, np.floating):
             return None
         inputs[spec.name] = rng.standard_normal(dims).astype(spec.dtype)
@@ -148,7 +154,8 @@ def check_rewrite(result: QuantizeResult, dataset: Dataset | None = None, sample
     else:
         inputs = _probe_inputs(result.float_model)
         if inputs is None:
-            warnings.warn("the rewrite was not checked: the model's input shapes are not fixed; give --data")
+            warnings.warn("the rewrite was not checked: random inputs need float inputs with fixed shapes "
+                          "(but for the batch); give --data to check it")
             return []
     expected = run_batched(make_session(result.float_model), inputs)
     actual = run_batched(make_session(result.model), inputs)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
-from .errors import ConfigError
+from .errors import ConfigError, TrainingError
 from .quantizer import LayerLevels, quantize
 from .schedule import STRATEGIES, grow_frozen_mask
 from .training.backend import GradientBackend
@@ -35,14 +36,16 @@ class RetrainConfig:
             raise ConfigError(f"epochs must be a whole number >= 0, got {self.epochs!r}")
         if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1:
             raise ConfigError(f"batch_size must be a whole number >= 1, got {self.batch_size!r}")
-        if not self.lr > 0:
-            raise ConfigError(f"lr must be > 0, got {self.lr!r}")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise ConfigError(f"lr must be a finite number > 0, got {self.lr!r}")
         if self.optimizer not in OPTIMIZERS:
             raise ConfigError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
         if self.strategy not in STRATEGIES:
             raise ConfigError(f"strategy must be one of {', '.join(STRATEGIES)}, got {self.strategy!r}")
-        if not 0 <= self.momentum < 1 or self.weight_decay < 0:
-            raise ConfigError("momentum must be in [0, 1) and weight_decay >= 0")
+        if not 0 <= self.momentum < 1:
+            raise ConfigError(f"momentum must be in [0, 1), got {self.momentum!r}")
+        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            raise ConfigError(f"weight_decay must be a finite number >= 0, got {self.weight_decay!r}")
 
 
 @dataclass
@@ -102,6 +105,8 @@ def run_inq(backend: GradientBackend, levels: Mapping[str, LayerLevels], portion
                 batch = {k: v[index] for k, v in inputs.items()}
                 target = targets[index] if isinstance(targets, np.ndarray) else [t[index] for t in targets]
                 loss, grads = backend.loss_and_gradients(batch, target)
+                if not math.isfinite(loss):
+                    raise TrainingError(f"retraining diverged in step {step + 1} (loss {loss}); lower --lr")
                 optimizer.step(params, grads, trainable)
                 for name, mask in frozen.items():  # exact, whatever the optimizer did
                     params[name][mask] = frozen_values[name]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Mapping
@@ -48,21 +49,51 @@ def make_session(model: onnx.ModelProto | str | os.PathLike, threads: int | None
     options.log_severity_level = 3
     if threads:
         options.intra_op_num_threads = threads
-    proto = model if isinstance(model, onnx.ModelProto) else None
-    if proto is None or any(n.domain == DOMAIN for n in proto.graph.node):
+    proto = model if isinstance(model, onnx.ModelProto) else onnx.load(str(model))
+    if any(n.domain == DOMAIN for n in proto.graph.node):
         options.register_custom_ops_library(get_library_path())
-    source = proto.SerializeToString() if proto is not None else str(model)
     try:
-        return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+        return ort.InferenceSession(proto.SerializeToString(), options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises its own exception types
-        raise ModelError(f"onnxruntime cannot load the model: {str(exc).strip().splitlines()[0]}") from None
+        message = str(exc).strip()
+    match = re.search(r"max supported IR version: (\d+)", message)
+    if match and proto.ir_version > int(match.group(1)):
+        # A newer onnx stamps a newer IR version than this onnxruntime reads, though the graph rarely needs it.
+        older = onnx.ModelProto()
+        older.CopyFrom(proto)
+        older.ir_version = int(match.group(1))
+        try:
+            return ort.InferenceSession(older.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        except Exception as exc:
+            message = str(exc).strip()
+    first = message.splitlines()[0] if message else "unknown error"
+    # Drop onnxruntime's source location and C++ signature; keep its sentence.
+    first = re.sub(r"\S*onnxruntime_src/\S+:\d+ .*?\) (?=[A-Z])", "", first)
+    raise ModelError(f"onnxruntime {ort.__version__} cannot load the model: "
+                     f"{first[:300]}{'...' if len(first) > 300 else ''}")
+
+
+def _fixed_batch(session) -> int | None:
+    """The batch size a session's inputs fix on axis 0, if they fix one."""
+    sizes = {i.shape[0] for i in session.get_inputs() if i.shape and isinstance(i.shape[0], int) and i.shape[0] > 0}
+    return sizes.pop() if len(sizes) == 1 else None
 
 
 def run_batched(session, inputs: Mapping[str, np.ndarray], batch_size: int = 256) -> list[np.ndarray]:
-    """All outputs for all samples, run in batches along axis 0."""
+    """All outputs for all samples, run in batches along axis 0.
+
+    A model whose inputs fix the batch (often 1, as exporters write) runs in batches of exactly that size; a
+    short last batch is padded with copies of its last sample and the padding dropped from the outputs.
+    """
     count = len(next(iter(inputs.values())))
+    fixed = _fixed_batch(session)
+    step = fixed or batch_size
     chunks: list[list[np.ndarray]] = []
-    for start in range(0, count, batch_size):
-        feed = {k: v[start:start + batch_size] for k, v in inputs.items()}
-        chunks.append(session.run(None, feed))
+    for start in range(0, count, step):
+        feed = {k: v[start:start + step] for k, v in inputs.items()}
+        real = len(next(iter(feed.values())))
+        if fixed and real < fixed:
+            feed = {k: np.concatenate([v, np.repeat(v[-1:], fixed - real, axis=0)]) for k, v in feed.items()}
+        outputs = session.run(None, feed)
+        chunks.append([o[:real] if fixed and o.ndim and len(o) == fixed else o for o in outputs])
     return [np.concatenate([c[i] for c in chunks]) for i in range(len(chunks[0]))]

@@ -30,7 +30,7 @@ def check_portions(portions: Sequence[float]) -> tuple[float, ...]:
     values = tuple(float(p) for p in portions)
     if not values:
         raise ConfigError("portions must not be empty")
-    if any(not 0.0 < p <= 1.0 for p in values):
+    if any(not 0.0 < p <= 1.0 for p in values):  # also catches NaN
         raise ConfigError(f"portions must lie in (0, 1], got {list(values)}")
     if any(b <= a for a, b in zip(values, values[1:])):
         raise ConfigError(f"portions must increase strictly, got {list(values)}")
@@ -42,7 +42,7 @@ def check_portions(portions: Sequence[float]) -> tuple[float, ...]:
 def parse_portions(text: str) -> tuple[float, ...]:
     """'0.5,0.75,0.875,1' -> (0.5, 0.75, 0.875, 1.0)."""
     try:
-        values = [float(part) for part in text.split(",") if part.strip()]
+        values = [float(part) for part in text.split(",")] if text.strip() else []
     except ValueError:
         raise ConfigError(f"portions must be comma-separated numbers, got {text!r}") from None
     return check_portions(values)

@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import onnx
 
-from .data import Dataset
+from .data import Dataset, model_inputs
 from .errors import ModelError
 from .runtime import make_session, run_batched
 
@@ -67,9 +67,19 @@ def accuracy(logits: np.ndarray, labels: np.ndarray) -> float:
     return float(np.mean(logits.reshape(len(labels), -1).argmax(axis=1) == labels))
 
 
+def _classifier_output(output: np.ndarray, labels: np.ndarray) -> bool:
+    """True when `output` reads as (samples, classes) scores for `labels`."""
+    return output.ndim == 2 and len(output) == len(labels) and output.shape[1] > int(labels.max(initial=0))
+
+
 def compare_models(original: onnx.ModelProto, quantized: onnx.ModelProto, dataset: Dataset,
                    batch_size: int = 256, threads: int | None = None) -> ValidationReport:
-    """Per-output drift of `quantized` from `original` on `dataset`, and both accuracies when it has labels."""
+    """Per-output drift of `quantized` from `original` on `dataset`, and both accuracies when it has labels
+    and the first output is (samples, classes) scores."""
+    inputs = sorted(i.name for i in model_inputs(original))
+    quantized_inputs = sorted(i.name for i in model_inputs(quantized))
+    if inputs != quantized_inputs:
+        raise ModelError(f"the models' inputs differ: {inputs} vs {quantized_inputs}")
     reference = run_batched(make_session(original, threads), dataset.inputs, batch_size)
     results = run_batched(make_session(quantized, threads), dataset.inputs, batch_size)
     names = [o.name for o in original.graph.output]
@@ -78,7 +88,7 @@ def compare_models(original: onnx.ModelProto, quantized: onnx.ModelProto, datase
         raise ModelError(f"the models' outputs differ: {names} vs {quantized_names}")
     report = ValidationReport(samples=len(dataset))
     report.outputs = [compare_outputs(n, r, q) for n, r, q in zip(names, reference, results)]
-    if dataset.labels is not None:
+    if dataset.labels is not None and _classifier_output(reference[0], dataset.labels):
         report.accuracy_original = accuracy(reference[0], dataset.labels)
         report.accuracy_quantized = accuracy(results[0], dataset.labels)
     return report

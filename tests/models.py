@@ -45,3 +45,20 @@ def conv_gemm_model(seed: int = 0, channels: int = 4, classes: int = 5, softmax:
 
 def random_inputs(seed: int, count: int = 16) -> np.ndarray:
     return np.random.default_rng(seed).standard_normal((count, 2, 6, 6)).astype(np.float32)
+
+
+def fixed_batch_model(seed: int = 0, batch: int = 1) -> onnx.ModelProto:
+    """conv_gemm_model with the batch fixed (as exporters often write it)."""
+    model = conv_gemm_model(seed)
+    for value in (model.graph.input[0], model.graph.output[0]):
+        value.type.tensor_type.shape.dim[0].dim_value = batch
+    onnx.checker.check_model(model, full_check=True)
+    return model
+
+
+def features_first_model(seed: int = 0) -> onnx.ModelProto:
+    """Two outputs: a feature map first, logits second."""
+    model = conv_gemm_model(seed)
+    model.graph.output.insert(0, helper.make_tensor_value_info("c1", TensorProto.FLOAT, ["N", 4, 6, 6]))
+    onnx.checker.check_model(model, full_check=True)
+    return model

@@ -1,6 +1,7 @@
 """The command line: success paths print reports; every user error is one `Error: ...` line and exit != 0."""
 
 import json
+import os
 
 import numpy as np
 import onnx
@@ -94,7 +95,17 @@ def test_no_data_warns_and_does_one_shot(files):
     (["quantize", "{d}/model.onnx", "--portions", "0.5,0.9"], "the last portion must be 1"),
     (["quantize", "{d}/model.onnx", "--exclude", "nope", "--no-retrain"], "--exclude names no node: nope"),
     (["quantize", "{d}/model.onnx", "-o", "{d}/no/such/dir/out.onnx", "--no-retrain"], "output folder does not exist"),
-    (["quantize", "{d}/model.onnx", "-o", "{d}/model.onnx", "--no-retrain"], "the output path is the input model"),
+    (["quantize", "{d}/model.onnx", "-o", "{d}/model.onnx", "--no-retrain"], "is an input; choose another"),
+    (["quantize", "{d}/model.onnx", "-o", "", "--no-retrain"], "the output path is empty"),
+    (["quantize", "{d}/model.onnx", "-o", "{d}", "--no-retrain"], "is a directory"),
+    (["quantize", "{d}/model.onnx", "-o", "{d}/fifo", "--no-retrain"], "exists and is not a regular file"),
+    (["quantize", "{d}", "--no-retrain"], "is a directory"),
+    (["quantize", "{d}/model.onnx", "--data", "{d}/empty.npz"], "not a readable .npz"),
+    (["quantize", "{d}/model.onnx", "--data", "{d}/plain.npy"], "not an .npz archive"),
+    (["quantize", "{d}/model.onnx", "--lr", "nan"], "lr must be a finite number > 0"),
+    (["quantize", "{d}/model.onnx", "--portions", "0.5,,1"], "comma-separated numbers"),
+    (["quantize", "{d}/model.onnx", "--exclude", "relu1", "--no-retrain"], "relu1 is a Relu node"),
+    (["export", "{d}/model.onnx", "-o", "{d}/model.onnx"], "is an input; choose another"),
     (["validate", "{d}/model.onnx", "{d}/model.onnx"], "Missing option '--data'"),
     (["info", "{d}/missing.onnx"], "model file not found"),
     (["export", "{d}/model.onnx", "-o", "{d}/x.onnx"], "no ShiftConv/ShiftGemm nodes"),
@@ -103,6 +114,9 @@ def test_no_data_warns_and_does_one_shot(files):
 ])
 def test_user_errors_are_one_line(files, args, message):
     (files / "corrupt.onnx").write_bytes(b"\x08\x07garbage")
+    (files / "empty.npz").write_bytes(b"")
+    os.mkfifo(files / "fifo")  # stands in for /dev/null and other special files
+    np.save(files / "plain.npy", random_inputs(0, 4))
     np.savez(files / "wrong.npz", image=random_inputs(0, 4))
     code, out = run(*[a.format(d=files) for a in args])
     assert_one_error_line(code, out, message)

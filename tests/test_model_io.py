@@ -1,3 +1,5 @@
+import os
+
 import pytest
 
 from inq_onnx.errors import InqError, ModelError
@@ -13,6 +15,28 @@ def test_atomic_write_keeps_old_file_and_leaves_no_temp_on_failure(tmp_path):
         atomic_write(target, object())  # fails inside the write
     assert target.read_bytes() == b"previous"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.onnx"]
+
+
+def test_replaced_file_keeps_its_mode_and_new_files_follow_the_umask(tmp_path):
+    target = tmp_path / "out.onnx"
+    target.write_bytes(b"old")
+    target.chmod(0o640)
+    atomic_write(target, b"new")
+    assert target.read_bytes() == b"new" and target.stat().st_mode & 0o777 == 0o640
+    umask = os.umask(0o022)
+    try:
+        atomic_write(tmp_path / "fresh.onnx", b"x")
+    finally:
+        os.umask(umask)
+    assert (tmp_path / "fresh.onnx").stat().st_mode & 0o777 == 0o644
+
+
+def test_special_files_are_never_replaced(tmp_path):
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    with pytest.raises(InqError, match="exists and is not a regular file"):
+        atomic_write(fifo, b"data")
+    assert not fifo.is_file() and fifo.exists()
 
 
 def test_save_and_load_round_trip(tmp_path):

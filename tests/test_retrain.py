@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from inq_onnx.errors import ConfigError
+from inq_onnx.errors import ConfigError, TrainingError
 from inq_onnx.quantizer import layer_levels, quantize
 from inq_onnx.retrain import RetrainConfig, run_inq
 
@@ -95,9 +95,19 @@ def test_frozen_entries_unchanged_within_a_step_with_adamw():
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    ({"epochs": -1}, "epochs"), ({"batch_size": 0}, "batch_size"), ({"lr": 0}, "lr must be > 0"),
+    ({"epochs": -1}, "epochs"), ({"batch_size": 0}, "batch_size"), ({"lr": 0}, "lr must be a finite number > 0"),
+    ({"lr": float("inf")}, "lr must be a finite number"), ({"weight_decay": float("nan")}, "weight_decay must be"),
     ({"optimizer": "lbfgs"}, "optimizer must be one of"), ({"strategy": "x"}, "strategy must be one of"),
 ])
 def test_bad_retrain_config(kwargs, message):
     with pytest.raises(ConfigError, match=message):
         RetrainConfig(**kwargs)
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # the overflow that makes it diverge
+def test_divergence_is_reported_not_packed():
+    x, y, w_true = _problem(3)
+    backend = LinearBackend(w_true, np.zeros(3, np.float32))
+    with pytest.raises(TrainingError, match="diverged in step 1 .*lower --lr"):
+        run_inq(backend, {"w": layer_levels(w_true, 5)}, (0.5, 1.0), {"x": x}, y * 1e30,
+                RetrainConfig(epochs=3, lr=1e3))

@@ -258,7 +258,9 @@ def test_parameters_the_loss_ignores_get_zero_gradients(tmp_path):
     model.graph.initializer.append(numpy_helper.from_array(np.ones((5, 2), np.float32), "w_aux"))
     model.graph.output[1].CopyFrom(helper.make_tensor_value_info("aux", FLOAT, ["N", 2]))
     x = np.random.default_rng(9).standard_normal((4, 6)).astype(np.float32)
-    with OrtGradientBackend(model, ["w1", "w_aux"], "cross_entropy", {"x": (6,)}, workdir=tmp_path) as backend:
+    with pytest.warns(UserWarning, match=r"parameters \['w_aux'\] do not affect the loss"):
+        backend = OrtGradientBackend(model, ["w1", "w_aux"], "cross_entropy", {"x": (6,)}, workdir=tmp_path)
+    with backend:
         _, grads = backend.loss_and_gradients({"x": x}, np.array([0, 1, 2, 1]))
         backend.set_parameters({"w_aux": np.full((5, 2), 3.0, np.float32)})
         exported = backend.export_parameters_to()

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import logging
 import os
 import re
 import shutil
 import sys
 import tempfile
+import warnings
 import weakref
 from typing import Literal, Mapping, Sequence
 
@@ -30,7 +30,6 @@ from inq_onnx.training.graph_prep import (consumed_names, graph_input_names, kee
 
 __all__ = ["OrtGradientBackend", "LossName"]
 
-logger = logging.getLogger(__name__)
 
 LossName = Literal["cross_entropy", "distillation"]
 _LOSSES = ("cross_entropy", "distillation")
@@ -91,7 +90,7 @@ class OrtGradientBackend:
             raise ModelError(f"none of the trainable parameters affects the loss (computed from outputs "
                              f"{self.loss_outputs})")
         if self._detached:
-            logger.warning("parameters %s do not affect the loss; their gradient is zero", sorted(self._detached))
+            warnings.warn(f"parameters {sorted(self._detached)} do not affect the loss; they are not retrained")
 
         self._dir = tempfile.mkdtemp(prefix="inq-onnx-train-", dir=os.fspath(workdir) if workdir else None)
         self._cleanup = weakref.finalize(self, shutil.rmtree, self._dir, True)
@@ -186,7 +185,8 @@ class OrtGradientBackend:
             if name in self._detached:
                 self._detached[name] = np.array(value, dtype=np.float32)
             else:
-                self._params[name].data = np.ascontiguousarray(value, dtype=np.float32)
+                # np.require keeps 0-d values 0-d (ascontiguousarray would make them 1-d: a scalar Gemm C).
+                self._params[name].data = np.require(value, dtype=np.float32, requirements="C")
 
     def loss_and_gradients(self, inputs: Mapping[str, np.ndarray], target: np.ndarray | Sequence[np.ndarray]
                            ) -> tuple[float, dict[str, np.ndarray]]:

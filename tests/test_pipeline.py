@@ -1,0 +1,116 @@
+"""Pipeline behaviour on real-world model shapes: fixed batch, outputs that are not logits, shared weights."""
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper
+
+from inq_onnx.api import export, info, quantize, validate
+from inq_onnx.errors import ModelError
+from inq_onnx.pipeline import QuantizeConfig, quantize_model
+from inq_onnx.retrain import RetrainConfig
+from inq_onnx.runtime import make_session
+
+from models import conv_gemm_model, features_first_model, fixed_batch_model, make_model, random_inputs, weights
+
+
+def save(tmp_path, model, name="model.onnx"):
+    path = tmp_path / name
+    onnx.save(model, path)
+    return path
+
+
+def save_data(tmp_path, count=10, labels=True, name="data.npz"):
+    arrays = {"x": random_inputs(5, count)}
+    if labels:
+        arrays["labels"] = np.random.default_rng(0).integers(0, 5, count)
+    np.savez(tmp_path / name, **arrays)
+    return tmp_path / name
+
+
+def test_fixed_batch_model_one_shot_checks_rewrite_with_its_batch(tmp_path):
+    summary = quantize(save(tmp_path, fixed_batch_model()), QuantizeConfig(retrain=False))
+    assert summary.rewrite_check and summary.rewrite_check[0].max_abs_diff < 1e-4
+
+
+def test_fixed_batch_model_validates_on_data_not_divisible_by_its_batch(tmp_path):
+    model_path = save(tmp_path, fixed_batch_model(batch=4))
+    data = save_data(tmp_path, count=10)  # 4 + 4 + a padded 2
+    summary = quantize(model_path, QuantizeConfig(retrain=False), data)
+    report = validate(model_path, summary.output, data)
+    assert report.samples == 10 and report.accuracy_original is not None
+
+
+@pytest.mark.train
+def test_fixed_batch_model_retrains(tmp_path):
+    summary = quantize(save(tmp_path, fixed_batch_model()), QuantizeConfig(training=RetrainConfig(epochs=1)),
+                       save_data(tmp_path, count=12))
+    assert summary.result.mode == "labels" and summary.validation.samples == 12
+
+
+def test_accuracy_is_left_out_when_first_output_is_not_scores(tmp_path):
+    model_path = save(tmp_path, features_first_model())
+    data = save_data(tmp_path)
+    summary = quantize(model_path, QuantizeConfig(retrain=False), data)
+    report = validate(model_path, summary.output, data)
+    assert [o.name for o in report.outputs] == ["c1", "logits"]
+    assert report.accuracy_original is None and report.outputs[0].top1_agreement is None
+
+
+def test_validate_refuses_models_with_different_inputs(tmp_path):
+    other = conv_gemm_model()
+    other.graph.input[0].name = "image"
+    other.graph.node[0].input[0] = "image"
+    with pytest.raises(ModelError, match=r"inputs differ: \['x'\] vs \['image'\]"):
+        validate(save(tmp_path, conv_gemm_model()), save(tmp_path, other, "other.onnx"), save_data(tmp_path))
+
+
+def test_already_quantized_model_is_refused():
+    quantized = quantize_model(conv_gemm_model(), QuantizeConfig(retrain=False)).model
+    with pytest.raises(ModelError, match="already quantized"):
+        quantize_model(quantized, QuantizeConfig(retrain=False))
+
+
+def test_single_portion_schedule_is_one_shot(tmp_path):
+    summary = quantize(save(tmp_path, conv_gemm_model()), QuantizeConfig(portions=(1.0,)), save_data(tmp_path))
+    assert summary.result.mode == "one-shot"
+    assert "quantizes everything at once" in summary.result.notes[0]
+
+
+def test_matmul_is_reported_as_left_float(tmp_path):
+    rng = np.random.default_rng(0)
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["h0"], name="linear"),
+             helper.make_node("Reshape", ["h0", "shape"], ["h"], name="flat"),
+             helper.make_node("Gemm", ["h", "w2"], ["y"], name="fc")]
+    model = make_model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3, 4])],
+                       [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 5])],
+                       {"w": weights(rng, 4, 4), "w2": weights(rng, 12, 5), "shape": np.array([2, 12])})
+    result = quantize_model(model, QuantizeConfig(retrain=False))
+    assert [(s.node, s.reason) for s in result.skipped] == [("linear", "MatMul is not rewritten (only Conv and "
+                                                                        "Gemm are)")]
+    report = info(save(tmp_path, result.model))
+    assert [(f.node, f.parameters) for f in report.float_layers] == [("linear", 16)]
+
+
+def test_info_counts_a_shared_weight_once(tmp_path):
+    rng = np.random.default_rng(0)
+    nodes = [helper.make_node("Gemm", ["x", "w"], ["h"], name="a"),
+             helper.make_node("Gemm", ["h", "w"], ["y"], name="b")]
+    model = make_model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 8])],
+                       [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 8])], {"w": weights(rng, 8, 8)})
+    report = info(save(tmp_path, quantize_model(model, QuantizeConfig(bits=4, retrain=False)).model))
+    assert len(report.layers) == 2
+    assert report.packed_bytes == 32 and report.float_bytes == 256
+
+
+def test_export_drops_inq_metadata(tmp_path):
+    summary = quantize(save(tmp_path, conv_gemm_model()), QuantizeConfig(retrain=False))
+    exported = onnx.load(export(summary.output, tmp_path / "float.onnx"))
+    assert not [p.key for p in exported.metadata_props if p.key.startswith("inq.")]
+
+
+def test_session_reads_models_stamped_with_a_newer_ir_version():
+    model = conv_gemm_model()
+    model.ir_version = 99
+    session = make_session(model)
+    assert session.run(None, {"x": random_inputs(0, 2)})[0].shape == (2, 5)
