@@ -115,6 +115,13 @@ CONV_CASES = {
     "1d_group": ((1, 6, 15), (9, 2, 4), {"group": 3}),
     "1d_depthwise": ((2, 5, 16), (5, 1, 3), {"group": 5, "auto_pad": "SAME_LOWER"}),
     "1d_pointwise": ((1, 8, 33), (4, 8, 1), {}),
+    # Geometries that leave the implicit-GEMM path (phase planes or wide rows would dwarf the output).
+    "2d_huge_stride": ((1, 3, 9, 9), (4, 3, 3, 3), {"strides": [100000, 100000]}),
+    "2d_wide_stride": ((1, 3, 6, 300), (4, 3, 3, 3), {"strides": [1, 97], "pads": [1, 1, 1, 1]}),
+    "1d_large_dilation": ((1, 4, 60), (6, 4, 3), {"dilations": [29]}),
+    # SAME with a stride larger than the input: a negative total pad crops the input (same in ORT 1.19 and 1.32).
+    "2d_same_upper_stride_gt_input": ((1, 3, 11, 11), (4, 3, 4, 4), {"auto_pad": "SAME_UPPER", "strides": [17, 17]}),
+    "1d_same_lower_crop": ((1, 3, 12), (4, 3, 2), {"auto_pad": "SAME_LOWER", "strides": [5]}),
 }
 
 
@@ -190,6 +197,66 @@ def test_shift_conv_thread_counts(library, threads):
     x = rng.standard_normal((3, 16, 14, 14)).astype(np.float32)
     assert_close(make_session(custom, library, threads=threads).run(None, {"X": x})[0],
                  make_session(ref, threads=1).run(None, {"X": x})[0])
+
+
+def same_pads(n, k, s, upper):
+    """Begin/end pads of SAME_UPPER/LOWER as onnxruntime 1.32's Conv applies them (docs/ops.md)."""
+    total = (-(-n // s) - 1) * s + k - n
+    trunc = lambda a: int(a / 2)  # noqa: E731  C++ division
+    if total >= 0:
+        begin = total // 2 if upper else (total + 1) // 2
+    else:
+        begin = trunc(total + 1) if upper else trunc(total + 2)
+    return begin, total - begin
+
+
+def conv_reference(x, w, strides, pads):
+    """Plain 2-D convolution, group 1, with begin/end pads that may be negative (crop)."""
+    (sh, sw), (pt, pl, pb, pr) = strides, pads
+    x = np.pad(x, [(0, 0), (0, 0), (max(pt, 0), max(pb, 0)), (max(pl, 0), max(pr, 0))])
+    x = x[:, :, max(-pt, 0):x.shape[2] - max(-pb, 0), max(-pl, 0):x.shape[3] - max(-pr, 0)]
+    kh, kw = w.shape[2:]
+    oh, ow = (x.shape[2] - kh) // sh + 1, (x.shape[3] - kw) // sw + 1
+    y = np.zeros((x.shape[0], w.shape[0], oh, ow))
+    for i in range(kh):
+        for j in range(kw):
+            patch = x[:, :, i:i + (oh - 1) * sh + 1:sh, j:j + (ow - 1) * sw + 1:sw]
+            y += np.einsum("nchw,mc->nmhw", patch, w[:, :, i, j])
+    return y.astype(np.float32)
+
+
+@pytest.mark.parametrize("auto_pad", ["SAME_UPPER", "SAME_LOWER"])
+@pytest.mark.parametrize("n,k,s", [(11, 4, 17), (6, 1, 3), (10, 3, 5), (9, 2, 4), (8, 1, 5)])
+def test_shift_conv_same_crop(library, auto_pad, n, k, s):
+    """SAME with a stride beyond the kernel's reach: onnxruntime 1.32's pads (1.19 differs by one position when the
+    negative total is even for SAME_UPPER / odd for SAME_LOWER)."""
+    rng = np.random.default_rng(n * 100 + k * 10 + s)
+    x_shape, w_shape = (1, 3, n, n + 1), (4, 3, k, k)
+    custom, ref, _ = conv_models(x_shape, w_shape, {"auto_pad": auto_pad, "strides": [s, s]}, 4, False, False, rng)
+    x = rng.standard_normal(x_shape).astype(np.float32)
+    got = make_session(custom, library).run(None, {"X": x})[0]
+    w = next(numpy_helper.to_array(t) for t in ref.graph.initializer if t.name == "W")
+    (pt, pb), (pl, pr) = (same_pads(d, k, s, auto_pad == "SAME_UPPER") for d in x_shape[2:])
+    want = conv_reference(x, w, (s, s), (pt, pl, pb, pr))
+    assert got.shape == want.shape == (1, 4, -(-n // s), -(-(n + 1) // s))
+    assert_close(got, want)
+    if ORT_VERSION >= (1, 32):
+        assert_close(got, make_session(ref, threads=1).run(None, {"X": x})[0])
+
+
+@pytest.mark.parametrize("attrs,fragments", [
+    ({"auto_pad": "SAME_UPPER", "pads": [0, 0, 0, 0]}, ["SAME_UPPER", "pads [0, 0, 0, 0]"]),
+    ({"auto_pad": "VALID", "pads": [1, 1, 1, 1]}, ["VALID", "pads [1, 1, 1, 1]"]),
+    ({"auto_pad": "SAME_LOWER", "dilations": [2, 2]}, ["SAME_LOWER", "dilations [2, 2]"]),
+], ids=["same_with_pads", "valid_with_pads", "same_with_dilation"])
+def test_shift_conv_rejects_what_ort_conv_rejects(library, attrs, fragments):
+    """ONNX forbids auto_pad with pads; onnxruntime's Conv also refuses SAME_* with dilations (1.19 and 1.32)."""
+    rng = np.random.default_rng(11)
+    custom, ref, _ = conv_models((1, 3, 9, 9), (4, 3, 3, 3), attrs, 4, False, False, rng)
+    x = np.zeros((1, 3, 9, 9), np.float32)
+    with pytest.raises(Exception):
+        make_session(ref, threads=1).run(None, {"X": x})
+    _run_expect_error(library, custom, {"X": x}, *fragments)
 
 
 # ---------------------------------------------------------------------------------------------- ShiftGemm
@@ -333,6 +400,21 @@ CREATE_ERRORS = {
     "auto_pad": (dict(attrs={"auto_pad": "FULL"}), ["FULL"]),
     "group_divides": (dict(attrs={"group": 3}), ["group 3"]),
     "pads_length": (dict(attrs={"pads": [1, 1]}), ["pads [1, 1]"]),
+    # Values whose derived sizes would overflow: rejected at creation, naming them.
+    "strides_huge": (dict(attrs={"strides": [1 << 32, 1 << 32]}), ["strides [4294967296, 4294967296]"]),
+    "strides_zero": (dict(attrs={"strides": [0, 1]}), ["strides [0, 1]"]),
+    "dilations_huge": (dict(attrs={"dilations": [1 << 62, 1]}), ["dilations [4611686018427387904, 1]"]),
+    "pads_huge": (dict(attrs={"pads": [(1 << 63) - 1, 0, (1 << 63) - 1, 0]}), ["pads [9223372036854775807"]),
+    "pads_negative": (dict(attrs={"pads": [-1, 0, 0, 0]}), ["pads [-1, 0, 0, 0]"]),
+    "exponent_base_max": (dict(base=((1 << 63) - 1,)), ["exponent_base[0] = 9223372036854775807"]),
+    "exponent_base_min": (dict(base=(-(1 << 63),)), ["exponent_base[0] = -9223372036854775808"]),
+    "exponent_base_range": (dict(base=(-6, -5, 1001, -4)), ["exponent_base[2] = 1001"]),
+    # Attributes of the wrong type are errors, not silently replaced by defaults.
+    "group_float": (dict(attrs={"group": 2.0}), ["'group'", "type int", "got float"]),
+    "strides_string": (dict(attrs={"strides": "ab"}), ["'strides'", "type ints", "got string"]),
+    "dilations_int": (dict(attrs={"dilations": 2}), ["'dilations'", "type ints", "got int"]),
+    "pads_floats": (dict(attrs={"pads": [1.0, 1.0, 1.0, 1.0]}), ["'pads'", "type ints", "got floats"]),
+    "auto_pad_int": (dict(attrs={"auto_pad": 1}), ["'auto_pad'", "type string", "got int"]),
 }
 
 
@@ -350,6 +432,12 @@ GEMM_ERRORS = {
     "c_rank": ((3, 5), (5, 4), {}, (1, 3, 4), ["[1, 3, 4]"]),
     "exponent_base_length": ((3, 5), (5, 4), {"base": (-5, -5)}, None, ["exponent_base has 2 values", "N = 4"]),
     "packed_bytes": ((3, 5), (5, 4), {"bytes": 3}, None, ["3 bytes", "10"]),
+    # Checked before anything is allocated: a 30000 x 30000 weight with a 10-byte buffer fails at once.
+    "packed_bytes_huge": ((1, 30000), (30000, 30000), {"bytes": 10}, None, ["10 bytes", "need 450000000"]),
+    "weight_shape_overflow": ((1, 5), (1 << 40, 1 << 40), {"bytes": 10}, None, ["too many elements"]),
+    "exponent_base_range": ((3, 5), (5, 4), {"base": (-2000,)}, None, ["exponent_base[0] = -2000"]),
+    "alpha_int": ((3, 5), (5, 4), {"attrs": {"alpha": 2}}, None, ["'alpha'", "type float", "got int"]),
+    "trans_b_float": ((3, 5), (5, 4), {"attrs": {"transB": 1.0}}, None, ["'transB'", "type int", "got float"]),
 }
 
 
@@ -357,16 +445,23 @@ GEMM_ERRORS = {
 def test_shift_gemm_errors(library, case):
     a_shape, w_shape, opts, c_shape, fragments = GEMM_ERRORS[case]
     bits = 4
-    nbytes = opts.get("bytes", (int(np.prod(w_shape)) * bits + 7) // 8)
+    nbytes = opts["bytes"] if "bytes" in opts else (int(np.prod(w_shape)) * bits + 7) // 8
     inits = [numpy_helper.from_array(np.zeros(nbytes, np.uint8), "B_packed")]
     names = ["A", "B_packed"]
     if c_shape is not None:
         inits.append(numpy_helper.from_array(np.zeros(c_shape, np.float32), "C"))
         names.append("C")
     node = helper.make_node("ShiftGemm", names, ["Y"], domain="com.inq", bits=bits, weight_shape=list(w_shape),
-                            exponent_base=list(opts.get("base", (-5,))))
+                            exponent_base=list(opts.get("base", (-5,))), **opts.get("attrs", {}))
     model = make_model([node], [vinfo("A", shape=list(a_shape))], [vinfo("Y")], inits)
     _run_expect_error(library, model, {"A": np.zeros(a_shape, np.float32)}, *fragments)
+
+
+def test_conv_packed_size_checked_before_allocation(library):
+    """A weight_shape of 2^36 elements with a 10-byte buffer: an error naming the sizes, nothing allocated."""
+    model, _ = _conv_error_model(x_shape=(1, 4096, 8, 8), w_shape=(4096, 4096, 64, 64), packed_bytes=10)
+    _run_expect_error(library, model, {"X": np.zeros((1, 4096, 8, 8), np.float32)}, "10 bytes",
+                      "need 34359738368")
 
 
 def test_process_survives_errors(library):

@@ -29,6 +29,7 @@ dpkg -x "$deb" "$tmp/x"
 src="$tmp/x/usr/include/onnxruntime"
 [ -f "$src/onnxruntime_c_api.h" ] || { echo "fetch_ort_headers: onnxruntime_c_api.h not in $deb" >&2; exit 3; }
 
+rm -rf "$dest.partial"  # never build on a leftover from an interrupted run
 mkdir -p "$dest.partial"
 cp -R "$src/." "$dest.partial/"
 rm -rf "$dest"

@@ -28,11 +28,12 @@ if(NOT EXISTS "${_inq_ort_dest}/onnxruntime_c_api.h")
   message(STATUS "Fetching onnxruntime headers (Debian libonnxruntime-dev) into ${_inq_ort_dest}")
   execute_process(
     COMMAND "${_inq_bash}" "${CMAKE_CURRENT_LIST_DIR}/fetch_ort_headers.sh" "${_inq_ort_dest}"
+    TIMEOUT 600  # network fetch: fail instead of hanging the configure step
     RESULT_VARIABLE _inq_rc
     OUTPUT_VARIABLE _inq_out
     ERROR_VARIABLE _inq_err)
   if(NOT _inq_rc EQUAL 0 OR NOT EXISTS "${_inq_ort_dest}/onnxruntime_c_api.h")
-    message(FATAL_ERROR "Fetching the onnxruntime headers failed (exit ${_inq_rc}):\n${_inq_err}\n"
+    message(FATAL_ERROR "Fetching the onnxruntime headers failed (${_inq_rc}):\n${_inq_err}\n"
                         "Set ORT_INCLUDE_DIR (CMake cache or environment variable) to a directory holding "
                         "onnxruntime_c_api.h, e.g. from an onnxruntime release archive's include/ folder.")
   endif()

@@ -1,12 +1,10 @@
 // Library entry point: the com.inq domain, C API version negotiation and RegisterCustomOps.
 #include <onnxruntime_c_api.h>
 
-#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <mutex>
 #include <string>
-#include <vector>
 
 #include "ort_util.h"
 #include "shift_conv.h"
@@ -17,7 +15,7 @@ namespace {
 
 constexpr const char* kDomain = "com.inq";
 
-// "1.19.2" -> 19: onnxruntime 1.x exposes C API version x.
+// "1.19.2" -> 19: onnxruntime 1.x exposes C API version x. 0 if the string has another form.
 uint32_t api_version_of(const char* version) {
   if (!version) return 0;
   unsigned major = 0, minor = 0;
@@ -25,11 +23,29 @@ uint32_t api_version_of(const char* version) {
   return minor;
 }
 
+// The newest C API, at most ORT_API_VERSION (our headers), that the runtime provides; *version = 0 if none from
+// `lowest` up. The version string only chooses where to start (asking onnxruntime for a version it does not
+// have makes it print a warning); the answer comes from GetApi itself, so a future numbering still works.
+const OrtApi* newest_api(const OrtApiBase* base, uint32_t lowest, uint32_t* version) {
+  uint32_t start = ORT_API_VERSION;
+  const uint32_t hint = api_version_of(base->GetVersionString());
+  if (hint >= lowest && hint < start) start = hint;
+  for (uint32_t v = start; v >= lowest && v > 0; --v) {
+    if (const OrtApi* api = base->GetApi(v)) {
+      *version = v;
+      return api;
+    }
+  }
+  *version = 0;
+  return nullptr;
+}
+
 std::mutex g_mutex;
 CustomOp g_conv_op;
 CustomOp g_gemm_op;
-// Domains must outlive every session created from the options they were added to; kept for the process.
-std::vector<OrtCustomOpDomain*> g_domains;
+// Created once and kept for the process: sessions must not outlive the domain, and onnxruntime accepts the
+// same domain object in several SessionOptions.
+OrtCustomOpDomain* g_domain = nullptr;
 
 OrtStatus* register_ops(const OrtApi* api, OrtSessionOptions* options, uint32_t version) {
   std::lock_guard<std::mutex> lock(g_mutex);
@@ -40,17 +56,18 @@ OrtStatus* register_ops(const OrtApi* api, OrtSessionOptions* options, uint32_t 
   } else if (g_conv_op.version != version) {
     return api->CreateStatus(ORT_FAIL, "inq_onnx_ops: already registered with another onnxruntime API version");
   }
-  OrtCustomOpDomain* domain = nullptr;
-  if (OrtStatus* s = api->CreateCustomOpDomain(kDomain, &domain)) return s;
-  OrtStatus* s = api->CustomOpDomain_Add(domain, &g_conv_op);
-  if (!s) s = api->CustomOpDomain_Add(domain, &g_gemm_op);
-  if (!s) s = api->AddCustomOpDomain(options, domain);
-  if (s) {
-    api->ReleaseCustomOpDomain(domain);
-    return s;
+  if (!g_domain) {
+    OrtCustomOpDomain* domain = nullptr;
+    if (OrtStatus* s = api->CreateCustomOpDomain(kDomain, &domain)) return s;
+    OrtStatus* s = api->CustomOpDomain_Add(domain, &g_conv_op);
+    if (!s) s = api->CustomOpDomain_Add(domain, &g_gemm_op);
+    if (s) {
+      api->ReleaseCustomOpDomain(domain);
+      return s;
+    }
+    g_domain = domain;
   }
-  g_domains.push_back(domain);
-  return nullptr;
+  return api->AddCustomOpDomain(options, g_domain);
 }
 
 }  // namespace
@@ -58,25 +75,37 @@ OrtStatus* register_ops(const OrtApi* api, OrtSessionOptions* options, uint32_t 
 
 extern "C" __attribute__((visibility("default"))) OrtStatus* ORT_API_CALL
 RegisterCustomOps(OrtSessionOptions* options, const OrtApiBase* api_base) {
-  if (!api_base) return nullptr;  // nothing to report through
-  const char* runtime = api_base->GetVersionString();
-  const uint32_t runtime_api = inq::api_version_of(runtime);
-  const uint32_t version = std::min<uint32_t>(runtime_api, ORT_API_VERSION);
-  if (version < inq::kMinApiVersion) {
-    // Report through the oldest API the runtime has; CreateStatus exists in every version.
-    const OrtApi* old_api = api_base->GetApi(runtime_api ? runtime_api : 1);
-    if (!old_api) return nullptr;
-    const std::string msg = std::string("inq_onnx_ops needs onnxruntime >= 1.16 (C API ") +
-                            std::to_string(inq::kMinApiVersion) + "), this is onnxruntime " +
-                            (runtime ? runtime : "?");
-    return old_api->CreateStatus(ORT_FAIL, msg.c_str());
+  // Without an OrtApi no OrtStatus can be made: say so on stderr. onnxruntime then reports the unknown com.inq
+  // operators when it loads a model.
+  if (!api_base) {
+    std::fputs("inq_onnx_ops: RegisterCustomOps called without an OrtApiBase; no operators registered\n", stderr);
+    return nullptr;
   }
-  const OrtApi* api = api_base->GetApi(version);
-  if (!api) return nullptr;
+  uint32_t version = 0;
+  const OrtApi* api = inq::newest_api(api_base, inq::kMinApiVersion, &version);
+  if (!api) {
+    // Report through the newest API the runtime has; CreateStatus exists in every version.
+    uint32_t old_version = 0;
+    const OrtApi* old_api = inq::newest_api(api_base, 1, &old_version);
+    const char* runtime = api_base->GetVersionString();
+    if (!old_api) {
+      std::fprintf(stderr, "inq_onnx_ops: onnxruntime %s provides no usable C API; no operators registered\n",
+                   runtime ? runtime : "?");
+      return nullptr;
+    }
+    try {
+      const std::string msg = std::string("inq_onnx_ops needs onnxruntime >= 1.16 (C API ") +
+                              std::to_string(inq::kMinApiVersion) + "), this is onnxruntime " +
+                              (runtime ? runtime : "?");
+      return old_api->CreateStatus(ORT_FAIL, msg.c_str());
+    } catch (...) {
+      return old_api->CreateStatus(ORT_FAIL, "inq_onnx_ops needs onnxruntime >= 1.16");
+    }
+  }
   try {
     return inq::register_ops(api, options, version);
   } catch (const std::exception& e) {
-    return api->CreateStatus(ORT_RUNTIME_EXCEPTION, (std::string("inq_onnx_ops: ") + e.what()).c_str());
+    return inq::exception_status(api, "inq_onnx_ops", e.what());
   } catch (...) {
     return api->CreateStatus(ORT_RUNTIME_EXCEPTION, "inq_onnx_ops: registration failed");
   }

@@ -30,27 +30,84 @@ std::string shape_str(const std::vector<int64_t>& shape) {
 }
 
 namespace {
-// onnxruntime reports a missing attribute as a failed status; we treat it as "absent".
-bool absent(const OrtApi* api, OrtStatus* status) {
-  if (!status) return false;
-  api->ReleaseStatus(status);
-  return true;
+
+enum class AttrType { kInt, kFloat, kString, kInts, kFloats };
+
+const char* type_name(AttrType t) {
+  switch (t) {
+    case AttrType::kInt: return "int";
+    case AttrType::kFloat: return "float";
+    case AttrType::kString: return "string";
+    case AttrType::kInts: return "ints";
+    case AttrType::kFloats: return "floats";
+  }
+  return "?";
 }
+
+// True if attribute `name` can be read as type `t`.
+bool readable_as(const OrtApi* api, const OrtKernelInfo* info, const char* name, AttrType t) {
+  int64_t i = 0;
+  float f = 0;
+  size_t size = 0;
+  OrtStatus* s = nullptr;
+  switch (t) {
+    case AttrType::kInt: s = api->KernelInfoGetAttribute_int64(info, name, &i); break;
+    case AttrType::kFloat: s = api->KernelInfoGetAttribute_float(info, name, &f); break;
+    case AttrType::kString: s = api->KernelInfoGetAttribute_string(info, name, nullptr, &size); break;
+    case AttrType::kInts: s = api->KernelInfoGetAttributeArray_int64(info, name, nullptr, &size); break;
+    case AttrType::kFloats: s = api->KernelInfoGetAttributeArray_float(info, name, nullptr, &size); break;
+  }
+  if (s) {
+    api->ReleaseStatus(s);
+    return false;
+  }
+  // onnxruntime reads any attribute as a list, empty when it holds another type.
+  return (t != AttrType::kInts && t != AttrType::kFloats) || size > 0;
+}
+
+// Classifies the result `status` (released here) of reading attribute `name` as `want`. onnxruntime 1.19 and
+// 1.32 report a missing attribute as ORT_FAIL "No attribute with name...", a scalar of another type as ORT_FAIL
+// "Attribute name and type don't match", and read an attribute of another type as an empty list without error.
+// So on failure, or on an empty list, the attribute is looked up as every other type: found -> an error naming
+// both types; not found -> *present = false (failure) or an empty list (success).
+Status absent_or_mistyped(const OrtApi* api, const OrtKernelInfo* info, const char* name, AttrType want,
+                          OrtStatus* status, size_t list_size, bool* present) {
+  const bool is_list = want == AttrType::kInts || want == AttrType::kFloats;
+  *present = status == nullptr;
+  if (*present && (!is_list || list_size > 0)) return Status();
+  std::string message;
+  if (status) {
+    message = api->GetErrorMessage(status);
+    api->ReleaseStatus(status);
+  }
+  const AttrType all[] = {AttrType::kInt, AttrType::kFloat, AttrType::kString, AttrType::kInts, AttrType::kFloats};
+  for (AttrType t : all) {
+    if (t != want && readable_as(api, info, name, t))
+      return Status::Invalid(std::string("attribute '") + name + "' must be of type " + type_name(want) + ", got " +
+                             type_name(t));
+  }
+  if (message.find("type don't match") != std::string::npos)
+    return Status::Invalid(std::string("attribute '") + name + "' must be of type " + type_name(want) + " (" +
+                           message + ")");
+  return Status();  // absent, or an empty list
+}
+
 }  // namespace
 
 Status attr_int(const OrtApi* api, const OrtKernelInfo* info, const char* name, int64_t* out, bool* present) {
-  *present = !absent(api, api->KernelInfoGetAttribute_int64(info, name, out));
-  return Status();
+  return absent_or_mistyped(api, info, name, AttrType::kInt, api->KernelInfoGetAttribute_int64(info, name, out), 0,
+                            present);
 }
 
 Status attr_float(const OrtApi* api, const OrtKernelInfo* info, const char* name, float* out, bool* present) {
-  *present = !absent(api, api->KernelInfoGetAttribute_float(info, name, out));
-  return Status();
+  return absent_or_mistyped(api, info, name, AttrType::kFloat, api->KernelInfoGetAttribute_float(info, name, out),
+                            0, present);
 }
 
 Status attr_string(const OrtApi* api, const OrtKernelInfo* info, const char* name, std::string* out, bool* present) {
   size_t size = 0;
-  *present = !absent(api, api->KernelInfoGetAttribute_string(info, name, nullptr, &size));
+  OrtStatus* status = api->KernelInfoGetAttribute_string(info, name, nullptr, &size);
+  INQ_RETURN_IF_ERROR(absent_or_mistyped(api, info, name, AttrType::kString, status, 0, present));
   if (!*present) return Status();
   std::string buf(size, '\0');
   INQ_ORT(api, KernelInfoGetAttribute_string(info, name, &buf[0], &size));
@@ -62,13 +119,27 @@ Status attr_string(const OrtApi* api, const OrtKernelInfo* info, const char* nam
 Status attr_ints(const OrtApi* api, const OrtKernelInfo* info, const char* name, std::vector<int64_t>* out,
                  bool* present) {
   size_t size = 0;
-  *present = !absent(api, api->KernelInfoGetAttributeArray_int64(info, name, nullptr, &size));
   out->clear();
+  OrtStatus* status = api->KernelInfoGetAttributeArray_int64(info, name, nullptr, &size);  // sets size
+  INQ_RETURN_IF_ERROR(absent_or_mistyped(api, info, name, AttrType::kInts, status, size, present));
   if (!*present || size == 0) return Status();
   out->resize(size);
   INQ_ORT(api, KernelInfoGetAttributeArray_int64(info, name, out->data(), &size));
   out->resize(size);
   return Status();
+}
+
+Status with_prefix(const std::string& prefix, Status status) {
+  if (status.ok()) return status;
+  return Status(status.code(), prefix + status.message());
+}
+
+OrtStatus* exception_status(const OrtApi* api, const char* what, const char* detail) noexcept {
+  try {
+    return api->CreateStatus(ORT_RUNTIME_EXCEPTION, (std::string(what) + ": " + detail).c_str());
+  } catch (...) {  // no memory for the message: report without it
+    return api->CreateStatus(ORT_RUNTIME_EXCEPTION, "inq_onnx_ops: C++ exception (no memory to describe it)");
+  }
 }
 
 Status tensor_ref(const OrtApi* api, const OrtValue* value, TensorRef* out) {

@@ -46,12 +46,16 @@ OrtStatus* to_ort(const OrtApi* api, const Status& status);
 
 std::string shape_str(const std::vector<int64_t>& shape);
 
-// Attribute readers: *present = false (and Status ok) when the attribute is absent.
+// Attribute readers: *present = false (and Status ok) when the attribute is absent; an error naming the attribute
+// and both types when it is present with another type.
 Status attr_int(const OrtApi* api, const OrtKernelInfo* info, const char* name, int64_t* out, bool* present);
 Status attr_float(const OrtApi* api, const OrtKernelInfo* info, const char* name, float* out, bool* present);
 Status attr_string(const OrtApi* api, const OrtKernelInfo* info, const char* name, std::string* out, bool* present);
 Status attr_ints(const OrtApi* api, const OrtKernelInfo* info, const char* name, std::vector<int64_t>* out,
                  bool* present);
+
+// `status` with `prefix` put before its message.
+Status with_prefix(const std::string& prefix, Status status);
 
 // A tensor input or output: shape and data.
 struct TensorRef {
@@ -95,15 +99,18 @@ struct CustomOp : OrtCustomOp {
 // Fills every OrtCustomOp field; `version` is the negotiated API version.
 void init_custom_op(CustomOp* op, OpSpec spec, uint32_t version);
 
+// ORT_RUNTIME_EXCEPTION status "what: detail"; without the text if even that allocation fails.
+OrtStatus* exception_status(const OrtApi* api, const char* what, const char* detail) noexcept;
+
 // Runs `body` (returning Status) and converts any exception to an error status: nothing crosses the ABI.
 template <class F>
 OrtStatus* guarded(const OrtApi* api, const char* what, F&& body) noexcept {
   try {
     return to_ort(api, body());
   } catch (const std::exception& e) {
-    return api->CreateStatus(ORT_RUNTIME_EXCEPTION, (std::string(what) + ": " + e.what()).c_str());
+    return exception_status(api, what, e.what());
   } catch (...) {
-    return api->CreateStatus(ORT_RUNTIME_EXCEPTION, (std::string(what) + ": unknown C++ exception").c_str());
+    return exception_status(api, what, "unknown C++ exception");
   }
 }
 

@@ -41,60 +41,75 @@ std::string ShiftConv::prefix() const { return "ShiftConv (weight_shape " + shap
 Status ShiftConv::init(const OrtKernelInfo* info) {
   bool present = false;
   int64_t bits = 0;
-  INQ_RETURN_IF_ERROR(attr_int(api_, info, "bits", &bits, &present));
+  INQ_RETURN_IF_ERROR(with_prefix("ShiftConv: ", attr_int(api_, info, "bits", &bits, &present)));
   if (!present) return Status::Invalid("ShiftConv: attribute 'bits' is required");
   if (bits < kMinBits || bits > kMaxBits)
     return Status::Invalid("ShiftConv: attribute bits must be in 2..8, got " + std::to_string(bits));
   bits_ = static_cast<int>(bits);
 
-  INQ_RETURN_IF_ERROR(attr_ints(api_, info, "weight_shape", &weight_shape_, &present));
+  INQ_RETURN_IF_ERROR(with_prefix("ShiftConv: ", attr_ints(api_, info, "weight_shape", &weight_shape_, &present)));
   if (!present) return Status::Invalid("ShiftConv: attribute 'weight_shape' is required");
   if (weight_shape_.size() != 3 && weight_shape_.size() != 4)
     return Status::Invalid("ShiftConv: weight_shape " + shape_str(weight_shape_) +
                            " must have rank 3 (1-D conv) or 4 (2-D conv)");
   for (int64_t d : weight_shape_)
     if (d <= 0) return Status::Invalid(prefix() + "weight_shape dimensions must be positive");
+  if (element_count(weight_shape_) < 0) return Status::Invalid(prefix() + "weight_shape has too many elements");
   const size_t nd = weight_shape_.size() - 2;
   const int64_t m = weight_shape_[0];
 
-  INQ_RETURN_IF_ERROR(attr_ints(api_, info, "exponent_base", &exponent_base_, &present));
+  INQ_RETURN_IF_ERROR(with_prefix(prefix(), attr_ints(api_, info, "exponent_base", &exponent_base_, &present)));
   if (!present) return Status::Invalid(prefix() + "attribute 'exponent_base' is required");
   if (exponent_base_.size() != 1 && static_cast<int64_t>(exponent_base_.size()) != m)
     return Status::Invalid(prefix() + "exponent_base has " + std::to_string(exponent_base_.size()) +
                            " values; expected 1 or M = " + std::to_string(m));
+  const std::string base_err = check_exponent_base(exponent_base_);
+  if (!base_err.empty()) return Status::Invalid(prefix() + base_err);
 
-  INQ_RETURN_IF_ERROR(attr_int(api_, info, "group", &group_, &present));
+  INQ_RETURN_IF_ERROR(with_prefix(prefix(), attr_int(api_, info, "group", &group_, &present)));
   if (!present) group_ = 1;
   if (group_ < 1 || m % group_ != 0)
     return Status::Invalid(prefix() + "group " + std::to_string(group_) + " must be positive and divide M = " +
                            std::to_string(m));
 
   std::vector<int64_t> kernel_shape;
-  INQ_RETURN_IF_ERROR(attr_ints(api_, info, "kernel_shape", &kernel_shape, &present));
+  INQ_RETURN_IF_ERROR(with_prefix(prefix(), attr_ints(api_, info, "kernel_shape", &kernel_shape, &present)));
   const std::vector<int64_t> wk(weight_shape_.begin() + 2, weight_shape_.end());
   if (present && kernel_shape != wk)
     return Status::Invalid(prefix() + "kernel_shape " + shape_str(kernel_shape) + " does not match weight_shape");
 
-  auto spatial_attr = [&](const char* name, std::vector<int64_t>* v, size_t len, int64_t dflt, int64_t min) -> Status {
-    bool here = false;
-    INQ_RETURN_IF_ERROR(attr_ints(api_, info, name, v, &here));
-    if (!here || v->empty()) v->assign(len, dflt);
+  // Values beyond kMaxConvAttr are rejected so that every size derived from them fits in int64.
+  auto spatial_attr = [&](const char* name, std::vector<int64_t>* v, size_t len, int64_t dflt, int64_t min,
+                          bool* here) -> Status {
+    INQ_RETURN_IF_ERROR(with_prefix(prefix(), attr_ints(api_, info, name, v, here)));
+    if (!*here || v->empty()) v->assign(len, dflt);
     if (v->size() != len)
       return Status::Invalid(prefix() + name + " " + shape_str(*v) + " must have " + std::to_string(len) +
                              " values");
     for (int64_t x : *v)
-      if (x < min) return Status::Invalid(prefix() + name + " " + shape_str(*v) + " has a value below " +
-                                          std::to_string(min));
+      if (x < min || x > kMaxConvAttr)
+        return Status::Invalid(prefix() + name + " " + shape_str(*v) + " has a value outside [" +
+                               std::to_string(min) + ", " + std::to_string(kMaxConvAttr) + "]");
     return Status();
   };
-  INQ_RETURN_IF_ERROR(spatial_attr("strides", &strides_, nd, 1, 1));
-  INQ_RETURN_IF_ERROR(spatial_attr("dilations", &dilations_, nd, 1, 1));
-  INQ_RETURN_IF_ERROR(spatial_attr("pads", &pads_, 2 * nd, 0, 0));
+  bool strides_given = false, dilations_given = false, pads_given = false;
+  INQ_RETURN_IF_ERROR(spatial_attr("strides", &strides_, nd, 1, 1, &strides_given));
+  INQ_RETURN_IF_ERROR(spatial_attr("dilations", &dilations_, nd, 1, 1, &dilations_given));
+  INQ_RETURN_IF_ERROR(spatial_attr("pads", &pads_, 2 * nd, 0, 0, &pads_given));
 
   std::string auto_pad;
-  INQ_RETURN_IF_ERROR(attr_string(api_, info, "auto_pad", &auto_pad, &present));
+  INQ_RETURN_IF_ERROR(with_prefix(prefix(), attr_string(api_, info, "auto_pad", &auto_pad, &present)));
   if (!parse_auto_pad(auto_pad, &auto_pad_))
     return Status::Invalid(prefix() + "unknown auto_pad '" + auto_pad + "'");
+  // As onnxruntime's Conv (1.19 and 1.32): explicit pads only with auto_pad NOTSET; SAME_* only without dilation.
+  if (auto_pad_ != AutoPad::kNotSet && pads_given)
+    return Status::Invalid(prefix() + "auto_pad " + auto_pad + " and pads " + shape_str(pads_) +
+                           " are both set; ONNX Conv allows pads only with auto_pad NOTSET");
+  if (auto_pad_ == AutoPad::kSameUpper || auto_pad_ == AutoPad::kSameLower)
+    for (int64_t d : dilations_)
+      if (d != 1)
+        return Status::Invalid(prefix() + "auto_pad " + auto_pad + " with dilations " + shape_str(dilations_) +
+                               " is not supported (onnxruntime's Conv rejects it too)");
 
   TensorRef packed;
   INQ_RETURN_IF_ERROR(constant_input(api_, info, 1, &packed));
@@ -109,6 +124,10 @@ Status ShiftConv::init(const OrtKernelInfo* info) {
 Status ShiftConv::decode(const TensorRef& packed, ConvWeights* out) const {
   if (packed.shape.size() != 1)
     return Status::Invalid(prefix() + "W_packed must be 1-D, got shape " + shape_str(packed.shape));
+  // Sizes first, so that a wrong buffer never leads to allocating the (possibly huge) decoded tensor.
+  const std::string size_err = check_packed_size(packed.count, bits_, weight_shape_);
+  if (!size_err.empty())
+    return Status::Invalid(prefix() + "W_packed shape " + shape_str(packed.shape) + ": " + size_err);
   const int64_t count = element_count(weight_shape_);
   std::vector<float> dense(static_cast<size_t>(count));
   const std::string err = decode_weights(static_cast<const uint8_t*>(packed.data), packed.count, bits_,

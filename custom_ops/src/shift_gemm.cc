@@ -46,36 +46,39 @@ std::string ShiftGemm::prefix() const {
 Status ShiftGemm::init(const OrtKernelInfo* info) {
   bool present = false;
   int64_t bits = 0;
-  INQ_RETURN_IF_ERROR(attr_int(api_, info, "bits", &bits, &present));
+  INQ_RETURN_IF_ERROR(with_prefix("ShiftGemm: ", attr_int(api_, info, "bits", &bits, &present)));
   if (!present) return Status::Invalid("ShiftGemm: attribute 'bits' is required");
   if (bits < kMinBits || bits > kMaxBits)
     return Status::Invalid("ShiftGemm: attribute bits must be in 2..8, got " + std::to_string(bits));
   bits_ = static_cast<int>(bits);
 
   int64_t flag = 0;
-  INQ_RETURN_IF_ERROR(attr_int(api_, info, "transA", &flag, &present));
+  INQ_RETURN_IF_ERROR(with_prefix("ShiftGemm: ", attr_int(api_, info, "transA", &flag, &present)));
   trans_a_ = present && flag != 0;
-  INQ_RETURN_IF_ERROR(attr_int(api_, info, "transB", &flag, &present));
+  INQ_RETURN_IF_ERROR(with_prefix("ShiftGemm: ", attr_int(api_, info, "transB", &flag, &present)));
   trans_b_ = present && flag != 0;
-  INQ_RETURN_IF_ERROR(attr_float(api_, info, "alpha", &alpha_, &present));
+  INQ_RETURN_IF_ERROR(with_prefix("ShiftGemm: ", attr_float(api_, info, "alpha", &alpha_, &present)));
   if (!present) alpha_ = 1.0f;
-  INQ_RETURN_IF_ERROR(attr_float(api_, info, "beta", &beta_, &present));
+  INQ_RETURN_IF_ERROR(with_prefix("ShiftGemm: ", attr_float(api_, info, "beta", &beta_, &present)));
   if (!present) beta_ = 1.0f;
 
-  INQ_RETURN_IF_ERROR(attr_ints(api_, info, "weight_shape", &weight_shape_, &present));
+  INQ_RETURN_IF_ERROR(with_prefix("ShiftGemm: ", attr_ints(api_, info, "weight_shape", &weight_shape_, &present)));
   if (!present) return Status::Invalid("ShiftGemm: attribute 'weight_shape' is required");
   if (weight_shape_.size() != 2)
     return Status::Invalid("ShiftGemm: weight_shape " + shape_str(weight_shape_) + " must have rank 2");
   for (int64_t d : weight_shape_)
     if (d <= 0) return Status::Invalid(prefix() + "weight_shape dimensions must be positive");
+  if (element_count(weight_shape_) < 0) return Status::Invalid(prefix() + "weight_shape has too many elements");
   k_ = trans_b_ ? weight_shape_[1] : weight_shape_[0];
   n_ = trans_b_ ? weight_shape_[0] : weight_shape_[1];
 
-  INQ_RETURN_IF_ERROR(attr_ints(api_, info, "exponent_base", &exponent_base_, &present));
+  INQ_RETURN_IF_ERROR(with_prefix(prefix(), attr_ints(api_, info, "exponent_base", &exponent_base_, &present)));
   if (!present) return Status::Invalid(prefix() + "attribute 'exponent_base' is required");
   if (exponent_base_.size() != 1 && static_cast<int64_t>(exponent_base_.size()) != n_)
     return Status::Invalid(prefix() + "exponent_base has " + std::to_string(exponent_base_.size()) +
                            " values; expected 1 or N = " + std::to_string(n_));
+  const std::string base_err = check_exponent_base(exponent_base_);
+  if (!base_err.empty()) return Status::Invalid(prefix() + base_err);
 
   TensorRef packed;
   INQ_RETURN_IF_ERROR(constant_input(api_, info, 1, &packed));
@@ -90,7 +93,11 @@ Status ShiftGemm::init(const OrtKernelInfo* info) {
 Status ShiftGemm::decode(const TensorRef& packed, PrepackedPanels* out) const {
   if (packed.shape.size() != 1)
     return Status::Invalid(prefix() + "B_packed must be 1-D, got shape " + shape_str(packed.shape));
-  std::vector<float> dense(static_cast<size_t>(k_ * n_));
+  // Sizes first, so that a wrong buffer never leads to allocating the (possibly huge) decoded tensor.
+  const std::string size_err = check_packed_size(packed.count, bits_, weight_shape_);
+  if (!size_err.empty())
+    return Status::Invalid(prefix() + "B_packed shape " + shape_str(packed.shape) + ": " + size_err);
+  std::vector<float> dense(static_cast<size_t>(element_count(weight_shape_)));
   const std::string err = decode_weights(static_cast<const uint8_t*>(packed.data), packed.count, bits_,
                                          weight_shape_, exponent_base_, trans_b_ ? 0 : 1, dense.data());
   if (!err.empty()) return Status::Invalid(prefix() + "B_packed shape " + shape_str(packed.shape) + ": " + err);

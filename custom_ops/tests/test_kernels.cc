@@ -1,6 +1,7 @@
 // Native checks of the kernel math without onnxruntime: packed-code decoding, GEMM against a naive product for
 // every compiled-in micro-kernel, convolution (im2col, 1x1, depthwise, grouped) against a naive convolution.
 #include <cmath>
+#include <cstdint>
 #include <cstdio>
 #include <random>
 #include <string>
@@ -57,6 +58,11 @@ static void test_decode() {
     CHECK(o3[i] == want, "3-bit element %d: %g vs %g", i, o3[i], want);
   }
   CHECK(decode_code(4, 3, 0) == 0.0f, "negative zero code must decode to 0");
+  // Extreme bases: defined (no overflow), +-inf / 0 as ldexp gives.
+  CHECK(std::isinf(decode_code(7, 4, INT64_MAX)) && decode_code(7, 4, INT64_MIN) == 0.0f, "extreme exponent_base");
+  CHECK(check_exponent_base({-1000, 1000}).empty() && !check_exponent_base({0, 1001}).empty(), "base range");
+  CHECK(check_packed_size(10, 4, {30000, 30000}).find("need 450000000") != std::string::npos, "packed size");
+  CHECK(!check_packed_size(10, 4, {int64_t{1} << 40, int64_t{1} << 40}).empty(), "element count overflow");
   // Size errors name the sizes.
   err = decode_weights(p3.data(), 2, 3, {2, 3}, {0}, 0, o3.data());
   CHECK(err.find("2 bytes") != std::string::npos && err.find("need 3") != std::string::npos, "%s", err.c_str());
@@ -134,6 +140,10 @@ static void test_conv(const MicroKernel& uk) {
       {2, 8, 10, 9, 12, 4, 3, 2, 1, 2, 2, 1, 2, 0, 1, 1},    // grouped, dilated, strided
       {1, 32, 30, 30, 64, 1, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1},  // multi-block
       {1, 4, 1, 40, 6, 2, 1, 5, 1, 3, 1, 2, 0, 2, 0, 1},     // 1-D
+      {1, 3, 11, 11, 4, 1, 3, 3, 4, 4, 1, 1, -1, -2, -1, -2},  // negative pads (SAME crop), implicit path
+      {1, 3, 11, 11, 4, 1, 2, 2, 17, 17, 1, 1, -3, -3, -6, -6},  // stride > input: im2col path
+      {2, 5, 9, 300, 6, 1, 3, 3, 1, 97, 1, 1, 1, 1, 1, 1},   // wide stride: im2col path
+      {1, 4, 1, 50, 6, 1, 1, 3, 1, 1, 1, 20, 0, 0, 0, 0},    // large dilation, small output: im2col path
   };
   std::mt19937 rng(2);
   std::normal_distribution<float> nd;
@@ -171,9 +181,20 @@ static void test_auto_pad() {
   CHECK(out[0] == 8 && pads[0] == 1 && pads[1] == 2, "SAME_UPPER odd");
   conv_output_shape({8}, {4}, {1}, {1}, {0, 0}, AutoPad::kSameLower, &out, &pads);
   CHECK(out[0] == 8 && pads[0] == 2 && pads[1] == 1, "SAME_LOWER odd");
-  // k 1, s 3, in 6: total max(0, 3 + 1 - 6) = 0.
+  // Negative totals crop the input as onnxruntime 1.32 does. k 1, s 3, in 6: total 3 + 1 - 6 = -2.
   conv_output_shape({6}, {1}, {3}, {1}, {0, 0}, AutoPad::kSameUpper, &out, &pads);
-  CHECK(out[0] == 2 && pads[0] == 0 && pads[1] == 0, "SAME no negative pad");
+  CHECK(out[0] == 2 && pads[0] == 0 && pads[1] == -2, "SAME_UPPER negative total");
+  // in 11, k 4, s 17: total 4 - 11 = -7 -> UPPER -3 / -4, LOWER -2 / -5.
+  conv_output_shape({11}, {4}, {17}, {1}, {0, 0}, AutoPad::kSameUpper, &out, &pads);
+  CHECK(out[0] == 1 && pads[0] == -3 && pads[1] == -4, "SAME_UPPER stride > input");
+  conv_output_shape({11}, {4}, {17}, {1}, {0, 0}, AutoPad::kSameLower, &out, &pads);
+  CHECK(out[0] == 1 && pads[0] == -2 && pads[1] == -5, "SAME_LOWER stride > input");
+  // Sizes that overflow int64 are errors naming the values, not wrapped results.
+  std::string oerr = conv_output_shape({8}, {5}, {1}, {int64_t{1} << 62}, {0, 0}, AutoPad::kNotSet, &out, &pads);
+  CHECK(oerr.find("overflows") != std::string::npos && oerr.find("4611686018427387904") != std::string::npos,
+        "dilation overflow: %s", oerr.c_str());
+  oerr = conv_output_shape({INT64_MAX - 1}, {1}, {1}, {1}, {4, 4}, AutoPad::kNotSet, &out, &pads);
+  CHECK(oerr.find("overflows") != std::string::npos, "pads overflow: %s", oerr.c_str());
   const std::string err = conv_output_shape({2}, {3}, {1}, {1}, {0, 0}, AutoPad::kValid, &out, &pads);
   CHECK(err.find("not positive") != std::string::npos, "VALID too small: %s", err.c_str());
 }

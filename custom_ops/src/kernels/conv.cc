@@ -18,6 +18,11 @@ bool parse_auto_pad(const std::string& s, AutoPad* out) {
   return true;
 }
 
+namespace {
+bool add_ok(int64_t a, int64_t b, int64_t* r) { return !__builtin_add_overflow(a, b, r); }
+bool mul_ok(int64_t a, int64_t b, int64_t* r) { return !__builtin_mul_overflow(a, b, r); }
+}  // namespace
+
 std::string conv_output_shape(const std::vector<int64_t>& in, const std::vector<int64_t>& kernel,
                               const std::vector<int64_t>& strides, const std::vector<int64_t>& dilations,
                               const std::vector<int64_t>& pads, AutoPad auto_pad, std::vector<int64_t>* out,
@@ -26,7 +31,14 @@ std::string conv_output_shape(const std::vector<int64_t>& in, const std::vector<
   out->assign(nd, 0);
   pads_used->assign(2 * nd, 0);
   for (size_t i = 0; i < nd; ++i) {
-    const int64_t s = strides[i], dk = (kernel[i] - 1) * dilations[i] + 1;
+    const int64_t s = strides[i];
+    const std::string axis = "axis " + std::to_string(i + 2) + ": input " + std::to_string(in[i]) + ", kernel " +
+                             std::to_string(kernel[i]) + ", stride " + std::to_string(s) + ", dilation " +
+                             std::to_string(dilations[i]);
+    if (s < 1 || dilations[i] < 1 || in[i] < 0) return axis + ": stride, dilation or input size out of range";
+    int64_t dk = 0;
+    if (!mul_ok(kernel[i] - 1, dilations[i], &dk) || !add_ok(dk, 1, &dk))
+      return axis + ": the dilated kernel size overflows int64";
     int64_t begin = 0, end = 0;
     switch (auto_pad) {
       case AutoPad::kNotSet:
@@ -37,14 +49,20 @@ std::string conv_output_shape(const std::vector<int64_t>& in, const std::vector<
         break;
       case AutoPad::kSameUpper:
       case AutoPad::kSameLower: {
-        const int64_t target = (in[i] + s - 1) / s;
-        const int64_t total = std::max<int64_t>(0, (target - 1) * s + dk - in[i]);
-        begin = auto_pad == AutoPad::kSameUpper ? total / 2 : total - total / 2;
+        const int64_t target = in[i] / s + (in[i] % s != 0);  // ceil(in / s)
+        int64_t total = 0;
+        if (!mul_ok(target - 1, s, &total) || !add_ok(total, dk, &total) || !add_ok(total, -in[i], &total))
+          return axis + ": the SAME padding overflows int64";
+        const bool upper = auto_pad == AutoPad::kSameUpper;
+        if (total >= 0) begin = upper ? total / 2 : (total + 1) / 2;
+        else begin = upper ? (total + 1) / 2 : (total + 2) / 2;  // crops the input, as onnxruntime 1.32
         end = total - begin;
         break;
       }
     }
-    const int64_t span = in[i] + begin + end - dk;
+    int64_t span = 0;
+    if (!add_ok(in[i], begin, &span) || !add_ok(span, end, &span) || !add_ok(span, -dk, &span))
+      return axis + ": the padded input size overflows int64";
     const int64_t o = span < 0 ? 0 : span / s + 1;
     (*out)[i] = o;
     (*pads_used)[i] = begin;
@@ -108,18 +126,44 @@ class PaddedImage final : public PanelSource {
   const int64_t* offsets_;
 };
 
+// Sizes of the implicit-GEMM path's padded phase-plane copy of one (image, group).
+struct ImplicitLayout {
+  int64_t hp, wp, hph, wph, pplane, cplane, image, wide;
+};
+
+// Fills `l` and returns true if the implicit path suits `g`: every size fits in int64, the phase planes are
+// not much larger than the padded image (they grow as sh * sw when the stride exceeds the padded size), the
+// wide output rows do not compute many more columns than they keep, and the padded copy is not much larger
+// than the im2col matrix (large strides skip most of the image). 3x3 / 5x5 / 7x7 convolutions with stride 1-4,
+// dilations and 1x1 strided ones all stay on this path.
+bool implicit_layout(const ConvGeometry& g, const MicroKernel& uk, ImplicitLayout* l) {
+  int64_t t = 0;
+  if (!add_ok(g.h, g.pad_t, &l->hp) || !add_ok(l->hp, g.pad_b, &l->hp) || !add_ok(g.w, g.pad_l, &l->wp) ||
+      !add_ok(l->wp, g.pad_r, &l->wp) || l->hp <= 0 || l->wp <= 0)
+    return false;
+  l->hph = l->hp / g.sh + (l->hp % g.sh != 0);
+  l->wph = l->wp / g.sw + (l->wp % g.sw != 0);
+  int64_t padded = 0, im2col = 0, out_plane = 0;
+  if (!mul_ok(l->hph, l->wph, &l->pplane) || !mul_ok(g.sh, g.sw, &t) || !mul_ok(t, l->pplane, &l->cplane) ||
+      !mul_ok(g.cg(), l->cplane, &l->image) || !mul_ok(g.kw, g.dw, &t) || !add_ok(l->image, t, &l->image) ||
+      !add_ok(l->image, uk.nr + 16, &l->image) || !mul_ok(g.oh, l->wph, &l->wide) ||
+      !mul_ok(l->hp, l->wp, &padded) || !mul_ok(g.oh, g.ow, &out_plane) || !mul_ok(g.kg(), out_plane, &im2col))
+    return false;
+  // Written as divisions so that no comparison overflows.
+  const int64_t copy = l->image - t - uk.nr - 16;  // cg * cplane
+  return (l->cplane - 4096) / 2 <= padded && (l->wide - 256) / 2 <= out_plane && (copy - 4096) / 4 <= im2col;
+}
+
 // Implicit GEMM: no im2col. The padded image is split into sh x sw phase planes (phase (a, b) holds padded
 // rows a, a+sh, ... and columns b, b+sw, ...), so that for every tap (c, ki, kj) the input seen by consecutive
 // output columns is a contiguous run of one phase plane; the micro-kernel reads those runs in place through a
 // per-tap offset table. Output rows are computed wide (wph columns, those >= OW dropped).
-void conv_implicit(const ConvGeometry& g, const ConvWeights& weights, const float* x, const float* bias, float* y,
-                   const TaskRunner& runner) {
+void conv_implicit(const ConvGeometry& g, const ImplicitLayout& l, const ConvWeights& weights, const float* x,
+                   const float* bias, float* y, const TaskRunner& runner) {
   const MicroKernel& uk = weights.kernel();
   const int64_t cg = g.cg(), mg = g.mg(), kg = g.kg();
-  const int64_t hp = g.h + g.pad_t + g.pad_b, wp = g.w + g.pad_l + g.pad_r;
-  const int64_t hph = (hp + g.sh - 1) / g.sh, wph = (wp + g.sw - 1) / g.sw, pplane = hph * wph;
-  const int64_t cplane = g.sh * g.sw * pplane;
-  const int64_t image = cg * cplane + uk.nr + g.kw * g.dw + 16;  // slack for reads of dropped columns
+  const int64_t hph = l.hph, wph = l.wph, pplane = l.pplane, cplane = l.cplane;
+  const int64_t image = l.image;  // cg planes plus slack for reads of dropped columns
   float* padded = thread_scratch(3, static_cast<size_t>(image));
   std::vector<int64_t> offsets(static_cast<size_t>(kg));
   for (int64_t c = 0, d = 0; c < cg; ++c)
@@ -128,7 +172,7 @@ void conv_implicit(const ConvGeometry& g, const ConvWeights& weights, const floa
         const int64_t r = ki * g.dh, q = kj * g.dw;
         offsets[d++] = c * cplane + ((r % g.sh) * g.sw + q % g.sw) * pplane + (r / g.sh) * wph + q / g.sw;
       }
-  const int64_t wide = g.oh * wph, out_plane = g.out_plane();
+  const int64_t wide = l.wide, out_plane = g.out_plane();
   int64_t nc = std::max<int64_t>(1, 256 / uk.nr) * uk.nr;
   if ((wide + nc - 1) / nc < 8) nc = std::max<int64_t>(uk.nr, (wide + 7) / 8 / uk.nr * uk.nr);
   const int64_t col_blocks = (wide + nc - 1) / nc;
@@ -263,8 +307,9 @@ void conv_forward(const ConvGeometry& g, const ConvWeights& weights, const float
 
   const bool pointwise_plain = g.kh == 1 && g.kw == 1 && g.sh == 1 && g.sw == 1 && g.pad_t == 0 &&
                                g.pad_l == 0 && g.pad_b == 0 && g.pad_r == 0;
-  if (!pointwise_plain && !force_im2col()) {
-    conv_implicit(g, weights, x, bias, y, runner);
+  ImplicitLayout layout;
+  if (!pointwise_plain && !force_im2col() && implicit_layout(g, weights.kernel(), &layout)) {
+    conv_implicit(g, layout, weights, x, bias, y, runner);
     return;
   }
   const MicroKernel& uk = weights.kernel();

@@ -13,13 +13,20 @@ namespace inq {
 
 enum class AutoPad { kNotSet, kSameUpper, kSameLower, kValid };
 
+// Upper bound of strides, dilations and pads (checked at kernel creation); with it, and a kernel and input that
+// fit in memory, every derived size below fits in int64.
+constexpr int64_t kMaxConvAttr = int64_t{1} << 31;
+
 // Parses an ONNX auto_pad string; returns false if unknown.
 bool parse_auto_pad(const std::string& s, AutoPad* out);
 
-// Per spatial axis: output size and begin/end pads, ONNX Conv semantics. For SAME_*, total pad =
-// max(0, (ceil(in/stride) - 1) * stride + (k - 1) * dilation + 1 - in), the odd unit at the end (UPPER) or the
-// beginning (LOWER). `pads` (2*nd values, all begins then all ends) applies for NOTSET. Returns an empty
-// string, or a message when an output size is not positive.
+// Per spatial axis: output size and begin/end pads, ONNX Conv semantics as onnxruntime's CPU Conv computes them.
+// For SAME_*, the output size is ceil(in/stride) and total = (ceil(in/stride) - 1) * stride + (k - 1) * dilation
+// + 1 - in; begin = total/2 (UPPER) or (total+1)/2 (LOWER), the rest at the end. A negative total (stride larger
+// than what the kernel covers) crops the input: begin = trunc((total+1)/2) (UPPER) or trunc((total+2)/2)
+// (LOWER), the values onnxruntime 1.32 gives. `pads` (2*nd values, all begins then all ends) applies for
+// NOTSET. Returns an empty string, or a message naming the values when an output size is not positive or a
+// size overflows int64.
 std::string conv_output_shape(const std::vector<int64_t>& in, const std::vector<int64_t>& kernel,
                               const std::vector<int64_t>& strides, const std::vector<int64_t>& dilations,
                               const std::vector<int64_t>& pads, AutoPad auto_pad, std::vector<int64_t>* out,

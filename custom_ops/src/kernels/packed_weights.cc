@@ -18,12 +18,37 @@ int64_t element_count(const std::vector<int64_t>& shape) {
 
 int64_t packed_byte_count(int64_t count, int bits) { return (count * bits + 7) / 8; }
 
+std::string check_exponent_base(const std::vector<int64_t>& exponent_base) {
+  for (size_t i = 0; i < exponent_base.size(); ++i) {
+    const int64_t b = exponent_base[i];
+    if (b < -kMaxExponentBase || b > kMaxExponentBase)
+      return "exponent_base[" + std::to_string(i) + "] = " + std::to_string(b) + " is outside [-" +
+             std::to_string(kMaxExponentBase) + ", " + std::to_string(kMaxExponentBase) + "]";
+  }
+  return {};
+}
+
+std::string check_packed_size(int64_t packed_bytes, int bits, const std::vector<int64_t>& shape) {
+  if (bits < kMinBits || bits > kMaxBits) return "bits must be in 2..8, got " + std::to_string(bits);
+  const int64_t count = element_count(shape);
+  if (count < 0) return "weight_shape has a negative dimension or too many elements";
+  const int64_t need = packed_byte_count(count, bits);  // count <= INT64_MAX / 8: no overflow
+  if (packed_bytes != need) {
+    return "packed weight has " + std::to_string(packed_bytes) + " bytes; " + std::to_string(count) +
+           " codes of " + std::to_string(bits) + " bits need " + std::to_string(need);
+  }
+  return {};
+}
+
 float decode_code(unsigned code, int bits, int64_t base) {
   const unsigned m = code & ((1u << (bits - 1)) - 1u);
   if (m == 0) return 0.0f;
   const bool negative = (code >> (bits - 1)) & 1u;
-  int64_t e = base + static_cast<int64_t>(m) - 1;
-  if (e > 4096) e = 4096;  // beyond any double: +-inf after rounding, as numpy's ldexp gives
+  // Clamp before adding (no signed overflow for any base); beyond +-4096 every double is +-inf / 0 anyway, as
+  // numpy's ldexp gives.
+  const int64_t b = base > 4096 ? 4096 : (base < -4096 ? -4096 : base);
+  int64_t e = b + static_cast<int64_t>(m) - 1;
+  if (e > 4096) e = 4096;
   if (e < -4096) e = -4096;
   const double v = std::ldexp(1.0, static_cast<int>(e));  // exact in double, rounded once to float
   return static_cast<float>(negative ? -v : v);
@@ -31,14 +56,9 @@ float decode_code(unsigned code, int bits, int64_t base) {
 
 std::string decode_weights(const uint8_t* packed, int64_t packed_bytes, int bits, const std::vector<int64_t>& shape,
                            const std::vector<int64_t>& exponent_base, int channel_axis, float* out) {
-  if (bits < kMinBits || bits > kMaxBits) return "bits must be in 2..8, got " + std::to_string(bits);
+  const std::string size_err = check_packed_size(packed_bytes, bits, shape);
+  if (!size_err.empty()) return size_err;
   const int64_t count = element_count(shape);
-  if (count < 0) return "weight_shape has a negative dimension or too many elements";
-  const int64_t need = packed_byte_count(count, bits);
-  if (packed_bytes != need) {
-    return "packed weight has " + std::to_string(packed_bytes) + " bytes; " + std::to_string(count) +
-           " codes of " + std::to_string(bits) + " bits need " + std::to_string(need);
-  }
   const int rank = static_cast<int>(shape.size());
   int64_t channels = 1, inner = 1;
   if (exponent_base.size() != 1) {

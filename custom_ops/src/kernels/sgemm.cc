@@ -2,6 +2,7 @@
 #include "kernels/sgemm.h"
 
 #include <algorithm>
+#include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <new>
@@ -54,6 +55,7 @@ void AlignedBuffer::resize(size_t count) {
   data_.reset();
   size_ = 0;
   if (count == 0) return;
+  if (count > (SIZE_MAX - 64) / sizeof(float)) throw std::bad_alloc();  // byte count would wrap
   const size_t bytes = (count * sizeof(float) + 63) / 64 * 64;
   void* p = std::aligned_alloc(64, bytes);
   if (!p) throw std::bad_alloc();
@@ -64,7 +66,7 @@ void AlignedBuffer::resize(size_t count) {
 float* thread_scratch(int slot, size_t count) {
   thread_local AlignedBuffer buffers[kScratchSlots];
   AlignedBuffer& b = buffers[slot];
-  if (b.size() < count) b.resize(count + count / 4);
+  if (b.size() < count) b.resize(count <= SIZE_MAX / 2 ? count + count / 4 : count);
   return b.data();
 }
 
