@@ -4,7 +4,8 @@ For each model: the FP32 original; its int8 QDQ version from onnxruntime.quantiz
 (per-channel weights, calibrated on random inputs); and its INQ rewrite from inq-onnx (one-shot at --bits:
 latency does not depend on retraining). The FP32 timing uses the INQ-rounded float weights (same arithmetic
 as the original). Sessions share one process and thread count, and runs are interleaved (one run of each model
-per round) so machine noise hits all alike; medians are printed with ratios.
+per round) so machine noise hits all alike, with idle pool threads not spinning (or one session's spinning
+threads would slow the next one down); medians are printed with ratios.
 
     python benchmarks/bench_models.py                          # conv-heavy and digits models, 1 thread
     python benchmarks/bench_models.py --threads 2 --batch 1 8 --model my_model.onnx
@@ -87,6 +88,8 @@ def session(path: Path, threads: int, library: bool):
     so.intra_op_num_threads = threads
     so.inter_op_num_threads = 1
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    # Sessions take turns: a spinning idle pool of one would steal the cores from the next.
+    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if library:
         so.register_custom_ops_library(inq_onnx.get_library_path())
     return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])

@@ -119,7 +119,7 @@ def save_dataset(dataset: Dataset, path: Path) -> None:
 def compare_latency(models: list[onnx.ModelProto | str], inputs: dict[str, np.ndarray], repeats: int = 50,
                     threads: int | None = None) -> list[float]:
     """Median seconds per run of each model, runs interleaved so that machine noise hits all alike."""
-    sessions = [make_session(model, threads) for model in models]
+    sessions = [make_session(model, threads, spinning=False) for model in models]
     for session in sessions:
         for _ in range(5):
             session.run(None, inputs)

@@ -38,9 +38,26 @@ def _name_nodes(graph: onnx.GraphProto) -> None:
         seen.add(node.name)
 
 
+def _fill_output_shapes(model: onnx.ModelProto) -> None:
+    """onnx.checker wants a shape on every graph output; some converters leave it out. Infer the missing ones."""
+    missing = [o for o in model.graph.output if o.type.HasField("tensor_type") and
+               not o.type.tensor_type.HasField("shape")]
+    if not missing:
+        return
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model)
+    except Exception:  # the checker below reports what is wrong
+        return
+    shapes = {o.name: o.type for o in inferred.graph.output}
+    for output in missing:
+        if output.name in shapes and shapes[output.name].tensor_type.HasField("shape"):
+            output.type.CopyFrom(shapes[output.name])
+
+
 def normalize_model(model: onnx.ModelProto) -> onnx.ModelProto:
     """A normalized copy; the caller's model is left as it is."""
     model = copy.deepcopy(model)
+    _fill_output_shapes(model)
     try:
         onnx.checker.check_model(model)
     except onnx.checker.ValidationError as exc:

@@ -42,13 +42,19 @@ def _onnxruntime():
     return onnxruntime
 
 
-def make_session(model: onnx.ModelProto | str | os.PathLike, threads: int | None = None):
-    """An onnxruntime CPU session; registers the op library when the model uses com.inq ops."""
+def make_session(model: onnx.ModelProto | str | os.PathLike, threads: int | None = None, spinning: bool = True):
+    """An onnxruntime CPU session; registers the op library when the model uses com.inq ops.
+
+    `spinning=False` stops idle pool threads from spinning: needed when several sessions take turns (timing them
+    side by side), or one session's spinning threads steal the cores from the next.
+    """
     ort = _onnxruntime()
     options = ort.SessionOptions()
     options.log_severity_level = 3
     if threads:
         options.intra_op_num_threads = threads
+    if not spinning:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     proto = model if isinstance(model, onnx.ModelProto) else onnx.load(str(model))
     if any(n.domain == DOMAIN for n in proto.graph.node):
         options.register_custom_ops_library(get_library_path())

@@ -114,3 +114,11 @@ def test_shared_weight_is_packed_once():
     result = quantize_model(model, QuantizeConfig(bits=5, retrain=False))
     assert histogram(result.model) == {"com.inq:ShiftGemm": 2}
     assert len(result.model.graph.initializer) == 1
+
+
+def test_outputs_without_shape_get_inferred_shapes():
+    model = conv_gemm_model()
+    model.graph.output[0].type.tensor_type.ClearField("shape")
+    result = quantize_model(model, QuantizeConfig(retrain=False))
+    dims = [d.dim_value or d.dim_param for d in result.model.graph.output[0].type.tensor_type.shape.dim]
+    assert dims == ["N", 5]

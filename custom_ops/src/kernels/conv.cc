@@ -263,8 +263,9 @@ void conv_implicit(const ConvGeometry& g, const ImplicitLayout& l, const ConvWei
   }
 }
 
-// One output plane of a depthwise convolution: y = bias + sum over (ki, kj) of w * shifted x.
-void depthwise_plane(const ConvGeometry& g, const float* x, const float* w, float bias, float* y) {
+// One output plane of a depthwise convolution: y = bias + sum over (ki, kj) of w * shifted x, reading x in
+// place with bounds per tap. Used when a padded copy would be much larger than the image.
+void depthwise_plane_direct(const ConvGeometry& g, const float* x, const float* w, float bias, float* y) {
   for (int64_t oh = 0; oh < g.oh; ++oh) {
     float* yrow = y + oh * g.ow;
     for (int64_t ow = 0; ow < g.ow; ++ow) yrow[ow] = bias;
@@ -289,6 +290,63 @@ void depthwise_plane(const ConvGeometry& g, const float* x, const float* w, floa
   }
 }
 
+// Padded-plane geometry of the depthwise fast path: every tap of every output reads inside the plane.
+struct DepthwisePlane {
+  int64_t hp, wp;
+  explicit DepthwisePlane(const ConvGeometry& g)
+      : hp((g.oh - 1) * g.sh + (g.kh - 1) * g.dh + 1), wp((g.ow - 1) * g.sw + (g.kw - 1) * g.dw + 1) {}
+  int64_t size() const { return hp * wp; }
+};
+
+// Copies x into the zero-padded plane row by row (edges zero-filled, the middle a plain copy).
+void pad_plane(const ConvGeometry& g, const DepthwisePlane& p, const float* x, float* plane) {
+  const int64_t c0 = std::clamp<int64_t>(g.pad_l, 0, p.wp), c1 = std::clamp<int64_t>(g.pad_l + g.w, 0, p.wp);
+  for (int64_t r = 0; r < p.hp; ++r) {
+    float* row = plane + r * p.wp;
+    const int64_t ih = r - g.pad_t;
+    if (ih < 0 || ih >= g.h || c0 >= c1) {
+      std::fill(row, row + p.wp, 0.0f);
+      continue;
+    }
+    std::fill(row, row + c0, 0.0f);
+    std::copy(x + ih * g.w + (c0 - g.pad_l), x + ih * g.w + (c1 - g.pad_l), row + c0);
+    std::fill(row + c1, row + p.wp, 0.0f);
+  }
+}
+
+// Row by row, tap by tap over the padded plane: the loops over a whole output row have no bounds to check and
+// vectorize. SW is compile-time for stride 1 and 2 (0: from the geometry). One clone per ISA is built and
+// picked at load time (ifunc), so the library still runs anywhere.
+template <int SW>
+#if defined(INQ_HAVE_X86_KERNELS) && defined(__GNUC__) && !defined(__clang__)
+__attribute__((target_clones("avx512f", "avx2", "default")))
+#endif
+void depthwise_rows(const ConvGeometry& g, const DepthwisePlane& p, const float* plane, const float* w, float bias,
+                    float* y) {
+  const int64_t sw = SW ? SW : g.sw;
+  for (int64_t oh = 0; oh < g.oh; ++oh) {
+    float* __restrict yrow = y + oh * g.ow;
+    for (int64_t ow = 0; ow < g.ow; ++ow) yrow[ow] = bias;
+    for (int64_t ki = 0; ki < g.kh; ++ki) {
+      const float* prow = plane + (oh * g.sh + ki * g.dh) * p.wp;
+      for (int64_t kj = 0; kj < g.kw; ++kj) {
+        const float wv = w[ki * g.kw + kj];
+        const float* __restrict src = prow + kj * g.dw;
+        for (int64_t ow = 0; ow < g.ow; ++ow) yrow[ow] += wv * src[ow * sw];
+      }
+    }
+  }
+}
+
+void depthwise_plane_padded(const ConvGeometry& g, const float* x, const float* w, float bias, float* y,
+                            float* plane) {
+  const DepthwisePlane p(g);
+  pad_plane(g, p, x, plane);
+  if (g.sw == 1) return depthwise_rows<1>(g, p, plane, w, bias, y);
+  if (g.sw == 2) return depthwise_rows<2>(g, p, plane, w, bias, y);
+  depthwise_rows<0>(g, p, plane, w, bias, y);
+}
+
 }  // namespace
 
 void conv_forward(const ConvGeometry& g, const ConvWeights& weights, const float* x, const float* bias, float* y,
@@ -297,10 +355,19 @@ void conv_forward(const ConvGeometry& g, const ConvWeights& weights, const float
   if (weights.depthwise()) {
     const int64_t ksize = g.kh * g.kw;
     const float* w = weights.dense().data();
+    // A padded copy pays off unless huge strides, dilations or pads make it much larger than the image.
+    const int64_t plane = DepthwisePlane(g).size();
+    const bool padded = plane <= 4 * (in_plane + out_plane) + 4096;
     runner.run(static_cast<size_t>(g.n * g.m), [&](size_t t) {
       const int64_t c = static_cast<int64_t>(t) % g.m;
-      depthwise_plane(g, x + static_cast<int64_t>(t) * in_plane, w + c * ksize, bias ? bias[c] : 0.0f,
-                      y + static_cast<int64_t>(t) * out_plane);
+      const float* xc = x + static_cast<int64_t>(t) * in_plane;
+      float* yc = y + static_cast<int64_t>(t) * out_plane;
+      const float b = bias ? bias[c] : 0.0f;
+      if (padded) {
+        depthwise_plane_padded(g, xc, w + c * ksize, b, yc, thread_scratch(5, static_cast<size_t>(plane)));
+      } else {
+        depthwise_plane_direct(g, xc, w + c * ksize, b, yc);
+      }
     });
     return;
   }
