@@ -1,8 +1,11 @@
 // onnxruntime C API helpers (see ort_util.h).
 #include "ort_util.h"
 
+#include <algorithm>
 #include <climits>
 #include <cstring>
+
+#include "kernels/packed_weights.h"
 
 namespace inq {
 
@@ -269,6 +272,58 @@ void init_custom_op(CustomOp* op, OpSpec spec, uint32_t version) {
   c->ReleaseMayInplace = op_release_map;
   c->GetAliasMap = op_no_map;
   c->ReleaseAliasMap = op_release_map;
+}
+
+Status read_packed_shape(const OrtApi* api, const OrtKernelInfo* info, const std::string& op,
+                         const std::vector<size_t>& ranks, PackedWeightAttrs* out) {
+  const std::string prefix = op + ": ";
+  bool present = false;
+  int64_t bits = 0;
+  INQ_RETURN_IF_ERROR(with_prefix(prefix, attr_int(api, info, "bits", &bits, &present)));
+  if (!present) return Status::Invalid(prefix + "attribute 'bits' is required");
+  if (bits < kMinBits || bits > kMaxBits)
+    return Status::Invalid(prefix + "attribute bits must be in 2..8, got " + std::to_string(bits));
+  out->bits = static_cast<int>(bits);
+
+  INQ_RETURN_IF_ERROR(with_prefix(prefix, attr_ints(api, info, "weight_shape", &out->shape, &present)));
+  if (!present) return Status::Invalid(prefix + "attribute 'weight_shape' is required");
+  if (std::find(ranks.begin(), ranks.end(), out->shape.size()) == ranks.end()) {
+    std::string allowed;
+    for (size_t r : ranks) allowed += (allowed.empty() ? "" : " or ") + std::to_string(r);
+    return Status::Invalid(prefix + "weight_shape " + shape_str(out->shape) + " must have rank " + allowed);
+  }
+  for (int64_t d : out->shape)
+    if (d <= 0) return Status::Invalid(prefix + "weight_shape " + shape_str(out->shape) + " dimensions must be positive");
+  if (element_count(out->shape) < 0)
+    return Status::Invalid(prefix + "weight_shape " + shape_str(out->shape) + " has too many elements");
+  return Status();
+}
+
+Status read_exponent_base(const OrtApi* api, const OrtKernelInfo* info, const std::string& prefix, int64_t channels,
+                          const char* channel_name, PackedWeightAttrs* out) {
+  bool present = false;
+  INQ_RETURN_IF_ERROR(with_prefix(prefix, attr_ints(api, info, "exponent_base", &out->exponent_base, &present)));
+  if (!present) return Status::Invalid(prefix + "attribute 'exponent_base' is required");
+  if (out->exponent_base.size() != 1 && static_cast<int64_t>(out->exponent_base.size()) != channels)
+    return Status::Invalid(prefix + "exponent_base has " + std::to_string(out->exponent_base.size()) +
+                           " values; expected 1 or " + channel_name + " = " + std::to_string(channels));
+  const std::string err = check_exponent_base(out->exponent_base);
+  if (!err.empty()) return Status::Invalid(prefix + err);
+  return Status();
+}
+
+Status decode_packed(const TensorRef& packed, const PackedWeightAttrs& attrs, const std::string& prefix,
+                     const char* input_name, std::vector<float>* dense) {
+  const std::string where = prefix + input_name + " shape " + shape_str(packed.shape);
+  if (packed.shape.size() != 1) return Status::Invalid(where + ": must be 1-D");
+  // Sizes first, so that a wrong buffer never leads to allocating the (possibly huge) decoded tensor.
+  const std::string size_err = check_packed_size(packed.count, attrs.bits, attrs.shape);
+  if (!size_err.empty()) return Status::Invalid(where + ": " + size_err);
+  dense->assign(static_cast<size_t>(element_count(attrs.shape)), 0.0f);
+  const std::string err = decode_weights(static_cast<const uint8_t*>(packed.data), packed.count, attrs.bits,
+                                         attrs.shape, attrs.exponent_base, attrs.channel_axis, dense->data());
+  if (!err.empty()) return Status::Invalid(where + ": " + err);
+  return Status();
 }
 
 }  // namespace inq

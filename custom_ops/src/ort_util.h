@@ -4,6 +4,7 @@
 #include <onnxruntime_c_api.h>
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -113,5 +114,48 @@ OrtStatus* guarded(const OrtApi* api, const char* what, F&& body) noexcept {
     return exception_status(api, what, "unknown C++ exception");
   }
 }
+
+// The C entry points of an operator whose kernel class K has `static constexpr const char* kName`,
+// `K(const OrtApi*)`, `Status init(const OrtKernelInfo*)`, `Status compute(OrtKernelContext*) const` and `api()`.
+template <class K>
+OpSpec kernel_op_spec(std::vector<ONNXTensorElementDataType> inputs, std::vector<bool> optional_inputs) {
+  struct Entry {
+    static OrtStatusPtr ORT_API_CALL create(const OrtCustomOp*, const OrtApi* api, const OrtKernelInfo* info,
+                                            void** kernel) {
+      *kernel = nullptr;
+      return guarded(api, K::kName, [&]() -> Status {
+        auto k = std::make_unique<K>(api);
+        INQ_RETURN_IF_ERROR(k->init(info));
+        *kernel = k.release();
+        return Status();
+      });
+    }
+    static OrtStatusPtr ORT_API_CALL compute(void* kernel, OrtKernelContext* ctx) {
+      auto* k = static_cast<K*>(kernel);
+      return guarded(k->api(), K::kName, [&] { return k->compute(ctx); });
+    }
+    static void ORT_API_CALL destroy(void* kernel) { delete static_cast<K*>(kernel); }
+  };
+  return OpSpec{K::kName, std::move(inputs), std::move(optional_inputs), ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT,
+                &Entry::create, &Entry::compute, &Entry::destroy};
+}
+
+// The attributes that describe a packed weight (bits, weight_shape, exponent_base), shared by both operators.
+struct PackedWeightAttrs {
+  int bits = 0;
+  std::vector<int64_t> shape;
+  std::vector<int64_t> exponent_base;  // 1 value, or one per output channel
+  int channel_axis = 0;                // weight axis of the output channels
+};
+
+// Reads bits and weight_shape (whose rank must be one of `ranks`); `op` prefixes the messages.
+Status read_packed_shape(const OrtApi* api, const OrtKernelInfo* info, const std::string& op,
+                         const std::vector<size_t>& ranks, PackedWeightAttrs* out);
+// Reads exponent_base, which must hold 1 or `channels` values (named `channel_name` in the message).
+Status read_exponent_base(const OrtApi* api, const OrtKernelInfo* info, const std::string& prefix, int64_t channels,
+                          const char* channel_name, PackedWeightAttrs* out);
+// Decodes a packed weight input (checked: 1-D, byte count) into dense floats in the weight's layout.
+Status decode_packed(const TensorRef& packed, const PackedWeightAttrs& attrs, const std::string& prefix,
+                     const char* input_name, std::vector<float>* dense);
 
 }  // namespace inq

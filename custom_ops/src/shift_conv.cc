@@ -4,67 +4,22 @@
 #include "kernels/packed_weights.h"
 
 namespace inq {
-namespace {
-
-OrtStatusPtr ORT_API_CALL kernel_create(const OrtCustomOp*, const OrtApi* api, const OrtKernelInfo* info, void** kernel) {
-  *kernel = nullptr;
-  return guarded(api, "ShiftConv", [&]() -> Status {
-    auto k = std::make_unique<ShiftConv>(api);
-    INQ_RETURN_IF_ERROR(k->init(info));
-    *kernel = k.release();
-    return Status();
-  });
-}
-
-OrtStatusPtr ORT_API_CALL kernel_compute(void* kernel, OrtKernelContext* ctx) {
-  auto* k = static_cast<ShiftConv*>(kernel);
-  return guarded(k->api(), "ShiftConv", [&] { return k->compute(ctx); });
-}
-
-void ORT_API_CALL kernel_destroy(void* kernel) { delete static_cast<ShiftConv*>(kernel); }
-
-}  // namespace
 
 OpSpec ShiftConv::spec() {
-  return OpSpec{"ShiftConv",
-                {ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT, ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8,
-                 ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT},
-                {false, false, true},
-                ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT,
-                kernel_create,
-                kernel_compute,
-                kernel_destroy};
+  return kernel_op_spec<ShiftConv>({ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT, ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8,
+                                    ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT},
+                                   {false, false, true});
 }
 
-std::string ShiftConv::prefix() const { return "ShiftConv (weight_shape " + shape_str(weight_shape_) + "): "; }
+std::string ShiftConv::prefix() const { return "ShiftConv (weight_shape " + shape_str(weight_.shape) + "): "; }
 
 Status ShiftConv::init(const OrtKernelInfo* info) {
+  INQ_RETURN_IF_ERROR(read_packed_shape(api_, info, kName, {3, 4}, &weight_));  // 1-D or 2-D convolution
+  const size_t nd = weight_.shape.size() - 2;
+  const int64_t m = weight_.shape[0];
+  weight_.channel_axis = 0;
+  INQ_RETURN_IF_ERROR(read_exponent_base(api_, info, prefix(), m, "M", &weight_));
   bool present = false;
-  int64_t bits = 0;
-  INQ_RETURN_IF_ERROR(with_prefix("ShiftConv: ", attr_int(api_, info, "bits", &bits, &present)));
-  if (!present) return Status::Invalid("ShiftConv: attribute 'bits' is required");
-  if (bits < kMinBits || bits > kMaxBits)
-    return Status::Invalid("ShiftConv: attribute bits must be in 2..8, got " + std::to_string(bits));
-  bits_ = static_cast<int>(bits);
-
-  INQ_RETURN_IF_ERROR(with_prefix("ShiftConv: ", attr_ints(api_, info, "weight_shape", &weight_shape_, &present)));
-  if (!present) return Status::Invalid("ShiftConv: attribute 'weight_shape' is required");
-  if (weight_shape_.size() != 3 && weight_shape_.size() != 4)
-    return Status::Invalid("ShiftConv: weight_shape " + shape_str(weight_shape_) +
-                           " must have rank 3 (1-D conv) or 4 (2-D conv)");
-  for (int64_t d : weight_shape_)
-    if (d <= 0) return Status::Invalid(prefix() + "weight_shape dimensions must be positive");
-  if (element_count(weight_shape_) < 0) return Status::Invalid(prefix() + "weight_shape has too many elements");
-  const size_t nd = weight_shape_.size() - 2;
-  const int64_t m = weight_shape_[0];
-
-  INQ_RETURN_IF_ERROR(with_prefix(prefix(), attr_ints(api_, info, "exponent_base", &exponent_base_, &present)));
-  if (!present) return Status::Invalid(prefix() + "attribute 'exponent_base' is required");
-  if (exponent_base_.size() != 1 && static_cast<int64_t>(exponent_base_.size()) != m)
-    return Status::Invalid(prefix() + "exponent_base has " + std::to_string(exponent_base_.size()) +
-                           " values; expected 1 or M = " + std::to_string(m));
-  const std::string base_err = check_exponent_base(exponent_base_);
-  if (!base_err.empty()) return Status::Invalid(prefix() + base_err);
 
   INQ_RETURN_IF_ERROR(with_prefix(prefix(), attr_int(api_, info, "group", &group_, &present)));
   if (!present) group_ = 1;
@@ -74,7 +29,7 @@ Status ShiftConv::init(const OrtKernelInfo* info) {
 
   std::vector<int64_t> kernel_shape;
   INQ_RETURN_IF_ERROR(with_prefix(prefix(), attr_ints(api_, info, "kernel_shape", &kernel_shape, &present)));
-  const std::vector<int64_t> wk(weight_shape_.begin() + 2, weight_shape_.end());
+  const std::vector<int64_t> wk(weight_.shape.begin() + 2, weight_.shape.end());
   if (present && kernel_shape != wk)
     return Status::Invalid(prefix() + "kernel_shape " + shape_str(kernel_shape) + " does not match weight_shape");
 
@@ -122,20 +77,11 @@ Status ShiftConv::init(const OrtKernelInfo* info) {
 }
 
 Status ShiftConv::decode(const TensorRef& packed, ConvWeights* out) const {
-  if (packed.shape.size() != 1)
-    return Status::Invalid(prefix() + "W_packed must be 1-D, got shape " + shape_str(packed.shape));
-  // Sizes first, so that a wrong buffer never leads to allocating the (possibly huge) decoded tensor.
-  const std::string size_err = check_packed_size(packed.count, bits_, weight_shape_);
-  if (!size_err.empty())
-    return Status::Invalid(prefix() + "W_packed shape " + shape_str(packed.shape) + ": " + size_err);
-  const int64_t count = element_count(weight_shape_);
-  std::vector<float> dense(static_cast<size_t>(count));
-  const std::string err = decode_weights(static_cast<const uint8_t*>(packed.data), packed.count, bits_,
-                                         weight_shape_, exponent_base_, 0, dense.data());
-  if (!err.empty()) return Status::Invalid(prefix() + "W_packed shape " + shape_str(packed.shape) + ": " + err);
-  const int64_t kh = weight_shape_.size() == 4 ? weight_shape_[2] : 1;
-  const int64_t kw = weight_shape_.back();
-  out->prepare(active_kernel(), weight_shape_[0], group_, weight_shape_[1], kh, kw, std::move(dense));
+  std::vector<float> dense;
+  INQ_RETURN_IF_ERROR(decode_packed(packed, weight_, prefix(), "W_packed", &dense));
+  const int64_t kh = weight_.shape.size() == 4 ? weight_.shape[2] : 1;
+  const int64_t kw = weight_.shape.back();
+  out->prepare(active_kernel(), weight_.shape[0], group_, weight_.shape[1], kh, kw, std::move(dense));
   return Status();
 }
 
@@ -143,21 +89,21 @@ Status ShiftConv::compute(OrtKernelContext* ctx) const {
   TensorRef x, b;
   INQ_RETURN_IF_ERROR(input(api_, ctx, 0, &x));
   INQ_RETURN_IF_ERROR(input(api_, ctx, 2, &b));
-  const size_t rank = weight_shape_.size();
+  const size_t rank = weight_.shape.size();
   if (!x.present || x.shape.size() != rank)
     return Status::Invalid(prefix() + "X must have rank " + std::to_string(rank) + " (N, C, spatial...), got shape " +
                            shape_str(x.shape));
-  const int64_t m = weight_shape_[0];
-  if (x.shape[1] != group_ * weight_shape_[1])
+  const int64_t m = weight_.shape[0];
+  if (x.shape[1] != group_ * weight_.shape[1])
     return Status::Invalid(prefix() + "X has shape " + shape_str(x.shape) + " with " + std::to_string(x.shape[1]) +
                            " channels; group " + std::to_string(group_) + " x weight_shape[1] " +
-                           std::to_string(weight_shape_[1]) + " = " + std::to_string(group_ * weight_shape_[1]) +
+                           std::to_string(weight_.shape[1]) + " = " + std::to_string(group_ * weight_.shape[1]) +
                            " expected");
   if (b.present && (b.shape.size() != 1 || b.shape[0] != m))
     return Status::Invalid(prefix() + "B must have shape [" + std::to_string(m) + "], got " + shape_str(b.shape));
 
   const std::vector<int64_t> in(x.shape.begin() + 2, x.shape.end());
-  const std::vector<int64_t> kernel(weight_shape_.begin() + 2, weight_shape_.end());
+  const std::vector<int64_t> kernel(weight_.shape.begin() + 2, weight_.shape.end());
   std::vector<int64_t> out_sp, pads;
   const std::string err = conv_output_shape(in, kernel, strides_, dilations_, pads_, auto_pad_, &out_sp, &pads);
   if (!err.empty()) return Status::Invalid(prefix() + "X shape " + shape_str(x.shape) + ": " + err);

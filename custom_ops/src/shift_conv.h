@@ -12,6 +12,7 @@ namespace inq {
 
 class ShiftConv {
  public:
+  static constexpr const char* kName = "ShiftConv";
   static OpSpec spec();
 
   explicit ShiftConv(const OrtApi* api) : api_(api) {}
@@ -25,9 +26,7 @@ class ShiftConv {
   std::string prefix() const;
 
   const OrtApi* api_;
-  int bits_ = 0;
-  std::vector<int64_t> weight_shape_;  // (M, C/group, k1[, k2])
-  std::vector<int64_t> exponent_base_;
+  PackedWeightAttrs weight_;  // shape (M, C/group, k1[, k2])
   std::vector<int64_t> strides_, dilations_, pads_;  // per spatial axis; pads: begins then ends
   AutoPad auto_pad_ = AutoPad::kNotSet;
   int64_t group_ = 1;

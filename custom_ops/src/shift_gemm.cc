@@ -6,52 +6,20 @@
 #include "kernels/packed_weights.h"
 
 namespace inq {
-namespace {
-
-OrtStatusPtr ORT_API_CALL kernel_create(const OrtCustomOp*, const OrtApi* api, const OrtKernelInfo* info, void** kernel) {
-  *kernel = nullptr;
-  return guarded(api, "ShiftGemm", [&]() -> Status {
-    auto k = std::make_unique<ShiftGemm>(api);
-    INQ_RETURN_IF_ERROR(k->init(info));
-    *kernel = k.release();
-    return Status();
-  });
-}
-
-OrtStatusPtr ORT_API_CALL kernel_compute(void* kernel, OrtKernelContext* ctx) {
-  auto* k = static_cast<ShiftGemm*>(kernel);
-  return guarded(k->api(), "ShiftGemm", [&] { return k->compute(ctx); });
-}
-
-void ORT_API_CALL kernel_destroy(void* kernel) { delete static_cast<ShiftGemm*>(kernel); }
-
-}  // namespace
 
 OpSpec ShiftGemm::spec() {
-  return OpSpec{"ShiftGemm",
-                {ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT, ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8,
-                 ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT},
-                {false, false, true},
-                ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT,
-                kernel_create,
-                kernel_compute,
-                kernel_destroy};
+  return kernel_op_spec<ShiftGemm>({ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT, ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8,
+                                    ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT},
+                                   {false, false, true});
 }
 
 std::string ShiftGemm::prefix() const {
-  return "ShiftGemm (weight_shape " + shape_str(weight_shape_) + ", transA " + std::to_string(trans_a_) +
+  return "ShiftGemm (weight_shape " + shape_str(weight_.shape) + ", transA " + std::to_string(trans_a_) +
          ", transB " + std::to_string(trans_b_) + "): ";
 }
 
 Status ShiftGemm::init(const OrtKernelInfo* info) {
   bool present = false;
-  int64_t bits = 0;
-  INQ_RETURN_IF_ERROR(with_prefix("ShiftGemm: ", attr_int(api_, info, "bits", &bits, &present)));
-  if (!present) return Status::Invalid("ShiftGemm: attribute 'bits' is required");
-  if (bits < kMinBits || bits > kMaxBits)
-    return Status::Invalid("ShiftGemm: attribute bits must be in 2..8, got " + std::to_string(bits));
-  bits_ = static_cast<int>(bits);
-
   int64_t flag = 0;
   INQ_RETURN_IF_ERROR(with_prefix("ShiftGemm: ", attr_int(api_, info, "transA", &flag, &present)));
   trans_a_ = present && flag != 0;
@@ -62,23 +30,11 @@ Status ShiftGemm::init(const OrtKernelInfo* info) {
   INQ_RETURN_IF_ERROR(with_prefix("ShiftGemm: ", attr_float(api_, info, "beta", &beta_, &present)));
   if (!present) beta_ = 1.0f;
 
-  INQ_RETURN_IF_ERROR(with_prefix("ShiftGemm: ", attr_ints(api_, info, "weight_shape", &weight_shape_, &present)));
-  if (!present) return Status::Invalid("ShiftGemm: attribute 'weight_shape' is required");
-  if (weight_shape_.size() != 2)
-    return Status::Invalid("ShiftGemm: weight_shape " + shape_str(weight_shape_) + " must have rank 2");
-  for (int64_t d : weight_shape_)
-    if (d <= 0) return Status::Invalid(prefix() + "weight_shape dimensions must be positive");
-  if (element_count(weight_shape_) < 0) return Status::Invalid(prefix() + "weight_shape has too many elements");
-  k_ = trans_b_ ? weight_shape_[1] : weight_shape_[0];
-  n_ = trans_b_ ? weight_shape_[0] : weight_shape_[1];
-
-  INQ_RETURN_IF_ERROR(with_prefix(prefix(), attr_ints(api_, info, "exponent_base", &exponent_base_, &present)));
-  if (!present) return Status::Invalid(prefix() + "attribute 'exponent_base' is required");
-  if (exponent_base_.size() != 1 && static_cast<int64_t>(exponent_base_.size()) != n_)
-    return Status::Invalid(prefix() + "exponent_base has " + std::to_string(exponent_base_.size()) +
-                           " values; expected 1 or N = " + std::to_string(n_));
-  const std::string base_err = check_exponent_base(exponent_base_);
-  if (!base_err.empty()) return Status::Invalid(prefix() + base_err);
+  INQ_RETURN_IF_ERROR(read_packed_shape(api_, info, kName, {2}, &weight_));
+  k_ = trans_b_ ? weight_.shape[1] : weight_.shape[0];
+  n_ = trans_b_ ? weight_.shape[0] : weight_.shape[1];
+  weight_.channel_axis = trans_b_ ? 0 : 1;  // the N axis
+  INQ_RETURN_IF_ERROR(read_exponent_base(api_, info, prefix(), n_, "N", &weight_));
 
   TensorRef packed;
   INQ_RETURN_IF_ERROR(constant_input(api_, info, 1, &packed));
@@ -91,16 +47,8 @@ Status ShiftGemm::init(const OrtKernelInfo* info) {
 }
 
 Status ShiftGemm::decode(const TensorRef& packed, PrepackedPanels* out) const {
-  if (packed.shape.size() != 1)
-    return Status::Invalid(prefix() + "B_packed must be 1-D, got shape " + shape_str(packed.shape));
-  // Sizes first, so that a wrong buffer never leads to allocating the (possibly huge) decoded tensor.
-  const std::string size_err = check_packed_size(packed.count, bits_, weight_shape_);
-  if (!size_err.empty())
-    return Status::Invalid(prefix() + "B_packed shape " + shape_str(packed.shape) + ": " + size_err);
-  std::vector<float> dense(static_cast<size_t>(element_count(weight_shape_)));
-  const std::string err = decode_weights(static_cast<const uint8_t*>(packed.data), packed.count, bits_,
-                                         weight_shape_, exponent_base_, trans_b_ ? 0 : 1, dense.data());
-  if (!err.empty()) return Status::Invalid(prefix() + "B_packed shape " + shape_str(packed.shape) + ": " + err);
+  std::vector<float> dense;
+  INQ_RETURN_IF_ERROR(decode_packed(packed, weight_, prefix(), "B_packed", &dense));
   // B operand: rows n, depth k.
   if (trans_b_) out->pack(dense.data(), k_, 1, n_, k_, active_kernel().nr);
   else out->pack(dense.data(), 1, n_, n_, k_, active_kernel().nr);

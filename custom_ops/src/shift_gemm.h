@@ -12,6 +12,7 @@ namespace inq {
 
 class ShiftGemm {
  public:
+  static constexpr const char* kName = "ShiftGemm";
   static OpSpec spec();
 
   explicit ShiftGemm(const OrtApi* api) : api_(api) {}
@@ -25,9 +26,7 @@ class ShiftGemm {
   std::string prefix() const;
 
   const OrtApi* api_;
-  int bits_ = 0;
-  std::vector<int64_t> weight_shape_;  // (K, N), or (N, K) when transB
-  std::vector<int64_t> exponent_base_;
+  PackedWeightAttrs weight_;  // shape (K, N), or (N, K) when transB
   float alpha_ = 1.0f, beta_ = 1.0f;
   bool trans_a_ = false, trans_b_ = false;
   int64_t k_ = 0, n_ = 0;
