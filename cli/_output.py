@@ -76,3 +76,26 @@ class StepProgress:
 
     def __exit__(self, *exc):
         self.close()
+
+
+class SampleProgress:
+    """A tqdm bar over samples, fed by `progress(done, total)` callbacks."""
+
+    def __init__(self, title: str, enabled: bool = True):
+        self.title, self.enabled, self._bar = title, enabled, None
+
+    def __call__(self, done: int, total: int) -> None:
+        if not self.enabled:
+            return
+        from tqdm import tqdm
+
+        if self._bar is None:
+            self._bar = tqdm(total=total, desc=self.title, unit="sample", dynamic_ncols=True)
+        self._bar.update(done - self._bar.n)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        if self._bar is not None:
+            self._bar.close()

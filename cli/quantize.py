@@ -62,6 +62,6 @@ def command(model, bits, data, output, portions, strategy, epochs, batch_size, l
         rows = [(c.name, c.max_abs_diff, c.cosine, c.sqnr_db, percent(c.top1_agreement)) for c in v.outputs]
         click.echo(table(["output vs original", "max |diff|", "cosine", "SQNR dB", "top-1 agree"], rows))
         if v.accuracy_original is not None:
-            click.echo(f"Accuracy on the data: original {percent(v.accuracy_original)}, "
+            click.echo(f"Accuracy on --data: original {percent(v.accuracy_original)}, "
                        f"quantized {percent(v.accuracy_quantized)}")
     click.echo(f"Wrote {summary.output}")

@@ -6,7 +6,7 @@ import click
 
 from inq_onnx.api import validate as validate_files
 
-from ._output import echo_json, percent, table
+from ._output import SampleProgress, echo_json, percent, table
 
 
 @click.command("validate")
@@ -15,9 +15,11 @@ from ._output import echo_json, percent, table
 @click.option("--data", required=True, type=click.Path(dir_okay=False), help=".npz of inputs, optional 'labels'.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-def command(original, quantized, data, batch_size, as_json):
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def command(original, quantized, data, batch_size, as_json, quiet):
     """Per-output drift of QUANTIZED from ORIGINAL: max/mean |diff|, cosine, SQNR, top-1 agreement, accuracy."""
-    report = validate_files(original, quantized, data, batch_size)
+    with SampleProgress("Validating", enabled=not quiet) as progress:
+        report = validate_files(original, quantized, data, batch_size, progress)
     if as_json:
         echo_json(report.to_dict())
         return

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from typing import Callable
 from pathlib import Path
 
 from .data import check_dataset, load_dataset
@@ -47,11 +48,20 @@ def quantize(model_path: str | os.PathLike, config: QuantizeConfig = QuantizeCon
 
 
 def validate(original_path: str | os.PathLike, quantized_path: str | os.PathLike,
-             data_path: str | os.PathLike, batch_size: int = 256) -> ValidationReport:
+             data_path: str | os.PathLike, batch_size: int = 256,
+             progress: Callable[[int, int], None] | None = None) -> ValidationReport:
+    """Compare the two models on the data; `progress(samples_done, samples_total)` over both passes."""
     original = load_model(original_path)
     quantized = load_model(quantized_path)
     dataset = check_dataset(load_dataset(data_path), original)
-    return compare_models(original, quantized, dataset, batch_size)
+    total, done = 2 * len(dataset), 0
+
+    def count(samples: int) -> None:
+        nonlocal done
+        done += samples
+        progress(done, total)
+
+    return compare_models(original, quantized, dataset, batch_size, progress=count if progress else None)
 
 
 def info(model_path: str | os.PathLike) -> ModelInfo:

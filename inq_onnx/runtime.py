@@ -6,7 +6,7 @@ import os
 import re
 import sys
 from pathlib import Path
-from typing import Mapping
+from typing import Callable, Mapping
 
 import numpy as np
 import onnx
@@ -85,8 +85,9 @@ def _fixed_batch(session) -> int | None:
     return sizes.pop() if len(sizes) == 1 else None
 
 
-def run_batched(session, inputs: Mapping[str, np.ndarray], batch_size: int = 256) -> list[np.ndarray]:
-    """All outputs for all samples, run in batches along axis 0.
+def run_batched(session, inputs: Mapping[str, np.ndarray], batch_size: int = 256,
+                progress: Callable[[int], None] | None = None) -> list[np.ndarray]:
+    """All outputs for all samples, run in batches along axis 0; `progress(samples)` after each batch.
 
     A model whose inputs fix the batch (often 1, as exporters write) runs in batches of exactly that size; a
     short last batch is padded with copies of its last sample and the padding dropped from the outputs.
@@ -102,4 +103,6 @@ def run_batched(session, inputs: Mapping[str, np.ndarray], batch_size: int = 256
             feed = {k: np.concatenate([v, np.repeat(v[-1:], fixed - real, axis=0)]) for k, v in feed.items()}
         outputs = session.run(None, feed)
         chunks.append([o[:real] if fixed and o.ndim and len(o) == fixed else o for o in outputs])
+        if progress is not None:
+            progress(real)
     return [np.concatenate([c[i] for c in chunks]) for i in range(len(chunks[0]))]

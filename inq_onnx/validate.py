@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from typing import Callable
 
 import numpy as np
 import onnx
@@ -73,15 +74,16 @@ def _classifier_output(output: np.ndarray, labels: np.ndarray) -> bool:
 
 
 def compare_models(original: onnx.ModelProto, quantized: onnx.ModelProto, dataset: Dataset,
-                   batch_size: int = 256, threads: int | None = None) -> ValidationReport:
+                   batch_size: int = 256, threads: int | None = None,
+                   progress: Callable[[int], None] | None = None) -> ValidationReport:
     """Per-output drift of `quantized` from `original` on `dataset`, and both accuracies when it has labels
-    and the first output is (samples, classes) scores."""
+    and the first output is (samples, classes) scores. `progress(samples)` counts samples run, two passes."""
     inputs = sorted(i.name for i in model_inputs(original))
     quantized_inputs = sorted(i.name for i in model_inputs(quantized))
     if inputs != quantized_inputs:
         raise ModelError(f"the models' inputs differ: {inputs} vs {quantized_inputs}")
-    reference = run_batched(make_session(original, threads), dataset.inputs, batch_size)
-    results = run_batched(make_session(quantized, threads), dataset.inputs, batch_size)
+    reference = run_batched(make_session(original, threads), dataset.inputs, batch_size, progress)
+    results = run_batched(make_session(quantized, threads), dataset.inputs, batch_size, progress)
     names = [o.name for o in original.graph.output]
     quantized_names = [o.name for o in quantized.graph.output]
     if names != quantized_names:

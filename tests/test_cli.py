@@ -23,9 +23,10 @@ def files(tmp_path):
     return tmp_path
 
 
-def run(*args):
+def run(*args, stdout_only=False):
+    """Exit code and what the user sees (stdout and stderr), or stdout alone (for JSON)."""
     result = CliRunner().invoke(cli, [str(a) for a in args])
-    return result.exit_code, result.output
+    return result.exit_code, result.stdout if stdout_only else result.output
 
 
 def assert_one_error_line(code, output, pattern):
@@ -44,7 +45,7 @@ def test_one_shot_quantize_info_export(files):
     assert quantized.is_file() and "Quantized 3 layer(s) to 4 bits (one-shot)" in out
     assert "Rewrite check: com.inq ops match" in out
 
-    code, out = run("info", quantized, "--json")
+    code, out = run("info", quantized, "--json", stdout_only=True)
     assert code == 0, out
     info = json.loads(out)
     assert [layer["bits"] for layer in info["layers"]] == [4, 4, 4]
@@ -66,11 +67,12 @@ def test_quantize_with_labels_then_validate(files):
     code, out = run("quantize", files / "model.onnx", "--data", files / "data.npz", "-o", out_path,
                     "--epochs", 1, "--portions", "0.5,1", "--quiet")
     assert code == 0, out
-    assert "(labels)" in out and "Accuracy on the data" in out
+    assert "(labels)" in out and "Accuracy on --data" in out
     meta = {p.key: p.value for p in onnx.load(out_path).metadata_props}
     assert meta["inq.portions"] == "0.5,1" and meta["inq.mode"] == "labels" and len(meta["inq.source_sha256"]) == 64
 
-    code, out = run("validate", files / "model.onnx", out_path, "--data", files / "data.npz", "--json")
+    code, out = run("validate", files / "model.onnx", out_path, "--data", files / "data.npz", "--json",
+                    stdout_only=True)
     assert code == 0, out
     report = json.loads(out)
     assert report["samples"] == 40 and report["outputs"][0]["name"] == "logits"
