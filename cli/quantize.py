@@ -52,6 +52,9 @@ def command(model, bits, data, output, portions, strategy, epochs, batch_size, l
     result = summary.result
     click.echo(f"Quantized {len(result.layers)} layer(s) to {bits} bits ({result.mode}); "
                f"{len(result.skipped)} Conv/Gemm node(s) left float.")
+    if data is not None:  # without data the warning above already said why
+        for note in result.notes:
+            click.echo(f"Note: {note}")
     for skipped in result.skipped:
         click.echo(f"  float: {skipped.node} ({skipped.op_type}): {skipped.reason}")
     if summary.rewrite_check:

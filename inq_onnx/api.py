@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Callable
 from pathlib import Path
+from typing import Callable
 
 from .data import check_dataset, load_dataset
 from .errors import ConfigError
@@ -40,9 +40,8 @@ def quantize(model_path: str | os.PathLike, config: QuantizeConfig = QuantizeCon
     dataset = load_dataset(data_path) if data_path else None
     result = quantize_model(model, config, dataset, metadata={"inq.source_sha256": model_sha256(model_path)},
                             progress=progress)
-    checked = check_dataset(dataset, result.float_model) if dataset is not None else None
-    comparisons = check_rewrite(result, checked)
-    validation = compare_models(model, result.model, checked) if checked is not None else None
+    comparisons = check_rewrite(result, result.dataset)
+    validation = compare_models(model, result.model, result.dataset) if result.dataset is not None else None
     save_model(result.model, output)
     return QuantizeSummary(output, result, comparisons, validation)
 

@@ -18,9 +18,9 @@ from .normalize import normalize_model
 from .quantizer import MAX_BITS, MIN_BITS, LayerLevels, layer_levels, quantize
 from .retrain import ProgressCallback, RetrainConfig, StepReport, run_inq
 from .rewrite import rewrite_model
-from .schemas import DOMAIN
 from .runtime import make_session, run_batched
 from .schedule import check_portions, default_portions
+from .schemas import DOMAIN
 from .validate import OutputComparison, compare_outputs
 
 __all__ = ["QuantizeConfig", "QuantizeResult", "quantize_model", "check_rewrite", "trainable_parameters"]
@@ -56,6 +56,7 @@ class QuantizeResult:
     skipped: list[SkippedNode]
     levels: dict[str, LayerLevels]
     mode: str  # "labels", "distillation" or "one-shot"
+    dataset: Dataset | None = None  # the data as checked against the model (float64 made float32)
     steps: list[StepReport] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
@@ -126,7 +127,7 @@ def quantize_model(model: onnx.ModelProto, config: QuantizeConfig, dataset: Data
             "inq.portions": ",".join(f"{p:g}" for p in config.schedule) if mode != "one-shot" else "1",
             "inq.strategy": config.training.strategy, **(metadata or {})}
     rewritten = rewrite_model(float_model, layers, levels, meta)
-    return QuantizeResult(rewritten, float_model, layers, skipped, levels, mode, steps, notes)
+    return QuantizeResult(rewritten, float_model, layers, skipped, levels, mode, dataset, steps, notes)
 
 
 def _probe_inputs(model: onnx.ModelProto, batch: int = 4, seed: int = 0) -> dict[str, np.ndarray] | None:
