@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from inq_onnx.api import info as model_info
+from inq_onnx.model_info import QUANTIZABLE
 
 from ._output import echo_json, percent, table
 
@@ -30,6 +31,11 @@ def command(model, as_json):
         click.echo(table(["float layer", "op", "weights", "why"],
                          [(f.node, f.op_type, f.parameters, f.reason) for f in report.float_layers]))
     click.echo("")
+    if not report.layers:
+        quantizable = [f for f in report.float_layers if f.reason == QUANTIZABLE]
+        click.echo(f"model: {report.model_bytes} bytes; {len(quantizable)} quantizable layer(s) hold "
+                   f"{4 * sum(f.parameters for f in quantizable)} bytes of fp32 weights")
+        return
     click.echo(f"model: {report.model_bytes} bytes; with fp32 weights: {report.float_model_bytes} bytes; "
                f"compression {report.compression_ratio:.2f}x "
                f"(quantized weights {report.packed_bytes} vs {report.float_bytes} bytes)")

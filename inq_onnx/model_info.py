@@ -11,7 +11,9 @@ from .layers import match_layers
 from .normalize import normalize_model
 from .packed_nodes import packed_weight, shift_nodes
 
-__all__ = ["LayerInfo", "FloatLayer", "ModelInfo", "model_info"]
+__all__ = ["LayerInfo", "FloatLayer", "ModelInfo", "model_info", "QUANTIZABLE"]
+
+QUANTIZABLE = "quantizable, not quantized"
 
 
 @dataclass(frozen=True)
@@ -99,7 +101,7 @@ def model_info(model: onnx.ModelProto) -> ModelInfo:
     float_model = normalize_model(model) if not info.layers else model
     layers, skipped = match_layers(float_model)
     sizes = {t.name: int(np.prod(t.dims)) for t in float_model.graph.initializer}
-    info.float_layers = [FloatLayer(layer.node, layer.op_type, sizes[layer.weight], "not quantized")
+    info.float_layers = [FloatLayer(layer.node, layer.op_type, sizes[layer.weight], QUANTIZABLE)
                          for layer in layers]
     by_name = {n.name: n for n in float_model.graph.node}
     # The weight is the larger constant among the first two inputs (Conv/Gemm: input 1; MatMul: either).

@@ -141,3 +141,11 @@ def test_demo(tmp_path):
     rows = {line.split("  ")[0]: line for line in out.splitlines()}
     assert "accuracy (validation)" in rows and "model file (bytes)" in rows
     assert "x smaller" in rows["model file (bytes)"] and "x FP32" in out
+
+
+def test_info_on_a_float_model_lists_quantizable_layers(files):
+    code, out = run("info", files / "model.onnx")
+    assert code == 0, out
+    assert "No com.inq layers: a float model." in out
+    assert out.count("quantizable, not quantized") == 3
+    assert "3 quantizable layer(s) hold 1152 bytes of fp32 weights" in out  # 4 * (72 + 36 + 180)
