@@ -7,7 +7,7 @@ import warnings
 import click
 
 from inq_onnx.api import quantize as quantize_file
-from inq_onnx.pipeline import QuantizeConfig
+from inq_onnx.pipeline import LOSSES, QuantizeConfig
 from inq_onnx.retrain import RetrainConfig
 from inq_onnx.schedule import STRATEGIES, parse_portions
 from inq_onnx.training.optim import OPTIMIZERS
@@ -32,15 +32,17 @@ from ._output import StepProgress, percent, table
 @click.option("--weight-decay", type=float, default=RetrainConfig.weight_decay, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--exclude", multiple=True, metavar="NODE", help="Leave this node float (repeatable).")
+@click.option("--loss", type=click.Choice(LOSSES), default="auto", show_default=True,
+              help="auto: cross-entropy when the data has labels, else distillation from the original's outputs.")
 @click.option("--no-retrain", is_flag=True, help="One-shot quantization, no retraining.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def command(model, bits, data, output, portions, strategy, epochs, batch_size, lr, optimizer, weight_decay, seed,
-            exclude, no_retrain, quiet):
+            exclude, loss, no_retrain, quiet):
     """Quantize MODEL's Conv/Gemm weights to 0 or ±2^k in BITS bits with INQ and write the rewritten model."""
     training = RetrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer,
                              weight_decay=weight_decay, strategy=strategy, seed=seed)
     config = QuantizeConfig(bits=bits, portions=parse_portions(portions) if portions else None,
-                            exclude=tuple(exclude), retrain=not no_retrain, training=training)
+                            exclude=tuple(exclude), retrain=not no_retrain, training=training, loss=loss)
     if data is None and not no_retrain:
         click.echo("Warning: no --data given: one-shot quantization without retraining (expect lower accuracy).",
                    err=True)

@@ -12,7 +12,7 @@ from onnx import numpy_helper
 
 from . import __version__
 from .data import Dataset, check_dataset, model_inputs
-from .errors import ConfigError, ModelError, ValidationError
+from .errors import ConfigError, DataError, ModelError, ValidationError
 from .layers import Layer, SkippedNode, match_layers
 from .normalize import normalize_model
 from .quantizer import MAX_BITS, MIN_BITS, LayerLevels, layer_levels, quantize
@@ -23,10 +23,13 @@ from .schedule import check_portions, default_portions
 from .schemas import DOMAIN
 from .validate import OutputComparison, compare_outputs
 
-__all__ = ["QuantizeConfig", "QuantizeResult", "quantize_model", "check_rewrite", "trainable_parameters"]
+__all__ = ["QuantizeConfig", "QuantizeResult", "quantize_model", "check_rewrite", "trainable_parameters", "LOSSES"]
 
 # Outputs of the rewritten model may differ from the float model with the same weights only by float rounding.
 REWRITE_RTOL = 1e-4
+
+
+LOSSES = ("auto", "cross-entropy", "distillation")
 
 
 @dataclass(frozen=True)
@@ -36,10 +39,14 @@ class QuantizeConfig:
     exclude: tuple[str, ...] = ()
     retrain: bool = True
     training: RetrainConfig = field(default_factory=RetrainConfig)
+    # auto: cross-entropy when the data has labels, else distillation from the original model's outputs.
+    loss: str = "auto"
 
     def __post_init__(self):
         if isinstance(self.bits, bool) or not isinstance(self.bits, int) or not MIN_BITS <= self.bits <= MAX_BITS:
             raise ConfigError(f"bits must be an integer from {MIN_BITS} to {MAX_BITS}, got {self.bits!r}")
+        if self.loss not in LOSSES:
+            raise ConfigError(f"loss must be one of {', '.join(LOSSES)}, got {self.loss!r}")
         if self.portions is not None:
             object.__setattr__(self, "portions", check_portions(self.portions))
 
@@ -84,7 +91,9 @@ def _with_initializers(model: onnx.ModelProto, values: dict[str, np.ndarray]) ->
 def _retrain(model, layers, levels, dataset: Dataset, config: QuantizeConfig, progress):
     from .training.ort_backend import OrtGradientBackend  # needs onnxruntime-training: imported on demand
 
-    if dataset.labels is not None:
+    if config.loss == "cross-entropy" and dataset.labels is None:
+        raise DataError("loss cross-entropy needs 'labels' in the data")
+    if dataset.labels is not None and config.loss != "distillation":
         loss, targets = "cross_entropy", dataset.labels
     else:
         loss, targets = "distillation", run_batched(make_session(model), dataset.inputs)

@@ -6,7 +6,7 @@ import pytest
 from onnx import TensorProto, helper
 
 from inq_onnx.api import export, info, quantize, validate
-from inq_onnx.errors import ModelError
+from inq_onnx.errors import ConfigError, DataError, ModelError
 from inq_onnx.pipeline import QuantizeConfig, quantize_model
 from inq_onnx.retrain import RetrainConfig
 from inq_onnx.runtime import make_session
@@ -114,3 +114,24 @@ def test_session_reads_models_stamped_with_a_newer_ir_version():
     model.ir_version = 99
     session = make_session(model)
     assert session.run(None, {"x": random_inputs(0, 2)})[0].shape == (2, 5)
+
+
+@pytest.mark.train
+def test_distillation_can_be_chosen_when_labels_exist(tmp_path):
+    config = QuantizeConfig(loss="distillation", portions=(0.5, 1.0), training=RetrainConfig(epochs=1))
+    summary = quantize(save(tmp_path, conv_gemm_model()), config, save_data(tmp_path))
+    assert summary.result.mode == "distillation"
+    meta = {p.key: p.value for p in summary.result.model.metadata_props}
+    assert meta["inq.mode"] == "distillation"
+
+
+@pytest.mark.train
+def test_cross_entropy_needs_labels(tmp_path):
+    with pytest.raises(DataError, match="loss cross-entropy needs 'labels'"):
+        quantize(save(tmp_path, conv_gemm_model()), QuantizeConfig(loss="cross-entropy"),
+                 save_data(tmp_path, labels=False))
+
+
+def test_unknown_loss():
+    with pytest.raises(ConfigError, match="loss must be one of auto, cross-entropy, distillation"):
+        QuantizeConfig(loss="mse")
