@@ -60,8 +60,8 @@ class StepProgress:
 
         if self._step != step:
             self.close()
-            self._bar = tqdm(total=total, desc=f"{self.title} {step + 1}/{steps}" if steps > 1 else self.title, unit="batch", leave=True,
-                             dynamic_ncols=True)
+            title = f"{self.title} {step + 1}/{steps}" if steps > 1 else self.title
+            self._bar = tqdm(total=total, desc=title, unit="batch", leave=True, dynamic_ncols=True)
             self._step = step
         self._bar.update(done - self._bar.n)
         self._bar.set_postfix(loss=f"{loss:.4f}", refresh=False)

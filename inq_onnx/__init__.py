@@ -2,7 +2,8 @@
 
 __version__ = "0.1.0"
 
-from .errors import ConfigError, DataError, InqError, ModelError, RuntimeUnavailableError, ValidationError  # noqa: E402
+from .errors import (  # noqa: E402
+    ConfigError, DataError, InqError, ModelError, RuntimeUnavailableError, TrainingError, ValidationError)
 from .runtime import get_library_path  # noqa: E402
 from .api import export, info, quantize, validate  # noqa: E402
 from .pipeline import QuantizeConfig  # noqa: E402
@@ -14,4 +15,4 @@ register_schemas()
 
 __all__ = ["__version__", "get_library_path", "quantize", "validate", "info", "export", "QuantizeConfig",
            "RetrainConfig", "InqError", "ModelError", "DataError", "ConfigError", "RuntimeUnavailableError",
-           "ValidationError"]
+           "TrainingError", "ValidationError"]

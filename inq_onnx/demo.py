@@ -80,8 +80,8 @@ def build_digits_cnn(seed: int = 0, width: int = 16) -> onnx.ModelProto:
 def train_float(model: onnx.ModelProto, dataset: Dataset, epochs: int = 15, lr: float = 3e-3,
                 batch_size: int = 32, seed: int = 0, progress: ProgressCallback | None = None) -> onnx.ModelProto:
     """Plain FP32 training with onnxruntime-training (AdamW): the 'pre-trained' model INQ starts from."""
-    from .pipeline import trainable_parameters, _with_initializers
     from .layers import match_layers
+    from .pipeline import trainable_parameters, with_initializers
     from .training.ort_backend import OrtGradientBackend
 
     rng = np.random.default_rng(seed)
@@ -103,7 +103,7 @@ def train_float(model: onnx.ModelProto, dataset: Dataset, epochs: int = 15, lr: 
                 done += 1
                 if progress is not None:
                     progress(0, 1, done, total, loss)
-    return _with_initializers(model, params)
+    return with_initializers(model, params)
 
 
 def save_dataset(dataset: Dataset, path: Path) -> None:

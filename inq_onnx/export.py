@@ -8,13 +8,12 @@ import onnx
 from onnx import helper, numpy_helper
 
 from .errors import ModelError
-from .schemas import DOMAIN
 from .packed_nodes import STANDARD_OP, packed_weight, shift_nodes
+from .schemas import DOMAIN, PACKING_ATTRIBUTES
 
 __all__ = ["export_float", "EXPORT_FORMATS"]
 
 EXPORT_FORMATS = ("float",)
-_PACKING_ATTRIBUTES = {"bits", "weight_shape", "exponent_base"}
 
 
 def export_float(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -38,7 +37,7 @@ def export_float(model: onnx.ModelProto) -> onnx.ModelProto:
             decoded[packed_name] = name
         standard = helper.make_node(STANDARD_OP[node.op_type], [node.input[0], decoded[packed_name], *node.input[2:]],
                                     list(node.output), name=node.name)
-        standard.attribute.extend(copy.deepcopy(a) for a in node.attribute if a.name not in _PACKING_ATTRIBUTES)
+        standard.attribute.extend(copy.deepcopy(a) for a in node.attribute if a.name not in PACKING_ATTRIBUTES)
         nodes.append(standard)
     del graph.node[:]
     graph.node.extend(nodes)

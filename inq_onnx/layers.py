@@ -59,8 +59,6 @@ def _check(node: onnx.NodeProto, initializers: dict[str, onnx.TensorProto], cons
     others = [c for c in consumers[node.input[1]] if c.op_type != node.op_type or c.input[1] != node.input[1]]
     if others:
         return f"weight also feeds node {others[0].name} ({others[0].op_type})"
-    if len(node.input) > 2 and node.input[2] and node.op_type == "Conv" and node.input[2] not in initializers:
-        return "bias is not a constant initializer"
     return None
 
 
@@ -87,10 +85,18 @@ def match_layers(model: onnx.ModelProto, exclude: Iterable[str] = ()) -> tuple[l
     for node in graph.node:  # a MatMul with a constant operand is a linear layer too, but not rewritten yet
         if node.op_type == "MatMul" and node.domain in ("", "ai.onnx") and any(i in initializers for i in node.input):
             skipped.append(SkippedNode(node.name, node.op_type, "MatMul is not rewritten (only Conv and Gemm are)"))
+    reasons = {node.name: _check(node, initializers, consumers, excluded) for node in candidates}
     for node in candidates:
-        reason = _check(node, initializers, consumers, excluded)
-        if reason is None and node.input[1] in outputs:
-            reason = "weight is also a graph output"
+        if reasons[node.name] is None and node.input[1] in outputs:
+            reasons[node.name] = "weight is also a graph output"
+    # A weight shared by several nodes is quantized for all of them or for none.
+    for node in candidates:
+        if reasons[node.name] is None:
+            floats = [c for c in consumers[node.input[1]] if c is not node and reasons.get(c.name) is not None]
+            if floats:
+                reasons[node.name] = f"weight is shared with node {floats[0].name}, which stays float"
+    for node in candidates:
+        reason = reasons[node.name]
         if reason is not None:
             skipped.append(SkippedNode(node.name, node.op_type, reason))
             continue

@@ -9,6 +9,7 @@ import onnx
 
 from .layers import match_layers
 from .normalize import normalize_model
+from .packing import channel_base
 from .packed_nodes import packed_weight, shift_nodes
 
 __all__ = ["LayerInfo", "FloatLayer", "ModelInfo", "model_info", "QUANTIZABLE"]
@@ -79,12 +80,7 @@ def _layer_info(node: onnx.NodeProto, initializers: dict) -> LayerInfo:
     codes = packed.codes()
     magnitude = codes & ((1 << (packed.bits - 1)) - 1)
     nonzero = magnitude != 0
-    base = np.asarray(packed.exponent_base).reshape(-1)
-    if base.size > 1:  # per-channel bases
-        view = [1] * codes.ndim
-        view[packed.channel_axis] = base.size
-        base = base.reshape(view)
-    exponents = (np.broadcast_to(base, codes.shape) + magnitude - 1)[nonzero]
+    exponents = (channel_base(packed.exponent_base, codes.shape, packed.channel_axis) + magnitude - 1)[nonzero]
     return LayerInfo(
         node=node.name, op_type=node.op_type, weight=node.input[1], bits=packed.bits,
         exponent_min=int(exponents.min()) if exponents.size else None,

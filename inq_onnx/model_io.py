@@ -45,6 +45,8 @@ def check_output_path(path: str | os.PathLike, *inputs: str | os.PathLike) -> Pa
     for source in inputs:
         if path.exists() and Path(source).exists() and path.resolve() == Path(source).resolve():
             raise InqError(f"the output path {path} is an input; choose another with -o")
+    if not path.parent.is_dir():
+        raise InqError(f"output folder does not exist: {path.parent}")
     return path
 
 
@@ -54,8 +56,6 @@ def atomic_write(path: str | os.PathLike, data: bytes) -> None:
     The new file gets the mode of the file it replaces, or the umask's default for a new file.
     """
     path = check_output_path(path)
-    if not path.parent.is_dir():
-        raise InqError(f"output folder does not exist: {path.parent}")
     if path.exists():
         mode = path.stat().st_mode & 0o777
     else:

@@ -35,7 +35,7 @@ def shift_nodes(model: onnx.ModelProto) -> list[onnx.NodeProto]:
     return [n for n in model.graph.node if n.domain == schemas.DOMAIN and n.op_type in STANDARD_OP]
 
 
-def packing_attributes(node: onnx.NodeProto) -> tuple[int, tuple[int, ...], tuple[int, ...], int]:
+def _packing_attributes(node: onnx.NodeProto) -> tuple[int, tuple[int, ...], tuple[int, ...], int]:
     """(bits, weight_shape, exponent_base, channel_axis) of a ShiftConv/ShiftGemm node."""
     attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
     missing = [k for k in ("bits", "weight_shape", "exponent_base") if k not in attrs]
@@ -46,7 +46,7 @@ def packing_attributes(node: onnx.NodeProto) -> tuple[int, tuple[int, ...], tupl
 
 
 def packed_weight(node: onnx.NodeProto, initializers: dict[str, onnx.TensorProto]) -> PackedWeight:
-    bits, shape, base, axis = packing_attributes(node)
+    bits, shape, base, axis = _packing_attributes(node)
     if len(node.input) < 2 or node.input[1] not in initializers:
         raise ModelError(f"node {node.name}: packed weight {node.input[1]!r} is not an initializer")
     data = numpy_helper.to_array(initializers[node.input[1]])

@@ -4,19 +4,21 @@ from __future__ import annotations
 
 import numpy as np
 
-from .errors import InqError
+from .errors import ConfigError, InqError
 
-__all__ = ["encode", "decode_codes", "pack_bits", "unpack_bits", "pack_weight", "unpack_weight", "packed_size"]
+__all__ = ["encode", "decode_codes", "pack_bits", "unpack_bits", "pack_weight", "unpack_weight", "packed_size",
+           "channel_base", "check_bits", "MIN_BITS", "MAX_BITS"]
 
 MIN_BITS, MAX_BITS = 2, 8
 
 
-def _check_bits(bits: int) -> None:
-    if not isinstance(bits, (int, np.integer)) or not MIN_BITS <= bits <= MAX_BITS:
-        raise InqError(f"bits must be an integer in {MIN_BITS}..{MAX_BITS}, got {bits!r}")
+def check_bits(bits: int) -> None:
+    """The bit widths the format (and the kernels) support."""
+    if isinstance(bits, bool) or not isinstance(bits, (int, np.integer)) or not MIN_BITS <= bits <= MAX_BITS:
+        raise ConfigError(f"bits must be an integer from {MIN_BITS} to {MAX_BITS}, got {bits!r}")
 
 
-def _channel_base(exponent_base: np.ndarray, shape: tuple[int, ...], channel_axis: int) -> np.ndarray:
+def channel_base(exponent_base: np.ndarray, shape: tuple[int, ...], channel_axis: int) -> np.ndarray:
     """Broadcast a per-tensor (1 value) or per-channel exponent base to `shape`."""
     base = np.asarray(exponent_base, dtype=np.int64).reshape(-1)
     if base.size == 1:
@@ -32,15 +34,16 @@ def _channel_base(exponent_base: np.ndarray, shape: tuple[int, ...], channel_axi
 
 def encode(values: np.ndarray, bits: int, exponent_base, channel_axis: int = 0) -> np.ndarray:
     """Codes (uint8) of weights that are already INQ levels: 0 or ±2^(base + m - 1), 1 <= m < 2^(bits-1)."""
-    _check_bits(bits)
+    check_bits(bits)
     values = np.asarray(values, dtype=np.float32)
-    base = _channel_base(exponent_base, values.shape, channel_axis)
+    base = channel_base(exponent_base, values.shape, channel_axis)
     codes = np.zeros(values.shape, dtype=np.uint8)
     nonzero = values != 0
     mantissa, exponent = np.frexp(np.abs(values[nonzero]))
     if np.any(mantissa != 0.5):
         raise InqError("weights to encode must be 0 or a power of two")
-    m = exponent.astype(np.int64) - 1 - base[nonzero] + 1
+    # frexp gives |w| = 0.5 * 2^exponent, so |w| = 2^(exponent - 1) = 2^(base + m - 1): m = exponent - base.
+    m = exponent.astype(np.int64) - base[nonzero]
     if np.any(m < 1) or np.any(m >= 1 << (bits - 1)):
         raise InqError(f"a weight's exponent lies outside the {bits}-bit range of its exponent base")
     sign = (values[nonzero] < 0).astype(np.int64) << (bits - 1)
@@ -50,9 +53,9 @@ def encode(values: np.ndarray, bits: int, exponent_base, channel_axis: int = 0) 
 
 def decode_codes(codes: np.ndarray, bits: int, exponent_base, channel_axis: int = 0) -> np.ndarray:
     """Float32 weights from codes; inverse of `encode`."""
-    _check_bits(bits)
+    check_bits(bits)
     codes = np.asarray(codes, dtype=np.int64)
-    base = _channel_base(exponent_base, codes.shape, channel_axis)
+    base = channel_base(exponent_base, codes.shape, channel_axis)
     m = codes & ((1 << (bits - 1)) - 1)
     sign = np.where(codes >> (bits - 1) & 1, -1.0, 1.0)
     values = np.where(m == 0, 0.0, sign * np.ldexp(1.0, base + m - 1))
@@ -65,7 +68,7 @@ def packed_size(count: int, bits: int) -> int:
 
 def pack_bits(codes: np.ndarray, bits: int) -> np.ndarray:
     """Concatenate b-bit codes, least significant bit first, into a 1-D uint8 array."""
-    _check_bits(bits)
+    check_bits(bits)
     flat = np.asarray(codes, dtype=np.uint8).reshape(-1)
     if flat.size and int(flat.max()) >> bits:
         raise InqError(f"a code does not fit in {bits} bits")
@@ -76,7 +79,7 @@ def pack_bits(codes: np.ndarray, bits: int) -> np.ndarray:
 
 def unpack_bits(packed: np.ndarray, bits: int, count: int) -> np.ndarray:
     """Inverse of `pack_bits`: `count` codes as uint8."""
-    _check_bits(bits)
+    check_bits(bits)
     packed = np.asarray(packed, dtype=np.uint8).reshape(-1)
     if packed.size != packed_size(count, bits):
         raise InqError(f"packed weight has {packed.size} bytes; {count} codes of {bits} bits need "

@@ -15,7 +15,8 @@ from .data import Dataset, check_dataset, model_inputs
 from .errors import ConfigError, DataError, ModelError, ValidationError
 from .layers import Layer, SkippedNode, match_layers
 from .normalize import normalize_model
-from .quantizer import MAX_BITS, MIN_BITS, LayerLevels, layer_levels, quantize
+from .packing import check_bits
+from .quantizer import LayerLevels, layer_levels, quantize
 from .retrain import ProgressCallback, RetrainConfig, StepReport, run_inq
 from .rewrite import rewrite_model
 from .runtime import make_session, run_batched
@@ -23,7 +24,8 @@ from .schedule import check_portions, default_portions
 from .schemas import DOMAIN
 from .validate import OutputComparison, compare_outputs
 
-__all__ = ["QuantizeConfig", "QuantizeResult", "quantize_model", "check_rewrite", "trainable_parameters", "LOSSES"]
+__all__ = ["QuantizeConfig", "QuantizeResult", "quantize_model", "check_rewrite", "trainable_parameters",
+           "with_initializers", "LOSSES"]
 
 # Outputs of the rewritten model may differ from the float model with the same weights only by float rounding.
 REWRITE_RTOL = 1e-4
@@ -43,8 +45,9 @@ class QuantizeConfig:
     loss: str = "auto"
 
     def __post_init__(self):
-        if isinstance(self.bits, bool) or not isinstance(self.bits, int) or not MIN_BITS <= self.bits <= MAX_BITS:
-            raise ConfigError(f"bits must be an integer from {MIN_BITS} to {MAX_BITS}, got {self.bits!r}")
+        check_bits(self.bits)
+        if isinstance(self.exclude, str):  # one name, not its characters
+            object.__setattr__(self, "exclude", (self.exclude,))
         if self.loss not in LOSSES:
             raise ConfigError(f"loss must be one of {', '.join(LOSSES)}, got {self.loss!r}")
         if self.portions is not None:
@@ -80,7 +83,8 @@ def trainable_parameters(model: onnx.ModelProto, layers: list[Layer]) -> list[st
     return sorted(n for n in names if n in initializers)
 
 
-def _with_initializers(model: onnx.ModelProto, values: dict[str, np.ndarray]) -> onnx.ModelProto:
+def with_initializers(model: onnx.ModelProto, values: dict[str, np.ndarray]) -> onnx.ModelProto:
+    """A copy of `model` with the named initializers set to `values` (as float32)."""
     model = copy.deepcopy(model)
     for tensor in model.graph.initializer:
         if tensor.name in values:
@@ -131,7 +135,7 @@ def quantize_model(model: onnx.ModelProto, config: QuantizeConfig, dataset: Data
     else:
         values, steps, mode = _retrain(normalized, layers, levels, dataset, config, progress)
 
-    float_model = _with_initializers(normalized, values)
+    float_model = with_initializers(normalized, values)
     meta = {"inq.bits": str(config.bits), "inq.mode": mode, "inq.version": __version__,
             "inq.portions": ",".join(f"{p:g}" for p in config.schedule) if mode != "one-shot" else "1",
             "inq.strategy": config.training.strategy, **(metadata or {})}

@@ -7,10 +7,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from .errors import ConfigError
+from .packing import check_bits
 
-__all__ = ["LayerLevels", "layer_levels", "quantize", "MIN_BITS", "MAX_BITS"]
+__all__ = ["LayerLevels", "layer_levels", "quantize"]
 
-MIN_BITS, MAX_BITS = 2, 8
 
 
 @dataclass(frozen=True)
@@ -32,14 +32,9 @@ class LayerLevels:
         return np.concatenate([-positive[::-1], [0.0], positive]).astype(np.float32)
 
 
-def _check_bits(bits: int) -> None:
-    if isinstance(bits, bool) or not isinstance(bits, (int, np.integer)) or not MIN_BITS <= bits <= MAX_BITS:
-        raise ConfigError(f"bits must be an integer from {MIN_BITS} to {MAX_BITS}, got {bits!r}")
-
-
 def layer_levels(weights: np.ndarray, bits: int) -> LayerLevels:
     """Levels from the layer's original weights: s = max|W|, n1 = floor(log2(4s/3)), n2 = n1 + 1 - 2^(b-1)/2."""
-    _check_bits(bits)
+    check_bits(bits)
     s = float(np.max(np.abs(weights))) if np.size(weights) else 0.0
     if not np.isfinite(s):
         raise ConfigError("weights contain NaN or Inf")
@@ -60,6 +55,8 @@ def quantize(weights: np.ndarray, levels: LayerLevels) -> np.ndarray:
     threshold 2^(n2-1) are exact in float, so the comparisons below are exact too.
     """
     w = np.asarray(weights, dtype=np.float32)
+    if not np.all(np.isfinite(w)):
+        raise ConfigError("weights contain NaN or Inf")
     magnitude = np.abs(w).astype(np.float64)
     # Exponent k with 0.75·2^k <= |w| < 1.5·2^k, i.e. 2^k nearest to |w|, ties (at 1.5·2^k) going up.
     _, e = np.frexp(magnitude / 0.75)  # magnitude/0.75 = m * 2^e, 0.5 <= m < 1  =>  k = e - 1

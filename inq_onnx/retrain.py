@@ -32,12 +32,15 @@ class RetrainConfig:
     seed: int = 0
 
     def __post_init__(self):
-        if isinstance(self.epochs, bool) or not isinstance(self.epochs, int) or self.epochs < 0:
-            raise ConfigError(f"epochs must be a whole number >= 0, got {self.epochs!r}")
-        if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1:
-            raise ConfigError(f"batch_size must be a whole number >= 1, got {self.batch_size!r}")
+        # Messages name the option as the CLI spells it too.
+        if not _whole(self.epochs, 0):
+            raise ConfigError(f"epochs (--epochs) must be a whole number >= 0, got {self.epochs!r}")
+        if not _whole(self.batch_size, 1):
+            raise ConfigError(f"batch_size (--batch-size) must be a whole number >= 1, got {self.batch_size!r}")
+        if not _whole(self.seed, 0):
+            raise ConfigError(f"seed (--seed) must be a whole number >= 0, got {self.seed!r}")
         if not (math.isfinite(self.lr) and self.lr > 0):
-            raise ConfigError(f"lr must be a finite number > 0, got {self.lr!r}")
+            raise ConfigError(f"lr (--lr) must be a finite number > 0, got {self.lr!r}")
         if self.optimizer not in OPTIMIZERS:
             raise ConfigError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
         if self.strategy not in STRATEGIES:
@@ -45,7 +48,11 @@ class RetrainConfig:
         if not 0 <= self.momentum < 1:
             raise ConfigError(f"momentum must be in [0, 1), got {self.momentum!r}")
         if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
-            raise ConfigError(f"weight_decay must be a finite number >= 0, got {self.weight_decay!r}")
+            raise ConfigError(f"weight_decay (--weight-decay) must be a finite number >= 0, got {self.weight_decay!r}")
+
+
+def _whole(value, minimum: int) -> bool:
+    return not isinstance(value, bool) and isinstance(value, int) and value >= minimum
 
 
 @dataclass
@@ -108,6 +115,9 @@ def run_inq(backend: GradientBackend, levels: Mapping[str, LayerLevels], portion
                 if not math.isfinite(loss):
                     raise TrainingError(f"retraining diverged in step {step + 1} (loss {loss}); lower --lr")
                 optimizer.step(params, grads, trainable)
+                if not all(np.isfinite(v).all() for v in params.values()):
+                    raise TrainingError(f"retraining diverged in step {step + 1} (a weight became NaN or Inf); "
+                                        f"lower --lr")
                 for name, mask in frozen.items():  # exact, whatever the optimizer did
                     params[name][mask] = frozen_values[name]
                 backend.set_parameters(params)

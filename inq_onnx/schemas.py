@@ -5,7 +5,8 @@ from __future__ import annotations
 import onnx
 from onnx import defs, helper, shape_inference
 
-__all__ = ["DOMAIN", "OPSET_VERSION", "SHIFT_CONV", "SHIFT_GEMM", "register_schemas", "opset_import"]
+__all__ = ["DOMAIN", "OPSET_VERSION", "SHIFT_CONV", "SHIFT_GEMM", "PACKING_ATTRIBUTES", "register_schemas",
+           "opset_import"]
 
 DOMAIN = "com.inq"
 OPSET_VERSION = 1
@@ -13,7 +14,7 @@ SHIFT_CONV = "ShiftConv"
 SHIFT_GEMM = "ShiftGemm"
 
 # The attributes that describe the packed weight (docs/ops.md), shared by both operators.
-_PACKING_ATTRIBUTES = ("bits", "weight_shape", "exponent_base")
+PACKING_ATTRIBUTES = ("bits", "weight_shape", "exponent_base")
 _CONV_ATTRIBUTES = ("auto_pad", "dilations", "group", "kernel_shape", "pads", "strides")
 _GEMM_ATTRIBUTES = ("alpha", "beta", "transA", "transB")
 

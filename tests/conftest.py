@@ -1,3 +1,5 @@
+"""Test set-up: the tests' own modules on sys.path; train and runtime markers, each venv skipping the other's."""
+
 import importlib.util
 import sys
 from pathlib import Path

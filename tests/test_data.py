@@ -1,3 +1,5 @@
+"""Data files: loading .npz archives and checking them against the model's inputs and outputs."""
+
 import numpy as np
 import pytest
 

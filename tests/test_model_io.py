@@ -1,3 +1,5 @@
+"""Model files: loading with clear errors, atomic writes that keep modes and never replace special files."""
+
 import os
 
 import pytest

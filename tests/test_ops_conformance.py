@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import zlib
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +16,6 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from inq_onnx.packing import pack_weight, unpack_weight  # noqa: E402
 
 OPSET = [helper.make_opsetid("", 17), helper.make_opsetid("com.inq", 1)]

@@ -1,3 +1,5 @@
+"""The packed weight format (docs/ops.md): codes, bit order, round trips for every bit width."""
+
 import numpy as np
 import pytest
 

@@ -3,11 +3,11 @@
 import numpy as np
 import onnx
 import pytest
-from onnx import TensorProto, helper
+from onnx import TensorProto, helper, numpy_helper
 
 from inq_onnx.api import export, info, quantize, validate
-from inq_onnx.errors import ConfigError, DataError, ModelError
-from inq_onnx.pipeline import QuantizeConfig, quantize_model
+from inq_onnx.errors import ConfigError, DataError, InqError, ModelError, ValidationError
+from inq_onnx.pipeline import QuantizeConfig, check_rewrite, quantize_model
 from inq_onnx.retrain import RetrainConfig
 from inq_onnx.runtime import make_session
 
@@ -135,3 +135,23 @@ def test_cross_entropy_needs_labels(tmp_path):
 def test_unknown_loss():
     with pytest.raises(ConfigError, match="loss must be one of auto, cross-entropy, distillation"):
         QuantizeConfig(loss="mse")
+
+
+def test_rewrite_check_catches_a_corrupted_packed_weight():
+    result = quantize_model(conv_gemm_model(), QuantizeConfig(retrain=False))
+    assert check_rewrite(result)  # intact: passes
+    packed = next(t for t in result.model.graph.initializer if t.data_type == TensorProto.UINT8)
+    data = bytearray(packed.raw_data or numpy_helper.to_array(packed).tobytes())
+    data[0] ^= 0xFF
+    packed.ClearField("int32_data")
+    packed.raw_data = bytes(data)
+    with pytest.raises(ValidationError, match="differs from the float model with the same weights"):
+        check_rewrite(result)
+
+
+def test_missing_output_folder_is_reported_before_any_work(tmp_path, monkeypatch):
+    import inq_onnx.api as api
+
+    monkeypatch.setattr(api, "quantize_model", lambda *a, **k: pytest.fail("quantized before checking -o"))
+    with pytest.raises(InqError, match="output folder does not exist"):
+        quantize(save(tmp_path, conv_gemm_model()), QuantizeConfig(retrain=False), None, tmp_path / "no" / "x.onnx")

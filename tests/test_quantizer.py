@@ -1,3 +1,5 @@
+"""INQ's levels and rounding against hand-computed cases: n1/n2, ties, clamps, the zero threshold."""
+
 import numpy as np
 import pytest
 
@@ -74,6 +76,9 @@ def test_bits_out_of_range(bits):
         layer_levels(np.ones(3, np.float32), bits)
 
 
-def test_non_finite_weights_rejected():
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_weights_rejected(bad):
     with pytest.raises(ConfigError, match="NaN or Inf"):
-        layer_levels(np.array([1.0, np.nan], np.float32), 5)
+        layer_levels(np.array([1.0, bad], np.float32), 5)
+    with pytest.raises(ConfigError, match="NaN or Inf"):
+        quantize(np.array([0.5, bad], np.float32), FIVE_BITS)

@@ -51,15 +51,71 @@ def test_frozen_weights_stay_exactly_on_their_levels(strategy):
     assert np.array_equal(params["w"], quantize(params["w"], levels["w"]))  # everything on a level
     assert [round(s.frozen_fraction, 2) for s in steps] == [0.31, 0.61, 1.0]  # round(p * 36) / 36
     assert all(len(s.epoch_losses) == 3 for s in steps[:-1]) and steps[-1].epoch_losses == []
-    # Writes per retraining step: the freeze, then one per batch. Within a step the frozen entries never move.
+    # Writes per retraining step: the freeze, then one per batch. Within a step the frozen entries never move,
+    # and every other entry does.
     writes = 1 + config.epochs * (len(x) // config.batch_size)
     previous = np.zeros(params["w"].shape, bool)
     for k, portion in enumerate(portions[:-1]):
         block = np.stack(backend.history[k * writes:(k + 1) * writes])
-        fixed = np.all(block == block[0], axis=0) & (block[0] == quantize(block[0], levels["w"]))
-        assert fixed.sum() >= round(portion * fixed.size)
+        fixed = np.all(block == block[0], axis=0)
+        assert fixed.sum() == round(portion * fixed.size)
+        assert np.array_equal(block[0][fixed], quantize(block[0][fixed], levels["w"]))
         assert np.all(fixed[previous])  # frozen earlier, still frozen
+        if strategy == "magnitude":  # the largest magnitudes among those not yet frozen, as they were then
+            before = backend.history[k * writes - 1] if k else w_true + 0.05
+            newly = fixed & ~previous
+            assert np.abs(before[newly]).min() >= np.abs(before[~fixed]).max()
         previous = fixed
+
+
+class TargetBackend:
+    """Loss 0.5 * |w - target|^2: retraining pulls every free weight to `target`."""
+
+    def __init__(self, w, target):
+        self.parameter_names = ["w"]
+        self.w, self.target = w.copy(), target
+
+    def get_parameters(self):
+        return {"w": self.w.copy()}
+
+    def set_parameters(self, values):
+        self.w = values["w"].copy()
+
+    def loss_and_gradients(self, inputs, target):
+        return float(0.5 * np.sum((self.w - self.target) ** 2)), {"w": self.w - self.target}
+
+
+def test_each_step_ranks_the_retrained_weights(monkeypatch):
+    import inq_onnx.retrain as retrain
+
+    masks = []
+    original_grow = retrain.grow_frozen_mask
+
+    def recording_grow(weights, frozen, *args):
+        masks.append(original_grow(weights, frozen, *args))
+        return masks[-1]
+
+    monkeypatch.setattr(retrain, "grow_frozen_mask", recording_grow)
+    w = np.array([0.9, 0.8, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6], np.float32)
+    target = np.array([0.9, 0.8, 0.7, 0.6, 0.05, 0.04, 0.03, 0.02], np.float32)  # reverses the free weights' order
+    run_inq(TargetBackend(w, target), {"w": layer_levels(w, 5)}, (0.25, 0.5, 1.0), {"x": np.zeros((8, 1))},
+            np.zeros(8), RetrainConfig(epochs=20, batch_size=8, lr=0.5, momentum=0.0, weight_decay=0.0))
+    assert np.flatnonzero(masks[0]).tolist() == [0, 1]
+    # Step 2 freezes the largest of the retrained weights (0.7, 0.6 at 2, 3), not of the original (0.6, 0.5).
+    assert np.flatnonzero(masks[1] & ~masks[0]).tolist() == [2, 3]
+    assert masks[2].all()
+
+
+def test_optimizer_state_restarts_at_every_step(monkeypatch):
+    import inq_onnx.retrain as retrain
+
+    made = []
+    original_make = retrain.make_optimizer
+    monkeypatch.setattr(retrain, "make_optimizer", lambda *a, **k: made.append(a) or original_make(*a, **k))
+    x, y, w_true = _problem(4)
+    run_inq(LinearBackend(w_true, np.zeros(3, np.float32)), {"w": layer_levels(w_true, 5)}, (0.5, 0.75, 0.875, 1.0),
+            {"x": x}, y, RetrainConfig(epochs=1))
+    assert len(made) == 3  # one fresh optimizer per retraining step; none after the last, full step
 
 
 def test_retraining_compensates_quantization_error():
@@ -95,8 +151,10 @@ def test_frozen_entries_unchanged_within_a_step_with_adamw():
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    ({"epochs": -1}, "epochs"), ({"batch_size": 0}, "batch_size"), ({"lr": 0}, "lr must be a finite number > 0"),
-    ({"lr": float("inf")}, "lr must be a finite number"), ({"weight_decay": float("nan")}, "weight_decay must be"),
+    ({"epochs": -1}, r"epochs \(--epochs\)"), ({"batch_size": 0}, r"batch_size \(--batch-size\)"),
+    ({"lr": 0}, r"lr \(--lr\) must be a finite number > 0"), ({"seed": -1}, r"seed \(--seed\) must be"),
+    ({"lr": float("inf")}, r"lr \(--lr\) must be a finite number"),
+    ({"weight_decay": float("nan")}, r"weight_decay \(--weight-decay\) must be"),
     ({"optimizer": "lbfgs"}, "optimizer must be one of"), ({"strategy": "x"}, "strategy must be one of"),
 ])
 def test_bad_retrain_config(kwargs, message):

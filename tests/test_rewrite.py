@@ -1,3 +1,5 @@
+"""Rewrite: Conv/Gemm become ShiftConv/ShiftGemm with packed weights, or stay float with a stated reason."""
+
 import collections
 
 import numpy as np
@@ -39,6 +41,10 @@ def test_rewrite_replaces_every_conv_and_gemm(bits):
     assert all(t == TensorProto.UINT8 for t, _ in packed)
     meta = {p.key: p.value for p in rewritten.metadata_props}
     assert meta["inq.bits"] == str(bits) and meta["inq.mode"] == "one-shot"
+    x = random_inputs(bits)
+    expected = ReferenceEvaluator(result.float_model).run(None, {"x": x})[0]
+    actual = ReferenceEvaluator(rewritten, new_ops=REFERENCE_OPS).run(None, {"x": x})[0]
+    np.testing.assert_allclose(actual, expected, rtol=1e-6, atol=1e-6)
 
 
 def test_rewritten_model_equals_float_model_with_same_weights_in_reference_evaluator():
@@ -103,6 +109,22 @@ def test_constant_node_weights_and_unnamed_nodes_are_normalized():
     result = quantize_model(model, QuantizeConfig(bits=6, retrain=False))
     assert [layer.node for layer in result.layers] == ["Gemm_0"]  # named after the Constant was folded away
     assert histogram(result.model) == {"com.inq:ShiftGemm": 1}
+
+
+def test_excluding_one_user_of_a_shared_weight_keeps_all_its_users_float():
+    rng = np.random.default_rng(0)
+    nodes = [helper.make_node("Gemm", ["x", "w"], ["h"], name="a"),
+             helper.make_node("Gemm", ["h", "w"], ["y"], name="b"),
+             helper.make_node("Gemm", ["y", "v"], ["z"], name="c")]
+    model = make_model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 4])],
+                       [helper.make_tensor_value_info("z", TensorProto.FLOAT, [2, 4])],
+                       {"w": weights(rng, 4, 4), "v": weights(rng, 4, 4)})
+    result = quantize_model(model, QuantizeConfig(bits=5, retrain=False, exclude=("b",)))
+    assert [layer.node for layer in result.layers] == ["c"]
+    assert {s.node: s.reason for s in result.skipped} == {
+        "a": "weight is shared with node b, which stays float", "b": "excluded by the user"}
+    float_w = [t for t in result.model.graph.initializer if t.name == "w"]
+    assert np.array_equal(numpy_helper.to_array(float_w[0]), numpy_helper.to_array(model.graph.initializer[0]))
 
 
 def test_shared_weight_is_packed_once():

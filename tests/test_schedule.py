@@ -1,3 +1,5 @@
+"""The accumulated portions and the growing frozen set (magnitude and random partitions)."""
+
 import numpy as np
 import pytest
 

@@ -349,8 +349,8 @@ def _rephrase(exc: Exception, version: str) -> ModelError:
         return ModelError(f"onnxruntime-training {version} computes no gradient for parameter {match.group(1)!r}: "
                           f"it only feeds inputs ORT does not differentiate (such as BatchNormalization's mean and "
                           f"variance); leave it out of the trainable parameters")
-    first_line = message.strip().splitlines()[-1] if message.strip() else type(exc).__name__
-    return ModelError(f"onnxruntime-training {version} cannot build the training graph: {first_line}")
+    last_line = message.strip().splitlines()[-1] if message.strip() else type(exc).__name__
+    return ModelError(f"onnxruntime-training {version} cannot build the training graph: {last_line}")
 
 
 def _cross_entropy_block(onnxblock, labels_name: str):
