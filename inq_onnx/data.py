@@ -67,12 +67,9 @@ def load_dataset(path: str | os.PathLike) -> Dataset:
         raise DataError(f"data file not found: {path}")
     try:
         loaded = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-        raise DataError(f"{path} is not a readable .npz file ({exc or type(exc).__name__})") from None
-    if not isinstance(loaded, np.lib.npyio.NpzFile):
-        raise DataError(f"{path} is not an .npz archive (a single array?); save one array per model input "
-                        f"with numpy.savez(path, input_name=array, labels=labels)")
-    try:
+        if not isinstance(loaded, np.lib.npyio.NpzFile):
+            raise DataError(f"{path} is not an .npz archive (a single array?); save one array per model input "
+                            f"with numpy.savez(path, input_name=array, labels=labels)")
         with loaded as archive:
             arrays = {key: archive[key] for key in archive.files}
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:

@@ -42,7 +42,7 @@ def _attribute(node: onnx.NodeProto, name: str, default):
 
 
 def _check(node: onnx.NodeProto, initializers: dict[str, onnx.TensorProto], consumers: dict[str, list],
-           excluded: set[str]) -> str | None:
+           excluded: set[str], outputs: set[str]) -> str | None:
     """None when the node qualifies, else the reason it does not."""
     if node.name in excluded:
         return "excluded by the user"
@@ -59,6 +59,8 @@ def _check(node: onnx.NodeProto, initializers: dict[str, onnx.TensorProto], cons
     others = [c for c in consumers[node.input[1]] if c.op_type != node.op_type or c.input[1] != node.input[1]]
     if others:
         return f"weight also feeds node {others[0].name} ({others[0].op_type})"
+    if node.input[1] in outputs:
+        return "weight is also a graph output"
     return None
 
 
@@ -85,10 +87,7 @@ def match_layers(model: onnx.ModelProto, exclude: Iterable[str] = ()) -> tuple[l
     for node in graph.node:  # a MatMul with a constant operand is a linear layer too, but not rewritten yet
         if node.op_type == "MatMul" and node.domain in ("", "ai.onnx") and any(i in initializers for i in node.input):
             skipped.append(SkippedNode(node.name, node.op_type, "MatMul is not rewritten (only Conv and Gemm are)"))
-    reasons = {node.name: _check(node, initializers, consumers, excluded) for node in candidates}
-    for node in candidates:
-        if reasons[node.name] is None and node.input[1] in outputs:
-            reasons[node.name] = "weight is also a graph output"
+    reasons = {node.name: _check(node, initializers, consumers, excluded, outputs) for node in candidates}
     # A weight shared by several nodes is quantized for all of them or for none.
     for node in candidates:
         if reasons[node.name] is None:

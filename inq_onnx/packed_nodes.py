@@ -38,7 +38,7 @@ def shift_nodes(model: onnx.ModelProto) -> list[onnx.NodeProto]:
 def _packing_attributes(node: onnx.NodeProto) -> tuple[int, tuple[int, ...], tuple[int, ...], int]:
     """(bits, weight_shape, exponent_base, channel_axis) of a ShiftConv/ShiftGemm node."""
     attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
-    missing = [k for k in ("bits", "weight_shape", "exponent_base") if k not in attrs]
+    missing = [k for k in schemas.PACKING_ATTRIBUTES if k not in attrs]
     if missing:
         raise ModelError(f"node {node.name} ({node.op_type}) lacks attribute(s) {', '.join(missing)}")
     axis = 0 if node.op_type == schemas.SHIFT_CONV or attrs.get("transB", 0) else 1

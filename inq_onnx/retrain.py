@@ -115,9 +115,6 @@ def run_inq(backend: GradientBackend, levels: Mapping[str, LayerLevels], portion
                 if not math.isfinite(loss):
                     raise TrainingError(f"retraining diverged in step {step + 1} (loss {loss}); lower --lr")
                 optimizer.step(params, grads, trainable)
-                if not all(np.isfinite(v).all() for v in params.values()):
-                    raise TrainingError(f"retraining diverged in step {step + 1} (a weight became NaN or Inf); "
-                                        f"lower --lr")
                 for name, mask in frozen.items():  # exact, whatever the optimizer did
                     params[name][mask] = frozen_values[name]
                 backend.set_parameters(params)
@@ -125,5 +122,10 @@ def run_inq(backend: GradientBackend, levels: Mapping[str, LayerLevels], portion
                 done += 1
                 if progress is not None:
                     progress(step, len(retrain_steps), done, batches_per_epoch * config.epochs, loss)
+            # A non-finite weight shows in the next batch's loss; this catches the epoch's last batch too,
+            # without scanning every weight after every batch.
+            if not all(np.isfinite(v).all() for v in params.values()):
+                raise TrainingError(f"retraining diverged in step {step + 1} (a weight became NaN or Inf); "
+                                    f"lower --lr")
             report.epoch_losses.append(float(np.mean(losses)))
     return params, reports

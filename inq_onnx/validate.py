@@ -82,12 +82,12 @@ def compare_models(original: onnx.ModelProto, quantized: onnx.ModelProto, datase
     quantized_inputs = sorted(i.name for i in model_inputs(quantized))
     if inputs != quantized_inputs:
         raise ModelError(f"the models' inputs differ: {inputs} vs {quantized_inputs}")
-    reference = run_batched(make_session(original, threads), dataset.inputs, batch_size, progress)
-    results = run_batched(make_session(quantized, threads), dataset.inputs, batch_size, progress)
     names = [o.name for o in original.graph.output]
     quantized_names = [o.name for o in quantized.graph.output]
     if names != quantized_names:
         raise ModelError(f"the models' outputs differ: {names} vs {quantized_names}")
+    reference = run_batched(make_session(original, threads), dataset.inputs, batch_size, progress)
+    results = run_batched(make_session(quantized, threads), dataset.inputs, batch_size, progress)
     report = ValidationReport(samples=len(dataset))
     report.outputs = [compare_outputs(n, r, q) for n, r, q in zip(names, reference, results)]
     if dataset.labels is not None and _classifier_output(reference[0], dataset.labels):
