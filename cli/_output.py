@@ -99,3 +99,14 @@ class SampleProgress:
     def __exit__(self, *exc):
         if self._bar is not None:
             self._bar.close()
+
+
+def echo_mode(report) -> None:
+    """What an activations switch did (an integer_mode.ModeReport)."""
+    if report.mode == "float":
+        click.echo("Activations: float (weights-only INQ).")
+        return
+    how = "static scales from calibration" if report.static else "scales computed per run (no calibration data)"
+    click.echo(f"Activations: int8 in {len(report.integer_nodes)} com.inq node(s), {how}.")
+    for node, why in report.float_nodes:
+        click.echo(f"  float activations: {node}: {why}")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import click
 
 from inq_onnx.api import export as export_file
@@ -11,9 +13,19 @@ from inq_onnx.export import EXPORT_FORMATS
 @click.command("export")
 @click.argument("quantized", type=click.Path(dir_okay=False))
 @click.option("--format", "fmt", type=click.Choice(EXPORT_FORMATS), default="float", show_default=True,
-              help="float: Conv/Gemm with the decoded float32 weights.")
+              help="float: Conv/Gemm with the decoded float32 weights. qdq: int8 QuantizeLinear/DequantizeLinear "
+                   "with the exact INQ weights, for onnxruntime's QLinearConv/QGemm.")
+@click.option("--data", type=click.Path(dir_okay=False),
+              help="qdq: .npz of inputs to calibrate activation ranges [default: the model's stored ranges].")
+@click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True,
+              help="qdq: calibration batch size.")
+@click.option("--strict", is_flag=True, help="qdq: fail when a layer's weights do not fit int8 exactly.")
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False))
-def command(quantized, fmt, output):
+def command(quantized, fmt, data, batch_size, strict, output):
     """Write QUANTIZED with standard Conv/Gemm in place of ShiftConv/ShiftGemm."""
-    path = export_file(quantized, output, fmt)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        path = export_file(quantized, output, fmt, data, strict, batch_size)
+    for w in caught:
+        click.echo(f"Note: {w.message}", err=True)
     click.echo(f"Wrote {path}")

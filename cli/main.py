@@ -11,7 +11,7 @@ import click
 from inq_onnx import __version__
 from inq_onnx.errors import InqError
 
-from . import demo, export, info, quantize, validate
+from . import convert, demo, export, info, quantize, validate
 
 
 _NoArgsIsHelp = getattr(click.exceptions, "NoArgsIsHelpError", ())  # click >= 8.2
@@ -55,7 +55,7 @@ def cli() -> None:
     """Incremental Network Quantization for ONNX models: power-of-two weights in b bits, run by com.inq ops."""
 
 
-for command in (quantize.command, validate.command, info.command, export.command, demo.command):
+for command in (quantize.command, validate.command, info.command, export.command, convert.command, demo.command):
     cli.add_command(command)
 
 if __name__ == "__main__":

@@ -7,12 +7,13 @@ import warnings
 import click
 
 from inq_onnx.api import quantize as quantize_file
+from inq_onnx.integer_mode import ACTIVATION_MODES
 from inq_onnx.pipeline import LOSSES, QuantizeConfig
 from inq_onnx.retrain import RetrainConfig
 from inq_onnx.schedule import STRATEGIES, parse_portions
 from inq_onnx.training.optim import OPTIMIZERS
 
-from ._output import StepProgress, percent, table
+from ._output import StepProgress, echo_mode, percent, table
 
 
 @click.command("quantize")
@@ -34,15 +35,19 @@ from ._output import StepProgress, percent, table
 @click.option("--exclude", multiple=True, metavar="NODE", help="Leave this node float (repeatable).")
 @click.option("--loss", type=click.Choice(LOSSES), default="auto", show_default=True,
               help="auto: cross-entropy when the data has labels, else distillation from the original's outputs.")
+@click.option("--activations", type=click.Choice(ACTIVATION_MODES), default="float", show_default=True,
+              help="float: weights-only INQ. int8: uint8 activations (scales calibrated on --data, else per run) "
+                   "and integer accumulation, for speed.")
 @click.option("--no-retrain", is_flag=True, help="One-shot quantization, no retraining.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def command(model, bits, data, output, portions, strategy, epochs, batch_size, lr, optimizer, weight_decay, seed,
-            exclude, loss, no_retrain, quiet):
+            exclude, loss, activations, no_retrain, quiet):
     """Quantize MODEL's Conv/Gemm weights to 0 or ±2^k in BITS bits with INQ and write the rewritten model."""
     training = RetrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer,
                              weight_decay=weight_decay, strategy=strategy, seed=seed)
     config = QuantizeConfig(bits=bits, portions=parse_portions(portions) if portions else None,
-                            exclude=tuple(exclude), retrain=not no_retrain, training=training, loss=loss)
+                            exclude=tuple(exclude), retrain=not no_retrain, training=training, loss=loss,
+                            activations=activations)
     if data is None and not no_retrain:
         click.echo("Warning: no --data given: one-shot quantization without retraining (expect lower accuracy).",
                    err=True)
@@ -62,6 +67,8 @@ def command(model, bits, data, output, portions, strategy, epochs, batch_size, l
     if summary.rewrite_check:
         worst = max(c.max_abs_diff for c in summary.rewrite_check)
         click.echo(f"Rewrite check: com.inq ops match the float model with the same weights (max diff {worst:.3g}).")
+    if result.activation_mode is not None:
+        echo_mode(result.activation_mode)
     if summary.validation is not None:
         v = summary.validation
         rows = [(c.name, c.max_abs_diff, c.cosine, c.sqnr_db, percent(c.top1_agreement)) for c in v.outputs]

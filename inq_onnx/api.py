@@ -3,20 +3,23 @@
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 from .data import check_dataset, load_dataset
-from .errors import ConfigError
-from .export import EXPORT_FORMATS, export_float
+from .errors import ConfigError, ModelError
+from .export import EXPORT_FORMATS, export_float, export_qdq
+from .integer_mode import ModeReport, set_activations
 from .model_info import ModelInfo, model_info
 from .model_io import check_output_path, default_output_path, load_model, model_sha256, save_model
+from .packed_nodes import shift_nodes
 from .pipeline import QuantizeConfig, QuantizeResult, check_rewrite, quantize_model
 from .retrain import ProgressCallback
 from .validate import OutputComparison, ValidationReport, compare_models
 
-__all__ = ["quantize", "validate", "info", "export", "QuantizeSummary"]
+__all__ = ["quantize", "validate", "info", "export", "convert", "QuantizeSummary"]
 
 
 @dataclass
@@ -40,6 +43,8 @@ def quantize(model_path: str | os.PathLike, config: QuantizeConfig = QuantizeCon
     dataset = load_dataset(data_path) if data_path else None
     result = quantize_model(model, config, dataset, metadata={"inq.source_sha256": model_sha256(model_path)},
                             progress=progress)
+    # The rewrite is checked in float mode, where it must match the float model to rounding; the validation
+    # against the original measures what quantizing activations (int8 mode) adds.
     comparisons = check_rewrite(result, result.dataset)
     validation = compare_models(model, result.model, result.dataset) if result.dataset is not None else None
     save_model(result.model, output)
@@ -63,14 +68,44 @@ def validate(original_path: str | os.PathLike, quantized_path: str | os.PathLike
     return compare_models(original, quantized, dataset, batch_size, progress=count if progress else None)
 
 
+def convert(quantized_path: str | os.PathLike, output_path: str | os.PathLike, activations: str,
+            data_path: str | os.PathLike | None = None, batch_size: int = 256) -> tuple[Path, ModeReport]:
+    """Switch a com.inq model between float and int8 activations, without retraining (weights unchanged).
+
+    int8 calibrates static input scales on `data_path` (else reuses the model's stored ranges, else computes
+    scales per run)."""
+    output = check_output_path(output_path, quantized_path, *([data_path] if data_path else []))
+    model = load_model(quantized_path)
+    if not shift_nodes(model):
+        raise ModelError("the model has no ShiftConv/ShiftGemm nodes: quantize it first")
+    if data_path is not None and activations != "int8":
+        raise ConfigError("--data calibrates int8 activations; it does not apply to --activations float")
+    inputs = check_dataset(load_dataset(data_path), model).inputs if data_path else None
+    converted, report = set_activations(model, activations, inputs, batch_size=batch_size)
+    save_model(converted, output)
+    return output, report
+
+
 def info(model_path: str | os.PathLike) -> ModelInfo:
     return model_info(load_model(model_path))
 
 
-def export(quantized_path: str | os.PathLike, output_path: str | os.PathLike, fmt: str = "float") -> Path:
+def export(quantized_path: str | os.PathLike, output_path: str | os.PathLike, fmt: str = "float",
+           data_path: str | os.PathLike | None = None, strict: bool = False, batch_size: int = 256) -> Path:
+    """Write the model with standard ops: `float` weights, or `qdq` int8 (ranges from `data_path`, else the
+    model's metadata). Layers the qdq form keeps float are reported as warnings; `strict` makes them errors."""
     if fmt not in EXPORT_FORMATS:
         raise ConfigError(f"format must be one of {', '.join(EXPORT_FORMATS)}, got {fmt!r}")
-    output = check_output_path(output_path, quantized_path)
+    if fmt != "qdq" and (data_path is not None or strict):
+        raise ConfigError("--data and --strict apply to --format qdq only")
+    output = check_output_path(output_path, quantized_path, *([data_path] if data_path else []))
     model = load_model(quantized_path)
-    save_model(export_float(model), output)
+    if fmt == "float":
+        save_model(export_float(model), output)
+        return output
+    inputs = check_dataset(load_dataset(data_path), model).inputs if data_path else None
+    exported = export_qdq(model, inputs=inputs, batch_size=batch_size, strict=strict)
+    for note in exported.notes:
+        warnings.warn(note, stacklevel=2)
+    save_model(exported.model, output)
     return output

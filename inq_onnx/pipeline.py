@@ -13,6 +13,7 @@ from onnx import numpy_helper
 from . import __version__
 from .data import Dataset, check_dataset, model_inputs
 from .errors import ConfigError, DataError, ModelError, ValidationError
+from .integer_mode import ACTIVATION_MODES, ModeReport, set_activations
 from .layers import Layer, SkippedNode, match_layers
 from .normalize import normalize_model
 from .packing import check_bits
@@ -43,6 +44,9 @@ class QuantizeConfig:
     training: RetrainConfig = field(default_factory=RetrainConfig)
     # auto: cross-entropy when the data has labels, else distillation from the original model's outputs.
     loss: str = "auto"
+    # float: weights-only INQ (what retraining assumes); int8: uint8 activations, scales calibrated on the data
+    # (or computed per run without data), integer accumulation.
+    activations: str = "float"
 
     def __post_init__(self):
         check_bits(self.bits)
@@ -50,6 +54,8 @@ class QuantizeConfig:
             object.__setattr__(self, "exclude", (self.exclude,))
         if self.loss not in LOSSES:
             raise ConfigError(f"loss must be one of {', '.join(LOSSES)}, got {self.loss!r}")
+        if self.activations not in ACTIVATION_MODES:
+            raise ConfigError(f"activations must be one of {', '.join(ACTIVATION_MODES)}, got {self.activations!r}")
         if self.portions is not None:
             object.__setattr__(self, "portions", check_portions(self.portions))
 
@@ -60,7 +66,7 @@ class QuantizeConfig:
 
 @dataclass
 class QuantizeResult:
-    model: onnx.ModelProto  # the rewritten model
+    model: onnx.ModelProto  # the rewritten model, in the configured activation mode
     float_model: onnx.ModelProto  # the same weights as float Conv/Gemm: what the rewrite must reproduce
     layers: list[Layer]
     skipped: list[SkippedNode]
@@ -69,6 +75,14 @@ class QuantizeResult:
     dataset: Dataset | None = None  # the data as checked against the model (float64 made float32)
     steps: list[StepReport] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    # The rewrite in float mode, which must match float_model to rounding; `model` itself when activations are
+    # float. With int8 activations, `activation_mode` says which nodes quantize their inputs.
+    float_mode_model: onnx.ModelProto | None = None
+    activation_mode: ModeReport | None = None
+
+    @property
+    def checked_model(self) -> onnx.ModelProto:
+        return self.float_mode_model if self.float_mode_model is not None else self.model
 
 
 def trainable_parameters(model: onnx.ModelProto, layers: list[Layer]) -> list[str]:
@@ -140,7 +154,12 @@ def quantize_model(model: onnx.ModelProto, config: QuantizeConfig, dataset: Data
             "inq.portions": ",".join(f"{p:g}" for p in config.schedule) if mode != "one-shot" else "1",
             "inq.strategy": config.training.strategy, **(metadata or {})}
     rewritten = rewrite_model(float_model, layers, levels, meta)
-    return QuantizeResult(rewritten, float_model, layers, skipped, levels, mode, dataset, steps, notes)
+    result = QuantizeResult(rewritten, float_model, layers, skipped, levels, mode, dataset, steps, notes)
+    if config.activations != "float":
+        result.float_mode_model = rewritten
+        result.model, result.activation_mode = set_activations(
+            rewritten, config.activations, dataset.inputs if dataset is not None else None)
+    return result
 
 
 def _probe_inputs(model: onnx.ModelProto, batch: int = 4, seed: int = 0) -> dict[str, np.ndarray] | None:
@@ -172,9 +191,9 @@ def check_rewrite(result: QuantizeResult, dataset: Dataset | None = None, sample
                           "(but for the batch); give --data to check it")
             return []
     expected = run_batched(make_session(result.float_model), inputs)
-    actual = run_batched(make_session(result.model), inputs)
+    actual = run_batched(make_session(result.checked_model), inputs)
     comparisons = []
-    for output, ref, got in zip(result.model.graph.output, expected, actual):
+    for output, ref, got in zip(result.checked_model.graph.output, expected, actual):
         comparison = compare_outputs(output.name, ref, got)
         limit = REWRITE_RTOL * max(float(np.max(np.abs(ref), initial=0.0)), 1e-6)
         if not comparison.max_abs_diff <= limit:

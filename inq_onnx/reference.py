@@ -13,6 +13,28 @@ from .schemas import DOMAIN
 __all__ = ["ShiftConv", "ShiftGemm", "REFERENCE_OPS"]
 
 
+def _activate(y: np.ndarray, activation, activation_params) -> np.ndarray:
+    if activation == "Relu":
+        return np.maximum(y, 0).astype(y.dtype)
+    if activation == "Clip":
+        low, high = activation_params
+        return np.clip(y, low, high).astype(y.dtype)
+    return y
+
+
+def _quantized_input(x: np.ndarray, quantize_input, x_scale, x_zero_point) -> np.ndarray:
+    """Integer mode: x as its uint8 codes represent it (QuantizeLinear then DequantizeLinear)."""
+    if quantize_input in (None, "", b""):
+        return x
+    if x_scale is None:  # dynamic: onnxruntime's DynamicQuantizeLinear rule
+        low, high = min(float(x.min()), 0.0), max(float(x.max()), 0.0)
+        x_scale = np.float32((high - low) / 255.0) or np.float32(1.0)
+        x_zero_point = int(np.clip(np.rint(-low / x_scale), 0, 255))
+    scale = np.float32(x_scale)
+    q = np.clip(np.rint(x / scale) + (x_zero_point or 0), 0, 255)
+    return ((q - (x_zero_point or 0)) * scale).astype(x.dtype)
+
+
 def _decode(packed, bits, weight_shape, exponent_base, channel_axis) -> np.ndarray:
     return packing.unpack_weight(packed, int(bits), list(exponent_base), tuple(weight_shape), channel_axis)
 
@@ -20,22 +42,30 @@ def _decode(packed, bits, weight_shape, exponent_base, channel_axis) -> np.ndarr
 class ShiftConv(OpRun):
     op_domain = DOMAIN
 
-    def _run(self, X, W_packed, B=None, auto_pad=None, dilations=None, group=None, kernel_shape=None,
-             pads=None, strides=None, bits=None, weight_shape=None, exponent_base=None):
+    def _run(self, X, W_packed, B=None, Z=None, auto_pad=None, dilations=None, group=None, kernel_shape=None,
+             pads=None, strides=None, bits=None, weight_shape=None, exponent_base=None, activation=None,
+             activation_params=None, quantize_input=None, x_scale=None, x_zero_point=None):
         weight = _decode(W_packed, bits, weight_shape, exponent_base, 0)
-        return Conv._run(self, X, weight, B, auto_pad=auto_pad or "NOTSET", dilations=dilations, group=group or 1,
+        X = _quantized_input(X, quantize_input, x_scale, x_zero_point)
+        (y,) = Conv._run(self, X, weight, B, auto_pad=auto_pad or "NOTSET", dilations=dilations, group=group or 1,
                          kernel_shape=kernel_shape, pads=pads, strides=strides)
+        if Z is not None:
+            y = (y + Z).astype(y.dtype)
+        return (_activate(y, activation, activation_params),)
 
 
 class ShiftGemm(OpRun):
     op_domain = DOMAIN
 
     def _run(self, A, B_packed, C=None, alpha=None, beta=None, transA=None, transB=None, bits=None,
-             weight_shape=None, exponent_base=None):
+             weight_shape=None, exponent_base=None, activation=None, activation_params=None, quantize_input=None,
+             x_scale=None, x_zero_point=None):
         weight = _decode(B_packed, bits, weight_shape, exponent_base, 0 if transB else 1)
+        A = _quantized_input(A, quantize_input, x_scale, x_zero_point)
         alpha = 1.0 if alpha is None else alpha
         beta = 1.0 if beta is None else beta
-        return Gemm_7._run(self, A, weight, C, alpha=alpha, beta=beta, transA=transA or 0, transB=transB or 0)
+        (y,) = Gemm_7._run(self, A, weight, C, alpha=alpha, beta=beta, transA=transA or 0, transB=transB or 0)
+        return (_activate(y, activation, activation_params),)
 
 
 REFERENCE_OPS = [ShiftConv, ShiftGemm]

@@ -10,6 +10,7 @@ from onnx import helper, numpy_helper
 
 from . import packing, schemas
 from .errors import ModelError
+from .fusion import fuse as fuse_following_ops
 from .layers import Layer
 from .quantizer import LayerLevels
 
@@ -35,10 +36,11 @@ def _replacement(node: onnx.NodeProto, layer: Layer, levels: LayerLevels, packed
 
 
 def rewrite_model(model: onnx.ModelProto, layers: list[Layer], levels: Mapping[str, LayerLevels],
-                  metadata: Mapping[str, str] | None = None) -> onnx.ModelProto:
+                  metadata: Mapping[str, str] | None = None, fuse: bool = True) -> onnx.ModelProto:
     """A copy of `model` with each layer's node replaced; its weight must already be INQ levels.
 
     `levels` maps a layer's weight name to its levels. The float weights that no node uses any more are dropped.
+    With `fuse`, a residual Add and a Relu/Clip after a replaced node are fused into it (`fusion.RULES`).
     """
     model = copy.deepcopy(model)
     graph = model.graph
@@ -66,18 +68,20 @@ def rewrite_model(model: onnx.ModelProto, layers: list[Layer], levels: Mapping[s
         new_nodes.append(_replacement(node, layer, layer_levels, packed_names[layer.weight]))
     del graph.node[:]
     graph.node.extend(new_nodes)
+    if not any(o.domain == schemas.DOMAIN for o in model.opset_import):
+        model.opset_import.append(schemas.opset_import())
+    schemas.register_schemas()
+    if fuse:  # after the opset import: the rules need shape inference through the com.inq ops
+        fuse_following_ops(model)
 
     used = {name for n in graph.node for name in n.input} | {o.name for o in graph.output}
     kept = [t for t in graph.initializer if t.name in used]
     del graph.initializer[:]
     graph.initializer.extend(kept)
 
-    if not any(o.domain == schemas.DOMAIN for o in model.opset_import):
-        model.opset_import.append(schemas.opset_import())
     for key, value in (metadata or {}).items():
         entry = next((p for p in model.metadata_props if p.key == key), None) or model.metadata_props.add()
         entry.key, entry.value = key, str(value)
 
-    schemas.register_schemas()
     onnx.checker.check_model(model, full_check=True)
     return model

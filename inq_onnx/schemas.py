@@ -5,8 +5,8 @@ from __future__ import annotations
 import onnx
 from onnx import defs, helper, shape_inference
 
-__all__ = ["DOMAIN", "OPSET_VERSION", "SHIFT_CONV", "SHIFT_GEMM", "PACKING_ATTRIBUTES", "register_schemas",
-           "opset_import"]
+__all__ = ["DOMAIN", "OPSET_VERSION", "SHIFT_CONV", "SHIFT_GEMM", "PACKING_ATTRIBUTES", "FUSION_ATTRIBUTES",
+           "INTEGER_ATTRIBUTES", "FUSED_ACTIVATIONS", "register_schemas", "opset_import"]
 
 DOMAIN = "com.inq"
 OPSET_VERSION = 1
@@ -15,6 +15,11 @@ SHIFT_GEMM = "ShiftGemm"
 
 # The attributes that describe the packed weight (docs/ops.md), shared by both operators.
 PACKING_ATTRIBUTES = ("bits", "weight_shape", "exponent_base")
+# The fused activation applied last (docs/ops.md), as onnxruntime's FusedConv names it.
+FUSION_ATTRIBUTES = ("activation", "activation_params")
+# The attributes that put a node in integer mode: its input is quantized to uint8 (docs/ops.md).
+INTEGER_ATTRIBUTES = ("quantize_input", "x_scale", "x_zero_point")
+FUSED_ACTIVATIONS = ("Relu", "Clip")
 _CONV_ATTRIBUTES = ("auto_pad", "dilations", "group", "kernel_shape", "pads", "strides")
 _GEMM_ATTRIBUTES = ("alpha", "beta", "transA", "transB")
 
@@ -43,6 +48,7 @@ def _infer_like(standard_op: str, attribute_names: tuple[str, ...], input_names:
         types = {input_names[0]: ctx.get_input_type(0), input_names[1]: _float_weight_type(ctx)}
         if ctx.get_num_inputs() > 2 and ctx.has_input(2):
             types[input_names[2]] = ctx.get_input_type(2)
+            node.input[:] = node.input[:3]
         else:
             node.input[:] = node.input[:2]
         outputs = shape_inference.infer_node_outputs(schema, node, types)
@@ -61,6 +67,22 @@ def _packing_attributes() -> list[defs.OpSchema.Attribute]:
     ]
 
 
+def _runtime_attributes() -> list[defs.OpSchema.Attribute]:
+    """The fused activation and the integer mode: how the op computes, not what its weight is."""
+    A = defs.OpSchema.AttrType
+    return [
+        defs.OpSchema.Attribute("activation", helper.make_attribute("activation", ""),
+                                "Fused activation applied last: '' (none), 'Relu' or 'Clip'."),
+        defs.OpSchema.Attribute("activation_params", A.FLOATS, "Clip: [min, max].", required=False),
+        defs.OpSchema.Attribute("quantize_input", helper.make_attribute("quantize_input", ""),
+                                "'' (float mode) or 'uint8' (integer mode: the input is quantized to uint8)."),
+        defs.OpSchema.Attribute("x_scale", A.FLOAT, "Integer mode: static input scale (else per run).",
+                                required=False),
+        defs.OpSchema.Attribute("x_zero_point", A.INT, "Integer mode: static input zero point, 0..255.",
+                                required=False),
+    ]
+
+
 def _parameter(name: str, type_str: str, doc: str, optional: bool = False) -> defs.OpSchema.FormalParameter:
     option = defs.OpSchema.FormalParameterOption.Optional if optional else defs.OpSchema.FormalParameterOption.Single
     return defs.OpSchema.FormalParameter(name, type_str, doc, param_option=option)
@@ -73,7 +95,9 @@ def _shift_conv_schema() -> defs.OpSchema:
         "ONNX Conv whose weight is stored as bit-packed power-of-two codes (docs/ops.md).",
         inputs=[_parameter("X", "T", "Input (N, C, D1[, D2])."),
                 _parameter("W_packed", "tensor(uint8)", "Packed weight codes."),
-                _parameter("B", "T", "Bias (M).", optional=True)],
+                _parameter("B", "T", "Bias (M).", optional=True),
+                _parameter("Z", "T", "Summand with the output's shape, added before the activation.",
+                           optional=True)],
         outputs=[_parameter("Y", "T", "Output.")],
         type_constraints=[("T", ["tensor(float)"], "Float activations.")],
         attributes=[
@@ -84,6 +108,7 @@ def _shift_conv_schema() -> defs.OpSchema:
             defs.OpSchema.Attribute("pads", A.INTS, "As in Conv.", required=False),
             defs.OpSchema.Attribute("strides", A.INTS, "As in Conv.", required=False),
             *_packing_attributes(),
+            *_runtime_attributes(),
         ],
     )
     schema.set_type_and_shape_inference_function(_infer_like("Conv", _CONV_ATTRIBUTES, ("x", "w", "b")))
@@ -105,6 +130,7 @@ def _shift_gemm_schema() -> defs.OpSchema:
             defs.OpSchema.Attribute("transA", helper.make_attribute("transA", 0), "As in Gemm."),
             defs.OpSchema.Attribute("transB", helper.make_attribute("transB", 0), "As in Gemm."),
             *_packing_attributes(),
+            *_runtime_attributes(),
         ],
     )
     schema.set_type_and_shape_inference_function(_infer_like("Gemm", _GEMM_ATTRIBUTES, ("a", "b", "c")))

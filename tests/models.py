@@ -62,3 +62,40 @@ def features_first_model(seed: int = 0) -> onnx.ModelProto:
     model.graph.output.insert(0, helper.make_tensor_value_info("c1", TensorProto.FLOAT, ["N", 4, 6, 6]))
     onnx.checker.check_model(model, full_check=True)
     return model
+
+
+def residual_model(seed: int = 0, channels: int = 4) -> onnx.ModelProto:
+    """Patterns the rewrite fuses, and look-alikes it must leave alone, on (N, 4, 6, 6):
+
+    stem: Conv → Relu; block: Conv → Add(stem output) → Relu; then Conv → Clip(0, 6) (constant bounds);
+    Conv → Clip(x_min) with a bound from the graph input (not fused); Conv whose output is also a graph output
+    → Relu (not fused); Conv → Add of a (1, C, 1, 1) constant (broadcast, not fused); Gemm → Relu.
+    """
+    rng = np.random.default_rng(seed)
+    c = channels
+
+    def conv(name, src, dst):
+        return helper.make_node("Conv", [src, f"w_{name}", f"b_{name}"], [dst], name=name, pads=[1, 1, 1, 1])
+
+    nodes = [
+        conv("stem", "x", "s"), helper.make_node("Relu", ["s"], ["s_r"], name="stem_relu"),
+        conv("block", "s_r", "b"), helper.make_node("Add", ["b", "s_r"], ["b_sum"], name="block_add"),
+        helper.make_node("Relu", ["b_sum"], ["b_r"], name="block_relu"),
+        conv("six", "b_r", "k"), helper.make_node("Clip", ["k", "zero", "six"], ["k_c"], name="six_clip"),
+        conv("dyn", "k_c", "d"), helper.make_node("Clip", ["d", "x_min"], ["d_c"], name="dyn_clip"),
+        conv("tap", "d_c", "t"), helper.make_node("Relu", ["t"], ["t_r"], name="tap_relu"),
+        conv("bcast", "t_r", "e"), helper.make_node("Add", ["e", "shift"], ["e_s"], name="bcast_add"),
+        helper.make_node("Flatten", ["e_s"], ["f"], name="flatten"),
+        helper.make_node("Gemm", ["f", "w_fc", "b_fc"], ["g"], name="fc", transB=1),
+        helper.make_node("Relu", ["g"], ["y"], name="fc_relu"),
+    ]
+    init = {"zero": np.array(0.0, np.float32), "six": np.array(0.6, np.float32),
+            "shift": weights(rng, 1, c, 1, 1), "w_fc": weights(rng, 3, c * 36, scale=0.1),
+            "b_fc": weights(rng, 3, scale=0.1)}
+    for name in ("stem", "block", "six", "dyn", "tap", "bcast"):
+        init[f"w_{name}"] = weights(rng, c, 2 if name == "stem" else c, 3, 3)
+        init[f"b_{name}"] = weights(rng, c, scale=0.1)
+    return make_model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 2, 6, 6]),
+                              helper.make_tensor_value_info("x_min", TensorProto.FLOAT, [])],
+                      [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3]),
+                       helper.make_tensor_value_info("t", TensorProto.FLOAT, ["N", c, 6, 6])], init)

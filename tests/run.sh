@@ -17,6 +17,16 @@ for env in train runtime; do
   ".venv-$env/bin/pip" install -q --force-reinstall "${wheel}[$env,test]"
 done
 
+# The native kernel tests (every ISA path this CPU has, integer paths bit-exact against a scalar reference),
+# built with AddressSanitizer + UndefinedBehaviorSanitizer, with the headers the wheel build fetched.
+headers=$(dirname "$(ls build/*/_deps/ort-headers/onnxruntime_c_api.h | head -1)")
+cmake -S custom_ops -B build/native-sanitized -DINQ_BUILD_TESTS=ON -DINQ_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug \
+  -DORT_INCLUDE_DIR="$headers" > /dev/null
+native_tests=(inq_kernel_tests inq_qkernel_tests inq_code_gemv_tests)
+cmake --build build/native-sanitized -j2 --target "${native_tests[@]}" > /dev/null
+echo "== native kernel tests (ASan + UBSan)"
+for t in "${native_tests[@]}"; do build/native-sanitized/"$t" | tail -1; done
+
 artifacts=$(mktemp -d)
 trap 'rm -rf "$artifacts"' EXIT
 export INQ_TEST_ARTIFACTS=$artifacts

@@ -61,6 +61,37 @@ def test_one_shot_quantize_info_export(files):
     assert {n.op_type for n in exported.graph.node} == {"Conv", "Gemm", "Relu", "Flatten"}
 
 
+def test_integer_mode_from_quantize_and_convert_both_ways(files):
+    code, out = run("quantize", files / "model.onnx", "--bits", 4, "--no-retrain", "--activations", "int8",
+                    "--data", files / "unlabelled.npz", "--quiet")
+    assert code == 0, out
+    assert "Activations: int8 in 3 com.inq node(s), static scales from calibration." in out
+    assert "Rewrite check: com.inq ops match" in out  # checked in float mode before the switch
+    quantized = onnx.load(files / "model.inq.onnx")
+    assert all(any(a.name == "x_scale" for a in n.attribute) for n in quantized.graph.node if n.domain)
+
+    code, out = run("convert", files / "model.inq.onnx", "--activations", "float", "-o", files / "f.onnx")
+    assert code == 0 and "Activations: float" in out, out
+    assert all(a.name not in ("quantize_input", "x_scale") for n in onnx.load(files / "f.onnx").graph.node
+               for a in n.attribute)
+    code, out = run("convert", files / "f.onnx", "--activations", "int8", "-o", files / "i.onnx")
+    assert code == 0, out
+    assert "static scales from calibration" in out  # the ranges stored by the first calibration
+    code, out = run("validate", files / "f.onnx", files / "i.onnx", "--data", files / "data.npz")
+    assert code == 0, out
+
+
+@pytest.mark.parametrize("args, message", [
+    (["convert", "{d}/model.onnx", "--activations", "int8", "-o", "{d}/x.onnx"], "no ShiftConv/ShiftGemm nodes"),
+    (["convert", "{d}/model.onnx", "--activations", "int4", "-o", "{d}/x.onnx"], "'int4' is not one of"),
+    (["convert", "{d}/model.onnx", "-o", "{d}/x.onnx"], "Missing option '--activations'"),
+    (["quantize", "{d}/model.onnx", "--activations", "int16"], "'int16' is not one of 'float', 'int8'"),
+])
+def test_convert_errors_are_one_line(files, args, message):
+    code, out = run(*[a.format(d=files) for a in args])
+    assert_one_error_line(code, out, message)
+
+
 @pytest.mark.train
 def test_quantize_with_labels_then_validate(files):
     out_path = files / "q.onnx"
@@ -112,7 +143,7 @@ def test_no_data_warns_and_does_one_shot(files):
     (["validate", "{d}/model.onnx", "{d}/model.onnx"], "Missing option '--data'"),
     (["info", "{d}/missing.onnx"], "model file not found"),
     (["export", "{d}/model.onnx", "-o", "{d}/x.onnx"], "no ShiftConv/ShiftGemm nodes"),
-    (["export", "{d}/model.onnx", "--format", "int4", "-o", "{d}/x.onnx"], "'int4' is not 'float'"),
+    (["export", "{d}/model.onnx", "--format", "int4", "-o", "{d}/x.onnx"], "'int4' is not one of 'float', 'qdq'"),
     (["frobnicate"], "No such command 'frobnicate'"),
 ])
 def test_user_errors_are_one_line(files, args, message):

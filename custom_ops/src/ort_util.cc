@@ -2,6 +2,7 @@
 #include "ort_util.h"
 
 #include <algorithm>
+#include <cmath>
 #include <climits>
 #include <cstring>
 
@@ -128,6 +129,19 @@ Status attr_ints(const OrtApi* api, const OrtKernelInfo* info, const char* name,
   if (!*present || size == 0) return Status();
   out->resize(size);
   INQ_ORT(api, KernelInfoGetAttributeArray_int64(info, name, out->data(), &size));
+  out->resize(size);
+  return Status();
+}
+
+Status attr_floats(const OrtApi* api, const OrtKernelInfo* info, const char* name, std::vector<float>* out,
+                   bool* present) {
+  size_t size = 0;
+  out->clear();
+  OrtStatus* status = api->KernelInfoGetAttributeArray_float(info, name, nullptr, &size);
+  INQ_RETURN_IF_ERROR(absent_or_mistyped(api, info, name, AttrType::kFloats, status, size, present));
+  if (!*present || size == 0) return Status();
+  out->resize(size);
+  INQ_ORT(api, KernelInfoGetAttributeArray_float(info, name, out->data(), &size));
   out->resize(size);
   return Status();
 }
@@ -323,6 +337,56 @@ Status decode_packed(const TensorRef& packed, const PackedWeightAttrs& attrs, co
   const std::string err = decode_weights(static_cast<const uint8_t*>(packed.data), packed.count, attrs.bits,
                                          attrs.shape, attrs.exponent_base, attrs.channel_axis, dense->data());
   if (!err.empty()) return Status::Invalid(where + ": " + err);
+  return Status();
+}
+
+Status read_activation(const OrtApi* api, const OrtKernelInfo* info, const std::string& prefix, Epilogue* out) {
+  std::string name;
+  std::vector<float> params;
+  bool present = false, params_present = false;
+  INQ_RETURN_IF_ERROR(with_prefix(prefix, attr_string(api, info, "activation", &name, &present)));
+  INQ_RETURN_IF_ERROR(with_prefix(prefix, attr_floats(api, info, "activation_params", &params, &params_present)));
+  out->activation = Activation::kNone;
+  if (name.empty() || name == "None") {
+    if (!params.empty()) return Status::Invalid(prefix + "activation_params given without an activation");
+  } else if (name == "Relu") {
+    if (!params.empty()) return Status::Invalid(prefix + "activation Relu takes no activation_params");
+    out->activation = Activation::kRelu;
+  } else if (name == "Clip") {
+    if (params.size() != 2 || !(params[0] <= params[1]))
+      return Status::Invalid(prefix + "activation Clip needs activation_params [min, max] with min <= max");
+    out->activation = Activation::kClip;
+    out->clip_min = params[0];
+    out->clip_max = params[1];
+  } else {
+    return Status::Invalid(prefix + "unknown activation '" + name + "' (Relu or Clip)");
+  }
+  return Status();
+}
+
+Status read_integer_mode(const OrtApi* api, const OrtKernelInfo* info, const std::string& prefix, bool* integer,
+                         QuantParams* q) {
+  std::string mode;
+  float scale = 0.0f;
+  int64_t zero_point = 0;
+  bool present = false, scale_present = false, zp_present = false;
+  INQ_RETURN_IF_ERROR(with_prefix(prefix, attr_string(api, info, "quantize_input", &mode, &present)));
+  INQ_RETURN_IF_ERROR(with_prefix(prefix, attr_float(api, info, "x_scale", &scale, &scale_present)));
+  INQ_RETURN_IF_ERROR(with_prefix(prefix, attr_int(api, info, "x_zero_point", &zero_point, &zp_present)));
+  *integer = false;
+  if (mode.empty()) {
+    if (scale_present || zp_present) return Status::Invalid(prefix + "x_scale / x_zero_point need quantize_input uint8");
+    return Status();
+  }
+  if (mode != "uint8") return Status::Invalid(prefix + "unknown quantize_input '" + mode + "' (uint8, or empty)");
+  if (scale_present && !(scale > 0.0f && std::isfinite(scale)))
+    return Status::Invalid(prefix + "x_scale " + std::to_string(scale) + " must be positive and finite");
+  if (zero_point < 0 || zero_point > 255)
+    return Status::Invalid(prefix + "x_zero_point " + std::to_string(zero_point) + " is outside 0..255");
+  if (zp_present && !scale_present) return Status::Invalid(prefix + "x_zero_point needs x_scale");
+  *integer = true;
+  q->scale = scale_present ? scale : 0.0f;  // 0: dynamic
+  q->zero_point = static_cast<int32_t>(zero_point);
   return Status();
 }
 

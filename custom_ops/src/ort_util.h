@@ -8,6 +8,8 @@
 #include <string>
 #include <vector>
 
+#include "kernels/epilogue.h"
+#include "kernels/quantize.h"
 #include "kernels/thread_pool.h"
 
 namespace inq {
@@ -52,6 +54,8 @@ std::string shape_str(const std::vector<int64_t>& shape);
 Status attr_int(const OrtApi* api, const OrtKernelInfo* info, const char* name, int64_t* out, bool* present);
 Status attr_float(const OrtApi* api, const OrtKernelInfo* info, const char* name, float* out, bool* present);
 Status attr_string(const OrtApi* api, const OrtKernelInfo* info, const char* name, std::string* out, bool* present);
+Status attr_floats(const OrtApi* api, const OrtKernelInfo* info, const char* name, std::vector<float>* out,
+                   bool* present);
 Status attr_ints(const OrtApi* api, const OrtKernelInfo* info, const char* name, std::vector<int64_t>* out,
                  bool* present);
 
@@ -154,6 +158,12 @@ Status read_packed_shape(const OrtApi* api, const OrtKernelInfo* info, const std
 // Reads exponent_base, which must hold 1 or `channels` values (named `channel_name` in the message).
 Status read_exponent_base(const OrtApi* api, const OrtKernelInfo* info, const std::string& prefix, int64_t channels,
                           const char* channel_name, PackedWeightAttrs* out);
+// Reads the fused activation: `activation` ("" / "Relu" / "Clip") and `activation_params` (Clip: min, max).
+Status read_activation(const OrtApi* api, const OrtKernelInfo* info, const std::string& prefix, Epilogue* out);
+// Reads the integer mode: `quantize_input` ("" or "uint8"), `x_scale` (> 0; absent: dynamic per run) and
+// `x_zero_point` (0..255). *integer = false and *q untouched in float mode.
+Status read_integer_mode(const OrtApi* api, const OrtKernelInfo* info, const std::string& prefix, bool* integer,
+                         QuantParams* q);
 // Decodes a packed weight input (checked: 1-D, byte count) into dense floats in the weight's layout.
 Status decode_packed(const TensorRef& packed, const PackedWeightAttrs& attrs, const std::string& prefix,
                      const char* input_name, std::vector<float>* dense);

@@ -7,8 +7,8 @@ namespace inq {
 
 OpSpec ShiftConv::spec() {
   return kernel_op_spec<ShiftConv>({ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT, ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8,
-                                    ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT},
-                                   {false, false, true});
+                                    ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT, ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT},
+                                   {false, false, true, true});
 }
 
 std::string ShiftConv::prefix() const { return "ShiftConv (weight_shape " + shape_str(weight_.shape) + "): "; }
@@ -66,13 +66,38 @@ Status ShiftConv::init(const OrtKernelInfo* info) {
         return Status::Invalid(prefix() + "auto_pad " + auto_pad + " with dilations " + shape_str(dilations_) +
                                " is not supported (onnxruntime's Conv rejects it too)");
 
+  INQ_RETURN_IF_ERROR(read_activation(api_, info, prefix(), &fused_));
+  INQ_RETURN_IF_ERROR(read_integer_mode(api_, info, prefix(), &integer_, &x_quant_));
+
   TensorRef packed;
   INQ_RETURN_IF_ERROR(constant_input(api_, info, 1, &packed));
-  if (packed.present) {
+  if (packed.present && integer_) {
+    auto w = std::make_unique<QConvWeights>();
+    INQ_RETURN_IF_ERROR(decode_integer(packed, w.get()));
+    constant_qweights_ = std::move(w);
+  } else if (packed.present) {
     auto w = std::make_unique<ConvWeights>();
     INQ_RETURN_IF_ERROR(decode(packed, w.get()));
     constant_weights_ = std::move(w);
   }
+  return Status();
+}
+
+Status ShiftConv::decode_integer(const TensorRef& packed, QConvWeights* out) const {
+  const std::string where = prefix() + "W_packed";
+  if (packed.shape.size() != 1) return Status::Invalid(where + ": must be 1-D");
+  const std::string size_err = check_packed_size(packed.count, weight_.bits, weight_.shape);
+  if (!size_err.empty()) return Status::Invalid(where + ": " + size_err);
+  std::vector<int16_t> levels(static_cast<size_t>(element_count(weight_.shape)));
+  std::vector<float> unit;
+  std::string err = decode_levels(static_cast<const uint8_t*>(packed.data), packed.count, weight_.bits,
+                                  weight_.shape, weight_.exponent_base, 0, levels.data(), &unit);
+  if (!err.empty()) return Status::Invalid(where + ": " + err);
+  const int64_t m = weight_.shape[0];
+  if (unit.size() == 1) unit.assign(static_cast<size_t>(m), unit[0]);
+  const int64_t kh = weight_.shape.size() == 4 ? weight_.shape[2] : 1;
+  err = out->prepare(m, group_, weight_.shape[1], kh, weight_.shape.back(), levels.data(), unit.data());
+  if (!err.empty()) return Status::Invalid(where + ": " + err);
   return Status();
 }
 
@@ -86,9 +111,10 @@ Status ShiftConv::decode(const TensorRef& packed, ConvWeights* out) const {
 }
 
 Status ShiftConv::compute(OrtKernelContext* ctx) const {
-  TensorRef x, b;
+  TensorRef x, b, z;
   INQ_RETURN_IF_ERROR(input(api_, ctx, 0, &x));
   INQ_RETURN_IF_ERROR(input(api_, ctx, 2, &b));
+  INQ_RETURN_IF_ERROR(input(api_, ctx, 3, &z));
   const size_t rank = weight_.shape.size();
   if (!x.present || x.shape.size() != rank)
     return Status::Invalid(prefix() + "X must have rank " + std::to_string(rank) + " (N, C, spatial...), got shape " +
@@ -125,20 +151,36 @@ Status ShiftConv::compute(OrtKernelContext* ctx) const {
 
   std::vector<int64_t> y_shape = {g.n, m};
   y_shape.insert(y_shape.end(), out_sp.begin(), out_sp.end());
+  if (z.present && z.shape != y_shape)
+    return Status::Invalid(prefix() + "Z must have the output's shape " + shape_str(y_shape) + ", got " +
+                           shape_str(z.shape));
   ConvWeights runtime_weights;
+  QConvWeights runtime_qweights;
   const ConvWeights* w = constant_weights_.get();
-  if (!w) {
+  const QConvWeights* qw = constant_qweights_.get();
+  if (!w && !qw) {
     TensorRef packed;
     INQ_RETURN_IF_ERROR(input(api_, ctx, 1, &packed));
-    INQ_RETURN_IF_ERROR(decode(packed, &runtime_weights));
-    w = &runtime_weights;
+    if (integer_) {
+      INQ_RETURN_IF_ERROR(decode_integer(packed, &runtime_qweights));
+      qw = &runtime_qweights;
+    } else {
+      INQ_RETURN_IF_ERROR(decode(packed, &runtime_weights));
+      w = &runtime_weights;
+    }
   }
   TensorRef y;
   INQ_RETURN_IF_ERROR(output(api_, ctx, 0, y_shape, &y));
   if (y.count == 0) return Status();
+  Epilogue ep = fused_;
+  ep.bias = b.present ? static_cast<const float*>(b.data) : nullptr;
+  ep.summand = z.present ? static_cast<const float*>(z.data) : nullptr;
   OrtTaskRunner pool(api_, ctx);
-  conv_forward(g, *w, static_cast<const float*>(x.data), b.present ? static_cast<const float*>(b.data) : nullptr,
-               static_cast<float*>(y.data), pool.runner);
+  if (qw) {
+    qconv_forward(g, *qw, static_cast<const float*>(x.data), x_quant_, ep, static_cast<float*>(y.data), pool.runner);
+  } else {
+    conv_forward(g, *w, static_cast<const float*>(x.data), ep, static_cast<float*>(y.data), pool.runner);
+  }
   return Status();
 }
 

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "kernels/conv.h"
+#include "kernels/qconv.h"
 #include "ort_util.h"
 
 namespace inq {
@@ -23,6 +24,7 @@ class ShiftConv {
 
  private:
   Status decode(const TensorRef& packed, ConvWeights* out) const;
+  Status decode_integer(const TensorRef& packed, QConvWeights* out) const;
   std::string prefix() const;
 
   const OrtApi* api_;
@@ -30,7 +32,12 @@ class ShiftConv {
   std::vector<int64_t> strides_, dilations_, pads_;  // per spatial axis; pads: begins then ends
   AutoPad auto_pad_ = AutoPad::kNotSet;
   int64_t group_ = 1;
-  std::unique_ptr<ConvWeights> constant_weights_;  // set when W_packed is a constant initializer
+  Epilogue fused_;  // the fused activation (bias and summand are set per run)
+  bool integer_ = false;  // integer mode: uint8 input, integer levels, int32 accumulation
+  QuantParams x_quant_;   // static input quantization, or dynamic (scale 0)
+  // Set when W_packed is a constant initializer: float weights in float mode, integer ones in integer mode.
+  std::unique_ptr<ConvWeights> constant_weights_;
+  std::unique_ptr<QConvWeights> constant_qweights_;
 };
 
 }  // namespace inq

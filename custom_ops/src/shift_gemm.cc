@@ -30,15 +30,22 @@ Status ShiftGemm::init(const OrtKernelInfo* info) {
   INQ_RETURN_IF_ERROR(with_prefix("ShiftGemm: ", attr_float(api_, info, "beta", &beta_, &present)));
   if (!present) beta_ = 1.0f;
 
+  INQ_RETURN_IF_ERROR(read_activation(api_, info, "ShiftGemm: ", &fused_));
   INQ_RETURN_IF_ERROR(read_packed_shape(api_, info, kName, {2}, &weight_));
   k_ = trans_b_ ? weight_.shape[1] : weight_.shape[0];
   n_ = trans_b_ ? weight_.shape[0] : weight_.shape[1];
   weight_.channel_axis = trans_b_ ? 0 : 1;  // the N axis
   INQ_RETURN_IF_ERROR(read_exponent_base(api_, info, prefix(), n_, "N", &weight_));
 
+  INQ_RETURN_IF_ERROR(read_integer_mode(api_, info, prefix(), &integer_, &x_quant_));
+
   TensorRef packed;
   INQ_RETURN_IF_ERROR(constant_input(api_, info, 1, &packed));
-  if (packed.present) {
+  if (packed.present && integer_) {
+    auto b = std::make_unique<QGemmWeights>();
+    INQ_RETURN_IF_ERROR(decode_integer(packed, b.get()));
+    constant_qb_ = std::move(b);
+  } else if (packed.present) {
     auto b = std::make_unique<PrepackedPanels>();
     INQ_RETURN_IF_ERROR(decode(packed, b.get()));
     constant_b_ = std::move(b);
@@ -52,6 +59,53 @@ Status ShiftGemm::decode(const TensorRef& packed, PrepackedPanels* out) const {
   // B operand: rows n, depth k.
   if (trans_b_) out->pack(dense.data(), k_, 1, n_, k_, active_kernel().nr);
   else out->pack(dense.data(), 1, n_, n_, k_, active_kernel().nr);
+  return Status();
+}
+
+Status ShiftGemm::decode_integer(const TensorRef& packed, QGemmWeights* out) const {
+  const std::string where = prefix() + "B_packed";
+  if (packed.shape.size() != 1) return Status::Invalid(where + ": must be 1-D");
+  const std::string size_err = check_packed_size(packed.count, weight_.bits, weight_.shape);
+  if (!size_err.empty()) return Status::Invalid(where + ": " + size_err);
+  std::vector<int16_t> levels(static_cast<size_t>(element_count(weight_.shape)));
+  std::vector<float> unit;
+  std::string err = decode_levels(static_cast<const uint8_t*>(packed.data), packed.count, weight_.bits,
+                                  weight_.shape, weight_.exponent_base, weight_.channel_axis, levels.data(), &unit);
+  if (!err.empty()) return Status::Invalid(where + ": " + err);
+  if (unit.size() == 1) unit.assign(static_cast<size_t>(n_), unit[0]);
+  err = out->prepare(k_, n_, trans_b_, levels.data(), unit.data(), alpha_);
+  if (!err.empty()) return Status::Invalid(where + ": " + err);
+  return Status();
+}
+
+Status ShiftGemm::compute_integer(OrtKernelContext* ctx, const TensorRef& a, const TensorRef& c, int64_t m,
+                                  int64_t c_rows, int64_t c_cols, float* y) const {
+  QGemmWeights runtime_b;
+  const QGemmWeights* qb = constant_qb_.get();
+  if (!qb) {
+    TensorRef packed;
+    INQ_RETURN_IF_ERROR(input(api_, ctx, 1, &packed));
+    INQ_RETURN_IF_ERROR(decode_integer(packed, &runtime_b));
+    qb = &runtime_b;
+  }
+  Epilogue ep = fused_;
+  std::vector<float> bias, summand;
+  if (c.present && beta_ != 0.0f) {
+    const float* cd = static_cast<const float*>(c.data);
+    if (c_rows == 1 && c_cols == n_) {  // one value per column: the bias
+      bias.assign(cd, cd + n_);
+      for (float& v : bias) v *= beta_;
+      ep.bias = bias.data();
+    } else {  // any other broadcast: expanded to (M, N)
+      summand.resize(static_cast<size_t>(m * n_));
+      for (int64_t i = 0; i < m; ++i)
+        for (int64_t j = 0; j < n_; ++j)
+          summand[i * n_ + j] = beta_ * cd[(c_rows == 1 ? 0 : i * c_cols) + (c_cols == 1 ? 0 : j)];
+      ep.summand = summand.data();
+    }
+  }
+  OrtTaskRunner pool(api_, ctx);
+  qgemm_forward(*qb, m, trans_a_, static_cast<const float*>(a.data), x_quant_, ep, y, pool.runner);
   return Status();
 }
 
@@ -79,6 +133,12 @@ Status ShiftGemm::compute(OrtKernelContext* ctx) const {
                              shape_str({m, n_}));
   }
 
+  if (integer_) {
+    TensorRef y;
+    INQ_RETURN_IF_ERROR(output(api_, ctx, 0, {m, n_}, &y));
+    if (y.count == 0) return Status();
+    return compute_integer(ctx, a, c, m, c_rows, c_cols, static_cast<float*>(y.data));
+  }
   PrepackedPanels runtime_b;
   const PrepackedPanels* bp = constant_b_.get();
   if (!bp) {
@@ -108,6 +168,7 @@ Status ShiftGemm::compute(OrtKernelContext* ctx) const {
   const int64_t col_blocks = (n_ + nb - 1) / nb;
   const int64_t n = n_, k = k_;
   const float alpha = alpha_, beta = beta_;
+  const Epilogue& fused = fused_;
   OrtTaskRunner pool(api_, ctx);
   pool.runner.run(static_cast<size_t>(row_blocks * col_blocks), [&](size_t t) {
     const int64_t i0 = static_cast<int64_t>(t) / col_blocks * mb, j0 = static_cast<int64_t>(t) % col_blocks * nb;
@@ -136,6 +197,7 @@ Status ShiftGemm::compute(OrtKernelContext* ctx) const {
     args.alpha = alpha;
     args.accumulate = cd != nullptr;
     gemm(uk, args);
+    if (fused.activation != Activation::kNone) finish_rows(fused, args.c, n, args.c, n, mi, nj, nullptr, 0);
   });
   return Status();
 }

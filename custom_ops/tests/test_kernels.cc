@@ -24,8 +24,8 @@ static int g_failures = 0;
     }                                                      \
   } while (0)
 
-static bool close(const std::vector<float>& got, const std::vector<float>& want) {
-  double scale = 0;
+// Within float rounding of `want`, relative to its largest magnitude (or to `scale` when the values were clipped).
+static bool close(const std::vector<float>& got, const std::vector<float>& want, double scale = 0) {
   for (float v : want) scale = std::fmax(scale, std::fabs(v));
   for (size_t i = 0; i < got.size(); ++i)
     if (std::fabs(got[i] - want[i]) > 1e-5 * scale + 1e-5 * std::fabs(want[i]) + 1e-7) return false;
@@ -144,6 +144,9 @@ static void test_conv(const MicroKernel& uk) {
       {1, 3, 11, 11, 4, 1, 2, 2, 17, 17, 1, 1, -3, -3, -6, -6},  // stride > input: im2col path
       {2, 5, 9, 300, 6, 1, 3, 3, 1, 97, 1, 1, 1, 1, 1, 1},   // wide stride: im2col path
       {1, 4, 1, 50, 6, 1, 1, 3, 1, 1, 1, 20, 0, 0, 0, 0},    // large dilation, small output: im2col path
+      {1, 64, 7, 7, 112, 1, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1},   // small plane: pixel-rows path, channel edge
+      {2, 24, 9, 9, 100, 2, 3, 3, 2, 2, 1, 1, 1, 0, 1, 1},   // pixel-rows, grouped, strided, batch 2
+      {1, 40, 5, 5, 64, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0},    // pixel-rows 1x1
   };
   std::mt19937 rng(2);
   std::normal_distribution<float> nd;
@@ -163,11 +166,28 @@ static void test_conv(const MicroKernel& uk) {
     for (auto& v : bias) v = nd(rng);
     ConvWeights cw;
     cw.prepare(uk, g.m, g.group, g.cg(), g.kh, g.kw, w);
-    y.assign(g.n * g.m * g.oh * g.ow, -1.0f);
-    conv_forward(g, cw, x.data(), bias.data(), y.data(), TaskRunner());
-    naive_conv(g, x, w, bias, &want);
-    CHECK(close(y, want), "conv %s c=%lld m=%lld group=%lld k=%lldx%lld", uk.name, (long long)g.c, (long long)g.m,
-          (long long)g.group, (long long)g.kh, (long long)g.kw);
+    std::vector<float> z(g.n * g.m * g.oh * g.ow);
+    for (auto& v : z) v = nd(rng);
+    // Fused epilogues: none; residual summand then Relu; Clip alone.
+    for (int variant = 0; variant < 3; ++variant) {
+      Epilogue ep;
+      ep.bias = bias.data();
+      if (variant == 1) ep.summand = z.data(), ep.activation = Activation::kRelu;
+      if (variant == 2) ep.activation = Activation::kClip, ep.clip_min = -0.5f, ep.clip_max = 0.75f;
+      y.assign(g.n * g.m * g.oh * g.ow, -1.0f);
+      conv_forward(g, cw, x.data(), ep, y.data(), TaskRunner());
+      naive_conv(g, x, w, bias, &want);
+      double scale = 0;  // of the values before the activation clipped them
+      for (size_t i = 0; i < want.size(); ++i) scale = std::fmax(scale, std::fabs(want[i]) + std::fabs(z[i]));
+      const int64_t plane = g.oh * g.ow;
+      for (size_t i = 0; i < want.size(); ++i) {
+        Epilogue rest = ep;
+        rest.bias = nullptr;  // naive_conv added it
+        want[i] = rest.apply(want[i], static_cast<int64_t>(i) / plane % g.m, static_cast<int64_t>(i));
+      }
+      CHECK(close(y, want, scale), "conv %s c=%lld m=%lld group=%lld k=%lldx%lld epilogue %d", uk.name, (long long)g.c,
+            (long long)g.m, (long long)g.group, (long long)g.kh, (long long)g.kw, variant);
+    }
   }
 }
 

@@ -81,11 +81,25 @@ void ConvWeights::prepare(const MicroKernel& uk, int64_t m, int64_t group, int64
   uk_ = &uk;
   dense_ = std::move(dense);
   depthwise_ = (cg == 1 && m == group);
-  groups_.clear();
-  if (depthwise_) return;
-  const int64_t mg = m / group, kg = cg * kh * kw;
-  groups_.resize(static_cast<size_t>(group));
-  for (int64_t g = 0; g < group; ++g) groups_[g].pack(dense_.data() + g * mg * kg, kg, 1, mg, kg, uk.mr);
+  m_ = m, group_ = group, kg_ = cg * kh * kw;
+}
+
+const PrepackedPanels& ConvWeights::row_panels(int64_t g) const {
+  std::call_once(rows_once_, [this] {
+    const int64_t mg = m_ / group_;
+    rows_.resize(static_cast<size_t>(group_));
+    for (int64_t i = 0; i < group_; ++i) rows_[i].pack(dense_.data() + i * mg * kg_, kg_, 1, mg, kg_, uk_->mr);
+  });
+  return rows_[g];
+}
+
+const PrepackedPanels& ConvWeights::column_panels(int64_t g) const {
+  std::call_once(columns_once_, [this] {
+    const int64_t mg = m_ / group_;
+    columns_.resize(static_cast<size_t>(group_));
+    for (int64_t i = 0; i < group_; ++i) columns_[i].pack(dense_.data() + i * mg * kg_, kg_, 1, mg, kg_, uk_->nr);
+  });
+  return columns_[g];
 }
 
 namespace {
@@ -126,6 +140,12 @@ class PaddedImage final : public PanelSource {
   const int64_t* offsets_;
 };
 
+// Rows per block when `rows` are split into about `parts` blocks of whole mr-row panels.
+int64_t row_block(int64_t rows, int64_t mr, int64_t parts) {
+  const int64_t panels = (rows + mr - 1) / mr;
+  return std::max<int64_t>(1, (panels + parts - 1) / parts) * mr;
+}
+
 // Sizes of the implicit-GEMM path's padded phase-plane copy of one (image, group).
 struct ImplicitLayout {
   int64_t hp, wp, hph, wph, pplane, cplane, image, wide;
@@ -159,7 +179,8 @@ bool implicit_layout(const ConvGeometry& g, const MicroKernel& uk, ImplicitLayou
 // output columns is a contiguous run of one phase plane; the micro-kernel reads those runs in place through a
 // per-tap offset table. Output rows are computed wide (wph columns, those >= OW dropped).
 void conv_implicit(const ConvGeometry& g, const ImplicitLayout& l, const ConvWeights& weights, const float* x,
-                   const float* bias, float* y, const TaskRunner& runner) {
+                   const Epilogue& ep, float* y, const TaskRunner& runner) {
+  const float* bias = ep.bias;
   const MicroKernel& uk = weights.kernel();
   const int64_t cg = g.cg(), mg = g.mg(), kg = g.kg();
   const int64_t hph = l.hph, wph = l.wph, pplane = l.pplane, cplane = l.cplane;
@@ -176,6 +197,11 @@ void conv_implicit(const ConvGeometry& g, const ImplicitLayout& l, const ConvWei
   int64_t nc = std::max<int64_t>(1, 256 / uk.nr) * uk.nr;
   if ((wide + nc - 1) / nc < 8) nc = std::max<int64_t>(uk.nr, (wide + 7) / 8 / uk.nr * uk.nr);
   const int64_t col_blocks = (wide + nc - 1) / nc;
+  // Few column blocks (small images): split the output channels too, so that every thread has work and each
+  // reads only its share of the weights.
+  int64_t mb = mg;
+  if (col_blocks < 8) mb = row_block(mg, uk.mr, (8 + col_blocks - 1) / col_blocks);
+  const int64_t row_blocks = (mg + mb - 1) / mb;
 
   // Copies channel c of one (image, group) into its zero-padded phase planes.
   auto pad_channel = [&](const float* xg, float* padded, int64_t c) {
@@ -206,34 +232,34 @@ void conv_implicit(const ConvGeometry& g, const ImplicitLayout& l, const ConvWei
         }
       }
   };
-  // Output columns [q0, q0 + qn) of one (image, group) from its padded copy.
-  auto gemm_columns = [&](const float* padded, int64_t img, int64_t q0, int64_t qn) {
+  // Output columns [q0, q0 + qn) x output channels [r0, r0 + rn) of one (image, group) from its padded copy.
+  auto gemm_columns = [&](const float* padded, int64_t img, int64_t q0, int64_t qn, int64_t r0, int64_t rn) {
     const int64_t n = img / g.group, grp = img % g.group;
-    float* out = thread_scratch(4, static_cast<size_t>(mg * qn));
+    float* out = thread_scratch(4, static_cast<size_t>(rn * qn));
     const PaddedImage src(padded, offsets.data());
     const OffsetPanels b(src, q0);
+    const OffsetPanels a(weights.row_panels(grp), r0);
     GemmArgs args;
-    args.m = mg;
+    args.m = rn;
     args.n = qn;
     args.k = kg;
-    args.a = &weights.group_panels(grp);
+    args.a = &a;
     args.b = &b;
     args.c = out;
     args.ldc = qn;
-    args.row_bias = bias ? bias + grp * mg : nullptr;
+    args.row_bias = bias ? bias + grp * mg + r0 : nullptr;
     gemm(uk, args);
     // Keep the columns ow < OW of the wide block.
-    float* yg = y + (n * g.m + grp * mg) * out_plane;
+    const int64_t y_off = (n * g.m + grp * mg + r0) * out_plane;
     for (int64_t q = q0; q < q0 + qn;) {
       const int64_t oh = q / wph, ow = q % wph;
       const int64_t len = std::min(q0 + qn - q, wph - ow);
       const int64_t keep = std::min(len, std::max<int64_t>(0, g.ow - ow));
-      if (keep > 0)
-        for (int64_t i = 0; i < mg; ++i) {
-          const float* s = out + i * qn + (q - q0);
-          float* d = yg + i * out_plane + oh * g.ow + ow;
-          for (int64_t j = 0; j < keep; ++j) d[j] = s[j];
-        }
+      if (keep > 0) {
+        const int64_t at = y_off + oh * g.ow + ow;
+        finish_rows(ep, out + (q - q0), qn, y + at, out_plane, rn, keep, ep.summand ? ep.summand + at : nullptr,
+                    out_plane);
+      }
       q += len;
     }
   };
@@ -248,7 +274,7 @@ void conv_implicit(const ConvGeometry& g, const ImplicitLayout& l, const ConvWei
       float* own = thread_scratch(5, static_cast<size_t>(image));
       for (int64_t c = 0; c < cg; ++c) pad_channel(image_input(img), own, c);
       for (int64_t j = cg * cplane; j < image; ++j) own[j] = 0.0f;
-      gemm_columns(own, img, 0, wide);
+      gemm_columns(own, img, 0, wide, 0, mg);
     });
     return;
   }
@@ -256,9 +282,83 @@ void conv_implicit(const ConvGeometry& g, const ImplicitLayout& l, const ConvWei
   for (int64_t img = 0; img < images; ++img) {
     runner.run(static_cast<size_t>(cg), [&](size_t t) { pad_channel(image_input(img), padded, static_cast<int64_t>(t)); });
     for (int64_t j = cg * cplane; j < image; ++j) padded[j] = 0.0f;
+    runner.run(static_cast<size_t>(col_blocks * row_blocks), [&](size_t t) {
+      const int64_t q0 = static_cast<int64_t>(t) / row_blocks * nc, r0 = static_cast<int64_t>(t) % row_blocks * mb;
+      gemm_columns(padded, img, q0, std::min(nc, wide - q0), r0, std::min(mb, mg - r0));
+    });
+  }
+}
+
+// Whether the pixel-rows GEMM suits `g`: small output planes, where vectors along output positions would leave
+// most of a 48-column tile empty (7x7: 49 positions in 64 columns, wide rows 63), while output channels come in
+// multiples of the vector width.
+bool pixel_rows_suit(const ConvGeometry& g, const MicroKernel& uk) {
+  return g.out_plane() <= 256 && g.mg() >= uk.nr && g.kg() >= 16 && g.in_plane() < (int64_t{1} << 31);
+}
+
+// Pixel-rows GEMM: C (positions x channels) = im2col (positions x depth, A) * weights^T (B panels of output
+// channels), then stored transposed into NCHW with the epilogue. The im2col panels of one (image, group) are
+// packed once, in parallel, and shared by the tasks, which split the output channels.
+void conv_pixel_rows(const ConvGeometry& g, const ConvWeights& weights, const float* x, const Epilogue& ep,
+                     float* y, const TaskRunner& runner) {
+  const MicroKernel& uk = weights.kernel();
+  const int64_t cg = g.cg(), mg = g.mg(), kg = g.kg(), plane = g.out_plane();
+  const int64_t row_panels = (plane + uk.mr - 1) / uk.mr, padded_plane = row_panels * uk.mr;
+  float* packed = thread_scratch(3, static_cast<size_t>(padded_plane * kg));
+  // Input offset within a channel plane for each (tap, output position), -1 for padding and past the plane.
+  const int64_t taps = g.kh * g.kw;
+  std::vector<int32_t> sources(static_cast<size_t>(taps * padded_plane), -1);
+  for (int64_t ki = 0, tap = 0; ki < g.kh; ++ki)
+    for (int64_t kj = 0; kj < g.kw; ++kj, ++tap)
+      for (int64_t p = 0; p < plane; ++p) {
+        const int64_t ih = p / g.ow * g.sh - g.pad_t + ki * g.dh, iw = p % g.ow * g.sw - g.pad_l + kj * g.dw;
+        if (ih >= 0 && ih < g.h && iw >= 0 && iw < g.w)
+          sources[tap * padded_plane + p] = static_cast<int32_t>(ih * g.w + iw);
+      }
+  float* c = thread_scratch(4, static_cast<size_t>(plane * mg));
+  const int64_t nb = row_block(mg, uk.nr, 16);  // fine tasks of whole nr-wide channel panels: even thread loads
+  const int64_t col_blocks = (mg + nb - 1) / nb;
+  for (int64_t img = 0; img < g.n * g.group; ++img) {
+    const int64_t n = img / g.group, grp = img % g.group;
+    const float* xg = x + (n * g.c + grp * cg) * g.in_plane();
+    // Tasks over input channels: each packs the depth rows (c, ki, kj) of its channels into every panel.
+    const int64_t chunk = std::max<int64_t>(1, cg / 8);
+    runner.run(static_cast<size_t>((cg + chunk - 1) / chunk), [&](size_t t) {
+      const int64_t c0 = static_cast<int64_t>(t) * chunk, c1 = std::min(cg, c0 + chunk);
+      for (int64_t ch = c0; ch < c1; ++ch) {
+        const float* xc = xg + ch * g.in_plane();
+        for (int64_t tap = 0; tap < taps; ++tap) {
+          const int32_t* src = sources.data() + tap * padded_plane;
+          float* row = packed + (ch * taps + tap) * uk.mr;
+          for (int64_t p = 0; p < padded_plane; p += uk.mr, row += kg * uk.mr)
+            for (int i = 0; i < uk.mr; ++i) row[i] = src[p + i] >= 0 ? xc[src[p + i]] : 0.0f;
+        }
+      }
+    });
+    const PackedView a(packed, kg, uk.mr);
     runner.run(static_cast<size_t>(col_blocks), [&](size_t t) {
-      const int64_t q0 = static_cast<int64_t>(t) * nc;
-      gemm_columns(padded, img, q0, std::min(nc, wide - q0));
+      const int64_t c0 = static_cast<int64_t>(t) * nb, cn = std::min(nb, mg - c0);
+      const OffsetPanels b(weights.column_panels(grp), c0);
+      GemmArgs args;
+      args.m = plane;
+      args.n = cn;
+      args.k = kg;
+      args.a = &a;
+      args.b = &b;
+      args.c = c + c0;
+      args.ldc = mg;
+      gemm(uk, args);
+      // Transposed store: channel rows of the output from channel columns of C.
+      const int64_t ch0 = grp * mg + c0;
+      const int64_t at = (n * g.m + ch0) * plane;
+      for (int64_t j = 0; j < cn; ++j) {
+        float* dst = y + at + j * plane;
+        const float* src = c + c0 + j;
+        const float bias = ep.bias ? ep.bias[ch0 + j] : 0.0f;
+        for (int64_t p = 0; p < plane; ++p) dst[p] = src[p * mg] + bias;
+      }
+      if (ep.summand || ep.activation != Activation::kNone)
+        finish_rows(ep, y + at, plane, y + at, plane, cn, plane, ep.summand ? ep.summand + at : nullptr, plane);
     });
   }
 }
@@ -349,9 +449,11 @@ void depthwise_plane_padded(const ConvGeometry& g, const float* x, const float* 
 
 }  // namespace
 
-void conv_forward(const ConvGeometry& g, const ConvWeights& weights, const float* x, const float* bias, float* y,
+void conv_forward(const ConvGeometry& g, const ConvWeights& weights, const float* x, const Epilogue& ep, float* y,
                   const TaskRunner& runner) {
   const int64_t in_plane = g.in_plane(), out_plane = g.out_plane();
+  const float* bias = ep.bias;
+  const bool finish = ep.summand || ep.activation != Activation::kNone;
   if (weights.depthwise()) {
     const int64_t ksize = g.kh * g.kw;
     const float* w = weights.dense().data();
@@ -368,15 +470,24 @@ void conv_forward(const ConvGeometry& g, const ConvWeights& weights, const float
       } else {
         depthwise_plane_direct(g, xc, w + c * ksize, b, yc);
       }
+      if (finish)
+        finish_rows(ep, yc, out_plane, yc, out_plane, 1, out_plane,
+                    ep.summand ? ep.summand + static_cast<int64_t>(t) * out_plane : nullptr, out_plane);
     });
     return;
   }
 
+  if (pixel_rows_suit(g, weights.kernel()) && !force_im2col()) {
+    weights.column_panels(0);  // packed here once, not inside the tasks
+    conv_pixel_rows(g, weights, x, ep, y, runner);
+    return;
+  }
+  weights.row_panels(0);
   const bool pointwise_plain = g.kh == 1 && g.kw == 1 && g.sh == 1 && g.sw == 1 && g.pad_t == 0 &&
                                g.pad_l == 0 && g.pad_b == 0 && g.pad_r == 0;
   ImplicitLayout layout;
   if (!pointwise_plain && !force_im2col() && implicit_layout(g, weights.kernel(), &layout)) {
-    conv_implicit(g, layout, weights, x, bias, y, runner);
+    conv_implicit(g, layout, weights, x, ep, y, runner);
     return;
   }
   const MicroKernel& uk = weights.kernel();
@@ -392,20 +503,28 @@ void conv_forward(const ConvGeometry& g, const ConvWeights& weights, const float
     nc = std::max<int64_t>(uk.nr, (out_plane + blocks - 1) / blocks / uk.nr * uk.nr);
   }
   const int64_t col_blocks = (out_plane + nc - 1) / nc;
-  runner.run(static_cast<size_t>(images * col_blocks), [&](size_t t) {
-    const int64_t img = static_cast<int64_t>(t) / col_blocks, blk = static_cast<int64_t>(t) % col_blocks;
+  // Too few tasks still (small planes): split the output channels as well.
+  int64_t mb = mg;
+  if (images * col_blocks < target_tasks) mb = row_block(mg, uk.mr, (target_tasks + images * col_blocks - 1) /
+                                                                      (images * col_blocks));
+  const int64_t row_blocks = (mg + mb - 1) / mb;
+  runner.run(static_cast<size_t>(images * col_blocks * row_blocks), [&](size_t t) {
+    const int64_t r0 = static_cast<int64_t>(t) % row_blocks * mb, rn = std::min(mb, mg - r0);
+    const int64_t tile = static_cast<int64_t>(t) / row_blocks;
+    const int64_t img = tile / col_blocks, blk = tile % col_blocks;
     const int64_t n = img / g.group, grp = img % g.group;
     const int64_t p0 = blk * nc, pn = std::min(nc, out_plane - p0);
     const float* xg = x + (n * g.c + grp * cg) * in_plane;
-    float* yg = y + (n * g.m + grp * mg) * out_plane + p0;
+    const int64_t at = (n * g.m + grp * mg + r0) * out_plane + p0;
+    const OffsetPanels a(weights.row_panels(grp), r0);
     GemmArgs args;
-    args.m = mg;
+    args.m = rn;
     args.n = pn;
     args.k = kg;
-    args.a = &weights.group_panels(grp);
-    args.c = yg;
+    args.a = &a;
+    args.c = y + at;
     args.ldc = out_plane;
-    args.row_bias = bias ? bias + grp * mg : nullptr;
+    args.row_bias = bias ? bias + grp * mg + r0 : nullptr;
     if (pointwise) {
       const StridedPanels b(xg + p0, 1, in_plane);
       args.b = &b;
@@ -416,6 +535,8 @@ void conv_forward(const ConvGeometry& g, const ConvWeights& weights, const float
       args.b = &b;
       gemm(uk, args);
     }
+    if (finish)
+      finish_rows(ep, y + at, out_plane, y + at, out_plane, rn, pn, ep.summand ? ep.summand + at : nullptr, out_plane);
   });
 }
 

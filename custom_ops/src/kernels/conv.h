@@ -2,9 +2,11 @@
 // (depthwise direct path, 1x1 GEMM path, im2col GEMM path).
 #pragma once
 
+#include <mutex>
 #include <string>
 #include <vector>
 
+#include "kernels/epilogue.h"
 #include "kernels/im2col.h"
 #include "kernels/sgemm.h"
 #include "kernels/thread_pool.h"
@@ -32,7 +34,8 @@ std::string conv_output_shape(const std::vector<int64_t>& in, const std::vector<
                               const std::vector<int64_t>& pads, AutoPad auto_pad, std::vector<int64_t>* out,
                               std::vector<int64_t>* pads_used);
 
-// Weights of one convolution, prepared once.
+// Weights of one convolution, prepared once. The GEMM layouts are packed on first use (thread-safe), so a
+// session holds only the layouts its input sizes need.
 class ConvWeights {
  public:
   // `dense` is the decoded weight (m, c/group, kh, kw), row-major.
@@ -40,18 +43,22 @@ class ConvWeights {
                std::vector<float> dense);
   bool depthwise() const { return depthwise_; }
   const std::vector<float>& dense() const { return dense_; }
-  const PrepackedPanels& group_panels(int64_t g) const { return groups_[g]; }
+  // Output channels as GEMM rows (A panels, mr wide) / as GEMM columns (B panels, nr wide), per group.
+  const PrepackedPanels& row_panels(int64_t g) const;
+  const PrepackedPanels& column_panels(int64_t g) const;
   const MicroKernel& kernel() const { return *uk_; }
 
  private:
   const MicroKernel* uk_ = nullptr;
   bool depthwise_ = false;  // one input and one output channel per group
+  int64_t m_ = 0, group_ = 1, kg_ = 0;
   std::vector<float> dense_;
-  std::vector<PrepackedPanels> groups_;  // A panels (mg x kg) per group, GEMM path only
+  mutable std::once_flag rows_once_, columns_once_;
+  mutable std::vector<PrepackedPanels> rows_, columns_;
 };
 
-// y (n, m, oh, ow) = conv(x (n, c, h, w), weights) + bias (m values, optional).
-void conv_forward(const ConvGeometry& geo, const ConvWeights& weights, const float* x, const float* bias, float* y,
+// y (n, m, oh, ow) = activation(conv(x (n, c, h, w), weights) + bias + summand), each part of `ep` optional.
+void conv_forward(const ConvGeometry& geo, const ConvWeights& weights, const float* x, const Epilogue& ep, float* y,
                   const TaskRunner& runner);
 
 }  // namespace inq

@@ -15,6 +15,20 @@ struct MicroKernel {
   int nr;
   MicroKernelFn fn;
   const char* name;
+  // Optional variants for edge tiles: edge[r - 1][v - 1] computes only r rows x v * vector columns of the same
+  // panels (A panels still mr wide, B rows still nr apart), so that a GEMM with 49 rows or columns does not pay
+  // for 56 or 96. Null entries fall back to `fn`.
+  int vector = 0;
+  MicroKernelFn edge[8][4] = {};
+
+  // The variant that covers `rows` x `columns` (at most mr x nr) with the least work.
+  MicroKernelFn for_tile(int64_t rows, int64_t columns) const {
+    if (vector > 0 && rows >= 1 && rows <= 8) {
+      const int64_t v = (columns + vector - 1) / vector;
+      if (v >= 1 && v <= 4 && v * vector <= nr && edge[rows - 1][v - 1]) return edge[rows - 1][v - 1];
+    }
+    return fn;
+  }
 };
 
 }  // namespace inq

@@ -98,4 +98,31 @@ std::string decode_weights(const uint8_t* packed, int64_t packed_bytes, int bits
   return {};
 }
 
+std::string decode_levels(const uint8_t* packed, int64_t packed_bytes, int bits, const std::vector<int64_t>& shape,
+                          const std::vector<int64_t>& exponent_base, int channel_axis, int16_t* levels,
+                          std::vector<float>* unit) {
+  const std::string base_err = check_exponent_base(exponent_base);
+  if (!base_err.empty()) return base_err;
+  const int64_t count = element_count(shape);
+  if (count < 0) return "weight_shape has a negative or too large dimension";
+  // Decoding with every base 0 gives the levels themselves, exactly, as floats.
+  std::vector<float> values(static_cast<size_t>(count));
+  const std::string err = decode_weights(packed, packed_bytes, bits, shape,
+                                         std::vector<int64_t>(exponent_base.size(), 0), channel_axis, values.data());
+  if (!err.empty()) return err;
+  for (int64_t i = 0; i < count; ++i) {
+    if (!(std::fabs(values[i]) <= 128.0f))
+      return "level " + std::to_string(values[i]) + " (relative to its channel's 2^exponent_base) exceeds 128: "
+             "integer mode takes at most 5-bit levels";
+    levels[i] = static_cast<int16_t>(values[i]);
+  }
+  unit->resize(exponent_base.size());
+  for (size_t c = 0; c < exponent_base.size(); ++c) {
+    (*unit)[c] = std::ldexp(1.0f, static_cast<int>(exponent_base[c]));
+    if (!std::isnormal((*unit)[c]))
+      return "exponent_base " + std::to_string(exponent_base[c]) + " is outside float's normal range";
+  }
+  return {};
+}
+
 }  // namespace inq

@@ -33,6 +33,14 @@ std::string check_packed_size(int64_t packed_bytes, int bits, const std::vector<
 std::string decode_weights(const uint8_t* packed, int64_t packed_bytes, int bits, const std::vector<int64_t>& shape,
                            const std::vector<int64_t>& exponent_base, int channel_axis, float* out);
 
+// Integer mode: the codes as exact integer levels +-2^(m - 1) (the value over its channel's unit 2^e) in
+// `levels` (prod(shape) values) and the units in `unit` (`channels` floats: shape[channel_axis], or 1 per
+// tensor when exponent_base has one value). Levels beyond +-128 (more than 5 bits) and units outside float's
+// normal range are errors.
+std::string decode_levels(const uint8_t* packed, int64_t packed_bytes, int bits, const std::vector<int64_t>& shape,
+                          const std::vector<int64_t>& exponent_base, int channel_axis, int16_t* levels,
+                          std::vector<float>* unit);
+
 // Value of one code: 0, or +-2^(base + m - 1) (+-inf / +-0 beyond float range; defined for any base). Exposed
 // for tests.
 float decode_code(unsigned code, int bits, int64_t base);

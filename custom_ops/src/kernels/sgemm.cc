@@ -165,7 +165,7 @@ void gemm(const MicroKernel& uk, const GemmArgs& g) {
           if (mw == mr && nw == nr) {
             uk.fn(kc, apan, bpan, boffs, cptr, g.ldc, g.alpha, bias, acc ? 1 : 0);
           } else {
-            uk.fn(kc, apan, bpan, boffs, tile, nr, g.alpha, nullptr, 0);
+            uk.for_tile(mw, nw)(kc, apan, bpan, boffs, tile, nr, g.alpha, nullptr, 0);
             for (int64_t i = 0; i < mw; ++i) {
               float* crow = cptr + i * g.ldc;
               const float* trow = tile + i * nr;

@@ -75,6 +75,21 @@ class PrepackedPanels final : public PanelSource {
   int width_ = 0;
 };
 
+// Panels packed elsewhere over the whole depth (width-wide, depth-major, one after another), read in place.
+class PackedView final : public PanelSource {
+ public:
+  PackedView(const float* data, int64_t depth, int width) : data_(data), depth_(depth), width_(width) {}
+  const float* panels(int64_t r0, int64_t, int64_t d0, int64_t, int, float*, int64_t* panel_stride) const override {
+    *panel_stride = depth_ * width_;
+    return data_ + (r0 / width_) * depth_ * width_ + d0 * width_;
+  }
+
+ private:
+  const float* data_;
+  int64_t depth_;
+  int width_;
+};
+
 // An operand read from a strided matrix and packed block by block.
 class StridedPanels final : public PanelSource {
  public:

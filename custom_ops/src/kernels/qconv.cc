@@ -1,0 +1,169 @@
+// Integer convolution as an implicit GEMM over u8 activation quads (NCHW4c: 4 channels interleaved per pixel).
+// The input is quantized while it is copied into zero-point-padded phase planes (one per stride phase that some
+// tap reads), so that for every tap and channel quad the inputs of consecutive output columns are one
+// contiguous run; the kernels read those runs in place through a per-(channel quad, tap) offset table. Output
+// rows are computed "wide" (wph columns, the extra ones dropped by the epilogue).
+#include "kernels/qconv.h"
+
+#include <algorithm>
+#include <vector>
+
+namespace inq {
+
+std::string QConvWeights::prepare(int64_t m, int64_t group, int64_t cg, int64_t kh, int64_t kw,
+                                  const int16_t* levels, const float* unit, const QKernels* k) {
+  if (m <= 0 || group <= 0 || m % group != 0 || cg <= 0 || kh <= 0 || kw <= 0)
+    return "integer conv: bad weight shape";
+  const int64_t mg = m / group, taps = kh * kw, cq = (cg + 3) / 4, depth = cq * taps * 4;
+  // Kernel depth order: quad kq = (channel quad, tap), lane i = channel 4*quad + i.
+  std::vector<int16_t> ordered(static_cast<size_t>(m * depth), 0);
+  for (int64_t r = 0; r < m; ++r)
+    for (int64_t c = 0; c < cg; ++c)
+      for (int64_t t = 0; t < taps; ++t)
+        ordered[static_cast<size_t>(r * depth + ((c / 4) * taps + t) * 4 + c % 4)] = levels[(r * cg + c) * taps + t];
+  return packed_.pack(k ? *k : active_qkernels(), group, mg, depth, ordered.data(), unit);
+}
+
+namespace {
+
+struct Layout {
+  int64_t hph = 0, wph = 0, pplane = 0, cplane = 0, cq = 0, wide = 0, wpad = 0, image = 0;  // image: bytes
+  int64_t na = 0, nb = 0;
+  std::vector<int> pa, pb;  // phase -> index among used phases, or -1
+  std::vector<int64_t> off;  // bytes, per depth quad
+};
+
+Layout make_layout(const ConvGeometry& g) {
+  Layout l;
+  const int64_t hp = g.h + g.pad_t + g.pad_b, wp = g.w + g.pad_l + g.pad_r;
+  l.hph = (hp + g.sh - 1) / g.sh;
+  l.wph = (wp + g.sw - 1) / g.sw;
+  l.pplane = l.hph * l.wph;
+  // Only the stride phases some tap reads get a plane (a 1x1 stride-2 conv copies a quarter of its input).
+  l.pa.assign(static_cast<size_t>(g.sh), -1);
+  l.pb.assign(static_cast<size_t>(g.sw), -1);
+  for (int64_t ki = 0; ki < g.kh; ++ki) l.pa[static_cast<size_t>((ki * g.dh) % g.sh)] = 0;
+  for (int64_t kj = 0; kj < g.kw; ++kj) l.pb[static_cast<size_t>((kj * g.dw) % g.sw)] = 0;
+  for (auto& v : l.pa) if (v == 0) v = static_cast<int>(l.na++);
+  for (auto& v : l.pb) if (v == 0) v = static_cast<int>(l.nb++);
+  l.cplane = l.na * l.nb * l.pplane;
+  l.cq = (g.cg() + 3) / 4;
+  const int64_t taps = g.kh * g.kw;
+  l.off.resize(static_cast<size_t>(l.cq * taps));
+  int64_t max_off = 0;
+  for (int64_t c = 0; c < l.cq; ++c)
+    for (int64_t ki = 0; ki < g.kh; ++ki)
+      for (int64_t kj = 0; kj < g.kw; ++kj) {
+        const int64_t r = ki * g.dh, q = kj * g.dw;
+        const int64_t phase = l.pa[static_cast<size_t>(r % g.sh)] * l.nb + l.pb[static_cast<size_t>(q % g.sw)];
+        const int64_t o = 4 * (c * l.cplane + phase * l.pplane + (r / g.sh) * l.wph + q / g.sw);
+        l.off[static_cast<size_t>(c * taps + ki * g.kw + kj)] = o;
+        max_off = std::max(max_off, o);
+      }
+  l.wide = g.oh * l.wph;
+  l.wpad = (l.wide + kQCols - 1) / kQCols * kQCols;
+  // Reads of dropped columns run past the planes: slack up to the last padded column of the last tap.
+  l.image = (std::max(4 * l.cq * l.cplane, max_off + 4 * l.wpad) + 63) / 64 * 64;
+  return l;
+}
+
+// Quantizes channel quad `cq` of one (image, group) into its zero-point-padded phase planes.
+void quantize_quad(const ConvGeometry& g, const Layout& l, const QKernels& k, const float* xg, int64_t cq,
+                   QuantParams p, uint8_t* image) {
+  const uint32_t zq = static_cast<uint32_t>(p.zero_point) * 0x01010101u;
+  uint32_t* planes = reinterpret_cast<uint32_t*>(image) + cq * l.cplane;
+  std::fill(planes, planes + l.cplane, zq);
+  const int64_t cg = g.cg(), hw = g.h * g.w;
+  std::vector<uint32_t> tmp;  // one quantized input row, for strided column phases
+  for (int64_t a = 0; a < g.sh; ++a) {
+    if (l.pa[static_cast<size_t>(a)] < 0) continue;
+    for (int64_t i = 0; i < l.hph; ++i) {
+      const int64_t ih = i * g.sh + a - g.pad_t;
+      if (ih < 0 || ih >= g.h) continue;
+      const float* src[4];
+      for (int64_t c = 0; c < 4; ++c) src[c] = cq * 4 + c < cg ? xg + (cq * 4 + c) * hw + ih * g.w : nullptr;
+      bool have_tmp = false;
+      for (int64_t b = 0; b < g.sw; ++b) {
+        if (l.pb[static_cast<size_t>(b)] < 0) continue;
+        uint32_t* row = planes + (l.pa[static_cast<size_t>(a)] * l.nb + l.pb[static_cast<size_t>(b)]) * l.pplane +
+                        i * l.wph;
+        // Padded column j holds iw = j * sw + off, inside the image for j in [lo, hi).
+        const int64_t off = b - g.pad_l;
+        const int64_t lo = std::min(l.wph, off >= 0 ? 0 : (-off + g.sw - 1) / g.sw);
+        const int64_t hi = std::max(lo, std::min(l.wph, g.w - off <= 0 ? 0 : (g.w - off + g.sw - 1) / g.sw));
+        if (hi <= lo) continue;
+        if (g.sw == 1) {
+          const float* s[4];
+          for (int c = 0; c < 4; ++c) s[c] = src[c] ? src[c] + lo + off : nullptr;
+          k.quantize4(s, hi - lo, p.scale, p.zero_point, row + lo);
+          continue;
+        }
+        if (!have_tmp) {
+          tmp.resize(static_cast<size_t>(g.w));
+          k.quantize4(src, g.w, p.scale, p.zero_point, tmp.data());
+          have_tmp = true;
+        }
+        for (int64_t j = lo; j < hi; ++j) row[j] = tmp[static_cast<size_t>(j * g.sw + off)];
+      }
+    }
+  }
+}
+
+}  // namespace
+
+void qconv_forward(const ConvGeometry& g, const QConvWeights& w, const float* x, QuantParams xq, const Epilogue& ep,
+                   float* y, const TaskRunner& runner) {
+  const QPackedWeights& pw = w.packed();
+  const QKernels& k = pw.kernels();
+  const QuantParams p = xq.dynamic() ? dynamic_params(k, x, g.n * g.c * g.h * g.w) : xq;
+  const Layout l = make_layout(g);
+  const int64_t images = g.n * g.group, cg = g.cg(), mg = g.mg(), out_plane = g.out_plane();
+  ScratchPool::Lease buf = pw.pool().acquire(static_cast<size_t>(images * l.image));
+  uint8_t* act = buf.as<uint8_t>();
+
+  runner.run(static_cast<size_t>(images * l.cq), [&](size_t t) {
+    const int64_t img = static_cast<int64_t>(t) / l.cq, cq = static_cast<int64_t>(t) % l.cq;
+    uint8_t* image = act + img * l.image;
+    const float* xg = x + ((img / g.group) * g.c + (img % g.group) * cg) * g.h * g.w;
+    quantize_quad(g, l, k, xg, cq, p, image);
+    if (cq == l.cq - 1) std::fill(image + 4 * l.cq * l.cplane, image + l.image, static_cast<uint8_t>(p.zero_point));
+  });
+
+  // Tasks over (image, group, 64-row block, column block): column blocks of ~128 columns, more of them when
+  // there are too few tasks (a 7x7 layer splits over output channels instead).
+  const int64_t bpg = pw.blocks_per_group();
+  int64_t cbn = (l.wpad + 127) / 128;
+  const int64_t min_tasks = 8;
+  if (images * bpg * cbn < min_tasks) cbn = std::min(l.wpad / kQCols, (min_tasks + images * bpg - 1) / (images * bpg));
+  int64_t nc = (l.wpad / kQCols + cbn - 1) / cbn * kQCols;
+  cbn = (l.wpad + nc - 1) / nc;
+  const float lo = ep.lower(), hi = ep.upper();
+  runner.run(static_cast<size_t>(images * bpg * cbn), [&](size_t t) {
+    const int64_t cb = static_cast<int64_t>(t) % cbn, rest = static_cast<int64_t>(t) / cbn;
+    const int64_t bi = rest % bpg, img = rest / bpg, n = img / g.group, grp = img % g.group;
+    const QBlock& b = pw.block(grp, bi);
+    const int64_t q0 = cb * nc, qn = std::min(nc, l.wpad - q0), qend = std::min(q0 + qn, l.wide);
+    ScratchPool::Lease accl = pw.pool().acquire(static_cast<size_t>(b.panels * kQMR * qn) * sizeof(int32_t));
+    int32_t* acc = accl.as<int32_t>();
+    pw.run_block(b, act + img * l.image + 4 * q0, l.off.data(), qn, acc);
+    for (int64_t r = 0; r < b.rows; ++r) {
+      const int64_t ch = grp * mg + b.row0 + r;  // output channel, also the packed row index
+      QRowEpilogue e{p.zero_point * pw.rowsum(ch), pw.negated(ch), pw.unit(ch) * p.scale, ep.bias ? ep.bias[ch] : 0.0f,
+                     ep.bias != nullptr, nullptr, lo, hi};
+      const int64_t plane = (n * g.m + ch) * out_plane;
+      for (int64_t q = q0; q < qend;) {
+        const int64_t oh = q / l.wph, ow = q % l.wph;
+        const int64_t len = std::min(qend - q, l.wph - ow);
+        const int64_t keep = std::min(len, std::max<int64_t>(0, g.ow - ow));
+        if (keep > 0) {
+          const int64_t at = plane + oh * g.ow + ow;
+          e.summand = ep.summand ? ep.summand + at : nullptr;
+          k.epilogue(e, acc + r * qn + (q - q0), keep, y + at);
+        }
+        q += len;
+      }
+    }
+  });
+}
+
+}  // namespace inq

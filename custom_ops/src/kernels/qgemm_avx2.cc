@@ -1,0 +1,115 @@
+// AVX2 integer kernels, exact: activations widened to s16 and multiplied with vpmaddwd (s16 x s16 pairs summed
+// into s32; never vpmaddubsw, whose s16 sums saturate). Weight panels hold s16 pairs (w0, w2), (w1, w3) so that
+// the even bytes (c0, c2) and odd bytes (c1, c3) of each activation quad pair with them directly.
+// Built with -mavx2 -mfma; only called after run-time detection.
+#include <immintrin.h>
+
+#include <cstring>
+
+#include "kernels/quantize.h"
+
+namespace inq {
+namespace {
+
+inline int32_t load32(const void* p) {
+  int32_t v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+
+// kQMR rows x 8 columns.
+inline void tile8(int64_t kqn, const int8_t* a, const uint8_t* b, const int64_t* boff, int32_t* c, int64_t ldc) {
+  __m256i acc[kQMR];
+  for (int r = 0; r < kQMR; ++r) acc[r] = _mm256_setzero_si256();
+  const __m256i even = _mm256_set1_epi32(0x00FF00FF);
+  for (int64_t kq = 0; kq < kqn; ++kq) {
+    const __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + boff[kq]));
+    const __m256i x02 = _mm256_and_si256(x, even), x13 = _mm256_srli_epi16(x, 8);
+    const int8_t* w = a + kq * kQMR * 8;
+    for (int r = 0; r < kQMR; ++r) {
+      const __m256i p = _mm256_madd_epi16(x02, _mm256_set1_epi32(load32(w + 8 * r)));
+      const __m256i q = _mm256_madd_epi16(x13, _mm256_set1_epi32(load32(w + 8 * r + 4)));
+      acc[r] = _mm256_add_epi32(acc[r], _mm256_add_epi32(p, q));
+    }
+  }
+  for (int r = 0; r < kQMR; ++r) _mm256_storeu_si256(reinterpret_cast<__m256i*>(c + r * ldc), acc[r]);
+}
+
+void tile(int64_t kqn, const int8_t* a, const uint8_t* b, const int64_t* boff, int32_t* c, int64_t ldc,
+          int64_t ncols) {
+  for (int64_t j = 0; j < ncols; j += 8) tile8(kqn, a, b + 4 * j, boff, c + j, ldc);
+}
+
+inline __m256i quantize8(__m256 x, __m256 scale, __m256 zpf) {
+  __m256 f = _mm256_round_ps(_mm256_div_ps(x, scale), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  f = _mm256_add_ps(f, zpf);
+  f = _mm256_max_ps(f, _mm256_setzero_ps());  // f > 0 ? f : 0 (NaN -> 0)
+  f = _mm256_min_ps(f, _mm256_set1_ps(255.0f));
+  return _mm256_cvttps_epi32(f);
+}
+
+void quantize4(const float* const* src, int64_t n, float scale, int32_t zp, uint32_t* dst) {
+  const __m256 sv = _mm256_set1_ps(scale), zv = _mm256_set1_ps(static_cast<float>(zp));
+  const __m256i zpi = _mm256_set1_epi32(zp);
+  int64_t j = 0;
+  for (; j + 8 <= n; j += 8) {
+    __m256i out = _mm256_setzero_si256();
+    for (int i = 0; i < 4; ++i) {
+      const __m256i q = src[i] ? quantize8(_mm256_loadu_ps(src[i] + j), sv, zv) : zpi;
+      out = _mm256_or_si256(out, _mm256_slli_epi32(q, 8 * i));
+    }
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + j), out);
+  }
+  if (j < n) {
+    const float* tail[4];
+    for (int i = 0; i < 4; ++i) tail[i] = src[i] ? src[i] + j : nullptr;
+    generic_qkernels().quantize4(tail, n - j, scale, zp, dst + j);
+  }
+}
+
+void minmax(const float* x, int64_t n, float* lo, float* hi) {
+  __m256 l = _mm256_set1_ps(*lo), h = _mm256_set1_ps(*hi);
+  int64_t j = 0;
+  for (; j + 8 <= n; j += 8) {
+    const __m256 v = _mm256_loadu_ps(x + j);
+    l = _mm256_min_ps(v, l);  // v < l ? v : l (NaN ignored)
+    h = _mm256_max_ps(v, h);
+  }
+  float ls[8], hs[8];
+  _mm256_storeu_ps(ls, l);
+  _mm256_storeu_ps(hs, h);
+  generic_qkernels().minmax(ls, 8, lo, hi);
+  generic_qkernels().minmax(hs, 8, lo, hi);
+  generic_qkernels().minmax(x + j, n - j, lo, hi);
+}
+
+void epilogue(const QRowEpilogue& e, const int32_t* acc, int64_t n, float* y) {
+  const __m256i zprs = _mm256_set1_epi32(e.zprs);
+  const __m256 mult = _mm256_set1_ps(e.mult), bias = _mm256_set1_ps(e.bias);
+  const __m256 lo = _mm256_set1_ps(e.lo), hi = _mm256_set1_ps(e.hi);
+  int64_t j = 0;
+  for (; j + 8 <= n; j += 8) {
+    const __m256i a = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(acc + j));
+    __m256 v = _mm256_cvtepi32_ps(e.negate ? _mm256_sub_epi32(zprs, a) : _mm256_sub_epi32(a, zprs));
+    v = _mm256_mul_ps(v, mult);
+    if (e.has_bias) v = _mm256_add_ps(v, bias);
+    if (e.summand) v = _mm256_add_ps(v, _mm256_loadu_ps(e.summand + j));
+    v = _mm256_max_ps(lo, v);  // v < lo ? lo : v, as std::max(v, lo)
+    v = _mm256_min_ps(hi, v);  // hi < v ? hi : v, as std::min(v, hi)
+    _mm256_storeu_ps(y + j, v);
+  }
+  if (j < n) {
+    QRowEpilogue t = e;
+    if (t.summand) t.summand += j;
+    generic_qkernels().epilogue(t, acc + j, n - j, y + j);
+  }
+}
+
+}  // namespace
+
+const QKernels& avx2_qkernels() {
+  static const QKernels k{"avx2", 8, tile, quantize4, minmax, epilogue};
+  return k;
+}
+
+}  // namespace inq

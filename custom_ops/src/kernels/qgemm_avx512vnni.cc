@@ -1,0 +1,121 @@
+// AVX-512 VNNI integer kernels: vpdpbusd (u8 activations x s8 weights, 4 products summed per 32-bit lane).
+// Built with -mavx512f -mavx512bw -mavx512vl -mavx512vnni; only called after run-time detection.
+#if defined(__GNUC__) && !defined(__clang__)
+// GCC 12's own AVX-512 headers trip these (_mm512_undefined_* in masked intrinsics, GCC PR105593).
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+#include <immintrin.h>
+
+#include <cstring>
+
+#include "kernels/quantize.h"
+
+namespace inq {
+namespace {
+
+inline int32_t load32(const void* p) {
+  int32_t v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+
+// kQMR rows x NV*16 columns, accumulators in registers over the whole depth. Named variables, not an array:
+// GCC spills an array of vectors through the stack on every step.
+template <int NV>
+inline void tile_cols(int64_t kqn, const int8_t* a, const uint8_t* b, const int64_t* boff, int32_t* c,
+                      int64_t ldc) {
+  static_assert(kQMR == 8, "tile written for 8 rows");
+#define INQ_ACC(r) __m512i c##r##0 = _mm512_setzero_si512(), c##r##1 = c##r##0, c##r##2 = c##r##0;
+  INQ_ACC(0) INQ_ACC(1) INQ_ACC(2) INQ_ACC(3) INQ_ACC(4) INQ_ACC(5) INQ_ACC(6) INQ_ACC(7)
+#undef INQ_ACC
+  for (int64_t kq = 0; kq < kqn; ++kq) {
+    const uint8_t* x = b + boff[kq];
+    const __m512i x0 = _mm512_loadu_si512(x);
+    const __m512i x1 = NV > 1 ? _mm512_loadu_si512(x + 64) : x0;
+    const __m512i x2 = NV > 2 ? _mm512_loadu_si512(x + 128) : x0;
+    const int8_t* w = a + kq * kQMR * 4;
+#define INQ_ROW(r)                                                     \
+  {                                                                    \
+    const __m512i wr = _mm512_set1_epi32(load32(w + 4 * r));           \
+    c##r##0 = _mm512_dpbusd_epi32(c##r##0, x0, wr);                    \
+    if (NV > 1) c##r##1 = _mm512_dpbusd_epi32(c##r##1, x1, wr);        \
+    if (NV > 2) c##r##2 = _mm512_dpbusd_epi32(c##r##2, x2, wr);        \
+  }
+    INQ_ROW(0) INQ_ROW(1) INQ_ROW(2) INQ_ROW(3) INQ_ROW(4) INQ_ROW(5) INQ_ROW(6) INQ_ROW(7)
+#undef INQ_ROW
+  }
+#define INQ_STORE(r)                                                          \
+  _mm512_storeu_si512(c + r * ldc, c##r##0);                                  \
+  if (NV > 1) _mm512_storeu_si512(c + r * ldc + 16, c##r##1);                 \
+  if (NV > 2) _mm512_storeu_si512(c + r * ldc + 32, c##r##2);
+  INQ_STORE(0) INQ_STORE(1) INQ_STORE(2) INQ_STORE(3) INQ_STORE(4) INQ_STORE(5) INQ_STORE(6) INQ_STORE(7)
+#undef INQ_STORE
+}
+
+void tile(int64_t kqn, const int8_t* a, const uint8_t* b, const int64_t* boff, int32_t* c, int64_t ldc,
+          int64_t ncols) {
+  int64_t j = 0;
+  for (; j + 48 <= ncols; j += 48) tile_cols<3>(kqn, a, b + 4 * j, boff, c + j, ldc);
+  if (ncols - j == 32) tile_cols<2>(kqn, a, b + 4 * j, boff, c + j, ldc);
+  else if (ncols - j == 16) tile_cols<1>(kqn, a, b + 4 * j, boff, c + j, ldc);
+}
+
+inline __m512i quantize16(__m512 x, __m512 scale, __m512 zpf) {
+  __m512 f = _mm512_roundscale_ps(_mm512_div_ps(x, scale), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  f = _mm512_add_ps(f, zpf);
+  f = _mm512_max_ps(f, _mm512_setzero_ps());  // f > 0 ? f : 0 (NaN -> 0)
+  f = _mm512_min_ps(f, _mm512_set1_ps(255.0f));
+  return _mm512_cvttps_epi32(f);
+}
+
+void quantize4(const float* const* src, int64_t n, float scale, int32_t zp, uint32_t* dst) {
+  const __m512 sv = _mm512_set1_ps(scale), zv = _mm512_set1_ps(static_cast<float>(zp));
+  const __m512i zpi = _mm512_set1_epi32(zp);
+  for (int64_t j = 0; j < n; j += 16) {
+    const __mmask16 m = n - j >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << (n - j)) - 1);
+    __m512i out = _mm512_setzero_si512();
+    for (int i = 0; i < 4; ++i) {
+      const __m512i q = src[i] ? quantize16(_mm512_maskz_loadu_ps(m, src[i] + j), sv, zv) : zpi;
+      out = _mm512_or_si512(out, _mm512_slli_epi32(q, 8 * i));
+    }
+    _mm512_mask_storeu_epi32(dst + j, m, out);
+  }
+}
+
+void minmax(const float* x, int64_t n, float* lo, float* hi) {
+  __m512 l = _mm512_set1_ps(*lo), h = _mm512_set1_ps(*hi);
+  for (int64_t j = 0; j < n; j += 16) {
+    const __mmask16 m = n - j >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << (n - j)) - 1);
+    l = _mm512_min_ps(_mm512_mask_loadu_ps(l, m, x + j), l);  // x < l ? x : l (NaN ignored)
+    h = _mm512_max_ps(_mm512_mask_loadu_ps(h, m, x + j), h);
+  }
+  *lo = _mm512_reduce_min_ps(l);
+  *hi = _mm512_reduce_max_ps(h);
+}
+
+void epilogue(const QRowEpilogue& e, const int32_t* acc, int64_t n, float* y) {
+  const __m512i zprs = _mm512_set1_epi32(e.zprs);
+  const __m512 mult = _mm512_set1_ps(e.mult), bias = _mm512_set1_ps(e.bias);
+  const __m512 lo = _mm512_set1_ps(e.lo), hi = _mm512_set1_ps(e.hi);
+  for (int64_t j = 0; j < n; j += 16) {
+    const __mmask16 m = n - j >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << (n - j)) - 1);
+    const __m512i a = _mm512_maskz_loadu_epi32(m, acc + j);
+    __m512 v = _mm512_cvtepi32_ps(e.negate ? _mm512_sub_epi32(zprs, a) : _mm512_sub_epi32(a, zprs));
+    v = _mm512_mul_ps(v, mult);
+    if (e.has_bias) v = _mm512_add_ps(v, bias);
+    if (e.summand) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(m, e.summand + j));
+    v = _mm512_max_ps(lo, v);  // v < lo ? lo : v, as std::max(v, lo)
+    v = _mm512_min_ps(hi, v);  // hi < v ? hi : v, as std::min(v, hi)
+    _mm512_mask_storeu_ps(y + j, m, v);
+  }
+}
+
+}  // namespace
+
+const QKernels& avx512vnni_qkernels() {
+  static const QKernels k{"avx512vnni", 4, tile, quantize4, minmax, epilogue};
+  return k;
+}
+
+}  // namespace inq

@@ -1,0 +1,144 @@
+// Weight packing for the integer kernels and the scratch pool.
+#include "kernels/qpack.h"
+
+#include <algorithm>
+#include <cstdlib>
+#include <new>
+
+namespace inq {
+
+ScratchPool::~ScratchPool() {
+  for (auto& b : free_) std::free(b.first);
+}
+
+ScratchPool::Lease ScratchPool::acquire(size_t bytes) const {
+  bytes = (std::max<size_t>(bytes, 64) + 63) / 64 * 64;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!free_.empty()) {
+      // Best fit; if nothing fits, replace the largest buffer (the pool never holds more buffers than users).
+      auto best = free_.end(), largest = free_.begin();
+      for (auto it = free_.begin(); it != free_.end(); ++it) {
+        if (it->second >= bytes && (best == free_.end() || it->second < best->second)) best = it;
+        if (it->second > largest->second) largest = it;
+      }
+      if (best != free_.end()) {
+        const auto buf = *best;
+        free_.erase(best);
+        return Lease(this, buf.first, buf.second);
+      }
+      std::free(largest->first);
+      free_.erase(largest);
+    }
+  }
+  void* p = std::aligned_alloc(64, bytes);
+  if (!p) throw std::bad_alloc();
+  return Lease(this, p, bytes);
+}
+
+void ScratchPool::give_back(void* p, size_t n) const noexcept {
+  std::lock_guard<std::mutex> lock(mu_);
+  try {
+    free_.emplace_back(p, n);
+  } catch (...) {
+    std::free(p);
+  }
+}
+
+std::string QPackedWeights::pack(const QKernels& k, int64_t groups, int64_t rows, int64_t depth,
+                                 const int16_t* levels, const float* unit) {
+  // |acc| <= 255 * 128 * depth must fit int32.
+  if (depth > (int64_t{2147483647} / (255 * 128)))
+    return "integer mode: weight depth " + std::to_string(depth) + " is too large for int32 accumulation";
+  k_ = &k;
+  kqn_ = (depth + 3) / 4;
+  bpg_ = (rows + kBlockRows - 1) / kBlockRows;
+  corrections_ = 0;
+  blocks_.assign(static_cast<size_t>(groups * bpg_), QBlock());
+  rowsum_.assign(static_cast<size_t>(groups * rows), 0);
+  unit_.assign(unit, unit + groups * rows);
+  negated_.assign(static_cast<size_t>(groups * rows), 0);
+  data_.clear();
+  const int64_t kd = kqn_ * 4;
+  std::vector<int8_t> eff;  // block's effective rows, kd values each
+  for (int64_t g = 0; g < groups; ++g)
+    for (int64_t bi = 0; bi < bpg_; ++bi) {
+      QBlock& b = blocks_[static_cast<size_t>(g * bpg_ + bi)];
+      b.row0 = bi * kBlockRows;
+      b.rows = std::min(kBlockRows, rows - b.row0);
+      eff.assign(static_cast<size_t>(b.rows * kd), 0);
+      std::vector<int8_t> extra;
+      for (int64_t r = 0; r < b.rows; ++r) {
+        const int64_t row = g * rows + b.row0 + r;
+        const int16_t* l = levels + row * depth;
+        bool pos = false, neg = false;
+        for (int64_t d = 0; d < depth; ++d) {
+          if (l[d] < -128 || l[d] > 128)
+            return "integer mode: weight level " + std::to_string(l[d]) + " (output channel " +
+                   std::to_string(row) + ") is outside [-128, 128]";
+          pos |= l[d] == 128;
+          neg |= l[d] == -128;
+        }
+        const int sign = pos && !neg ? -1 : 1;
+        negated_[static_cast<size_t>(row)] = sign < 0;
+        int32_t sum = 0;
+        int8_t* e = eff.data() + r * kd;
+        for (int64_t d = 0; d < depth; ++d) {
+          const int v = sign * l[d];
+          sum += v;
+          e[d] = static_cast<int8_t>(std::min(v, 127));
+        }
+        rowsum_[static_cast<size_t>(row)] = sum;
+        if (pos && neg) {
+          const size_t at = extra.size();
+          extra.resize(at + static_cast<size_t>(kd), 0);
+          for (int64_t d = 0; d < depth; ++d) extra[at + static_cast<size_t>(d)] = l[d] == 128 ? 1 : 0;
+          b.corr.emplace_back(static_cast<int32_t>(b.rows + static_cast<int64_t>(at) / kd), static_cast<int32_t>(r));
+          ++corrections_;
+        }
+      }
+      eff.insert(eff.end(), extra.begin(), extra.end());
+      const int64_t n_eff = b.rows + static_cast<int64_t>(b.corr.size());
+      b.panels = (n_eff + kQMR - 1) / kQMR;
+      b.offset = static_cast<int64_t>(data_.size());
+      data_.resize(data_.size() + static_cast<size_t>(b.panels * kqn_ * kQMR * k.wbytes), 0);
+      int8_t* out = data_.data() + b.offset;
+      for (int64_t e = 0; e < n_eff; ++e) {
+        const int64_t p = e / kQMR, r = e % kQMR;
+        const int8_t* src = eff.data() + e * kd;
+        for (int64_t kq = 0; kq < kqn_; ++kq) {
+          int8_t* dst = out + ((p * kqn_ + kq) * kQMR + r) * k.wbytes;
+          const int8_t* s = src + kq * 4;
+          if (k.wbytes == 4) {
+            for (int i = 0; i < 4; ++i) dst[i] = s[i];
+          } else {  // s16 pairs (w0, w2), (w1, w3)
+            const int16_t w[4] = {s[0], s[2], s[1], s[3]};
+            for (int i = 0; i < 4; ++i) {
+              dst[2 * i] = static_cast<int8_t>(w[i] & 0xFF);
+              dst[2 * i + 1] = static_cast<int8_t>((w[i] >> 8) & 0xFF);
+            }
+          }
+        }
+      }
+    }
+  return {};
+}
+
+void QPackedWeights::run_block(const QBlock& b, const uint8_t* act, const int64_t* boff, int64_t ncols,
+                               int32_t* acc) const {
+  const int8_t* a = panels(b);
+  const int64_t panel_bytes = kqn_ * kQMR * k_->wbytes;
+  // Column chunks outer: one chunk of activations stays in L1 while every panel of the block passes over it.
+  for (int64_t j = 0; j < ncols; j += kQChunk) {
+    const int64_t n = std::min<int64_t>(kQChunk, ncols - j);
+    for (int64_t p = 0; p < b.panels; ++p)
+      k_->tile(kqn_, a + p * panel_bytes, act + 4 * j, boff, acc + p * kQMR * ncols + j, ncols, n);
+  }
+  for (const auto& c : b.corr) {
+    const int32_t* s = acc + c.first * ncols;
+    int32_t* d = acc + c.second * ncols;
+    for (int64_t j = 0; j < ncols; ++j) d[j] += s[j];
+  }
+}
+
+}  // namespace inq

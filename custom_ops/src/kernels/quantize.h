@@ -1,0 +1,33 @@
+// Per-tensor uint8 activation quantization, ONNX QuantizeLinear / DynamicQuantizeLinear semantics.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+
+#include "kernels/qkernels.h"
+
+namespace inq {
+
+// real = scale * (q - zero_point). scale <= 0 (or not finite) asks for dynamic parameters from each run's input.
+struct QuantParams {
+  float scale = 0.0f;
+  int32_t zero_point = 0;
+  bool dynamic() const { return !(scale > 0.0f) || !std::isfinite(scale); }
+};
+
+// q = saturate_u8(round_half_even(x / scale) + zp), computed in float: exact for every q in [0, 255] and
+// NaN -> 0. Every ISA path performs these very float operations.
+inline uint8_t quantize_one(float x, float scale, float zpf) {
+  float f = std::nearbyint(x / scale) + zpf;
+  f = f > 0.0f ? f : 0.0f;
+  f = f < 255.0f ? f : 255.0f;
+  return static_cast<uint8_t>(static_cast<int>(f));
+}
+
+// DynamicQuantizeLinear's rule: lo = min(0, min x), hi = max(0, max x), scale = (hi - lo) / 255 (1 if 0),
+// zp = round_half_even(clamp(0 - lo / scale, 0, 255)).
+QuantParams dynamic_params(float lo, float hi);
+// Parameters of a whole tensor (NaNs ignored).
+QuantParams dynamic_params(const QKernels& k, const float* x, int64_t n);
+
+}  // namespace inq

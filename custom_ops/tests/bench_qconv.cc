@@ -1,0 +1,138 @@
+// Speed check (not a test): integer qconv_forward against the float conv_forward on ResNet-18 layer shapes at
+// batch 1, serial and on two threads. Usage: bench_qconv [min seconds per measurement]
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <random>
+#include <thread>
+#include <vector>
+
+#include "kernels/conv.h"
+#include "kernels/qconv.h"
+
+using namespace inq;
+
+// One helper thread (spinning, yielding so that a loaded machine does not starve it): parallel_for splits tasks
+// between it and the caller.
+class SpinPool {
+ public:
+  SpinPool() : worker_([this] { loop(); }) {}
+  ~SpinPool() {
+    stop_.store(true);
+    worker_.join();
+  }
+  static void parallel_for(void* self, void (*fn)(void*, size_t), size_t total, void* usr) {
+    auto* p = static_cast<SpinPool*>(self);
+    p->fn_ = fn, p->usr_ = usr, p->total_ = total;
+    p->next_.store(0);
+    p->done_.store(0);
+    p->gen_.fetch_add(1, std::memory_order_release);
+    p->work();
+    while (p->done_.load(std::memory_order_acquire) != 1) std::this_thread::yield();
+  }
+
+ private:
+  void work() {
+    for (size_t i; (i = next_.fetch_add(1)) < total_;) fn_(usr_, i);
+  }
+  void loop() {
+    unsigned seen = 0;
+    while (!stop_.load()) {
+      if (gen_.load(std::memory_order_acquire) == seen) {
+        std::this_thread::yield();
+        continue;
+      }
+      seen = gen_.load();
+      work();
+      done_.store(1, std::memory_order_release);
+    }
+  }
+  void (*fn_)(void*, size_t) = nullptr;
+  void* usr_ = nullptr;
+  size_t total_ = 0;
+  std::atomic<size_t> next_{0};
+  std::atomic<int> done_{0};
+  std::atomic<unsigned> gen_{0};
+  std::atomic<bool> stop_{false};
+  std::thread worker_;
+};
+
+template <class F>
+static double time_ms(F&& f, double min_s) {
+  f();
+  double best = 1e30;
+  for (int rep = 0; rep < 5; ++rep) {
+    int iters = 0;
+    const auto t0 = std::chrono::steady_clock::now();
+    double el = 0;
+    do {
+      f();
+      ++iters;
+      el = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    } while (el < min_s / 5);
+    best = std::min(best, el * 1e3 / iters);
+  }
+  return best;
+}
+
+int main(int argc, char** argv) {
+  const double min_s = argc > 1 ? std::atof(argv[1]) : 0.5;
+  struct Layer { const char* name; int64_t c, hw, m, k, s, p, count; };
+  const Layer layers[] = {
+      {"conv1 7x7/2 3->64 @224", 3, 224, 64, 7, 2, 3, 1},   {"3x3 64->64 @56", 64, 56, 64, 3, 1, 1, 4},
+      {"3x3/2 64->128 @56", 64, 56, 128, 3, 2, 1, 1},       {"1x1/2 64->128 @56", 64, 56, 128, 1, 2, 0, 1},
+      {"3x3 128->128 @28", 128, 28, 128, 3, 1, 1, 3},       {"3x3/2 128->256 @28", 128, 28, 256, 3, 2, 1, 1},
+      {"1x1/2 128->256 @28", 128, 28, 256, 1, 2, 0, 1},     {"3x3 256->256 @14", 256, 14, 256, 3, 1, 1, 3},
+      {"3x3/2 256->512 @14", 256, 14, 512, 3, 2, 1, 1},     {"1x1/2 256->512 @14", 256, 14, 512, 1, 2, 0, 1},
+      {"3x3 512->512 @7", 512, 7, 512, 3, 1, 1, 3},
+  };
+  SpinPool spin;
+  const TaskRunner serial, two(&SpinPool::parallel_for, &spin);
+  std::mt19937 rng(1);
+  std::normal_distribution<float> nd;
+  std::printf("int8 path: %s, float kernel: %s\n", active_qkernels().name, active_kernel().name);
+  std::printf("%-22s %7s | %8s %8s %6s | %8s %8s %6s | %6s %6s\n", "layer", "GMAC", "f32 1t", "i8 1t", "x",
+              "f32 2t", "i8 2t", "x", "GOP/s", "(i8 2t)");
+  double tot[4] = {0, 0, 0, 0};
+  for (const Layer& L : layers) {
+    ConvGeometry g;
+    g.c = L.c, g.h = g.w = L.hw, g.m = L.m, g.kh = g.kw = L.k, g.sh = g.sw = L.s;
+    g.pad_t = g.pad_l = g.pad_b = g.pad_r = L.p;
+    g.oh = g.ow = (L.hw + 2 * L.p - L.k) / L.s + 1;
+    const int64_t kn = g.m * g.c * g.kh * g.kw;
+    std::vector<float> x(static_cast<size_t>(g.c * g.h * g.w)), wf(static_cast<size_t>(kn)), unit(static_cast<size_t>(g.m), 1.0f / 64),
+        bias(static_cast<size_t>(g.m)), y(static_cast<size_t>(g.m * g.oh * g.ow));
+    std::vector<int16_t> lv(static_cast<size_t>(kn));
+    for (auto& v : x) v = nd(rng);
+    for (auto& v : bias) v = nd(rng);
+    for (size_t i = 0; i < lv.size(); ++i) {
+      const int e = static_cast<int>(rng() % 8);
+      lv[i] = static_cast<int16_t>(e == 7 ? 0 : (rng() % 2 ? 1 : -1) * (1 << e));
+      wf[i] = lv[i] / 64.0f;
+    }
+    ConvWeights cw;
+    cw.prepare(active_kernel(), g.m, 1, g.c, g.kh, g.kw, wf);
+    QConvWeights qw;
+    qw.prepare(g.m, 1, g.c, g.kh, g.kw, lv.data(), unit.data());
+    Epilogue ep;
+    ep.bias = bias.data();
+    ep.activation = Activation::kRelu;
+    QuantParams q;
+    q.scale = 0.03f, q.zero_point = 128;
+    double t[4];
+    for (int th = 0; th < 2; ++th) {
+      const TaskRunner& r = th ? two : serial;
+      t[2 * th] = time_ms([&] { conv_forward(g, cw, x.data(), ep, y.data(), r); }, min_s);
+      t[2 * th + 1] = time_ms([&] { qconv_forward(g, qw, x.data(), q, ep, y.data(), r); }, min_s);
+    }
+    const double gmac = 1e-9 * g.m * g.oh * g.ow * g.c * g.kh * g.kw;
+    std::printf("%-22s %7.3f | %8.3f %8.3f %6.2f | %8.3f %8.3f %6.2f | %6.0f\n", L.name, gmac, t[0], t[1], t[0] / t[1],
+                t[2], t[3], t[2] / t[3], 2 * gmac / t[3] * 1e3);
+    for (int i = 0; i < 4; ++i) tot[i] += t[i] * L.count;
+  }
+  std::printf("%-22s %7s | %8.3f %8.3f %6.2f | %8.3f %8.3f %6.2f   (ms, layers weighted by count)\n", "ResNet-18 convs", "",
+              tot[0], tot[1], tot[0] / tot[1], tot[2], tot[3], tot[2] / tot[3]);
+  return 0;
+}

@@ -1,0 +1,292 @@
+// Integer-mode kernels against a scalar reference of the same integer arithmetic (quantize, int32 sums, one
+// float rescale), bit-exact (memcmp), for every integer ISA path this CPU supports, serial and threaded.
+#include <atomic>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "kernels/conv.h"
+#include "kernels/cpu_features.h"
+#include "kernels/qconv.h"
+#include "kernels/qgemm.h"
+
+using namespace inq;
+
+static int g_failures = 0;
+#define CHECK(cond, ...)                               \
+  do {                                                 \
+    if (!(cond)) {                                     \
+      ++g_failures;                                    \
+      std::printf("FAIL %s:%d: ", __FILE__, __LINE__); \
+      std::printf(__VA_ARGS__);                        \
+      std::printf("\n");                               \
+    }                                                  \
+  } while (0)
+
+// A two-thread ParallelFor, as onnxruntime's pool would call it.
+static void parallel_for(void*, void (*fn)(void*, size_t), size_t total, void* usr) {
+  std::atomic<size_t> next{0};
+  auto work = [&] {
+    for (size_t i; (i = next.fetch_add(1)) < total;) fn(usr, i);
+  };
+  std::thread t(work);
+  work();
+  t.join();
+}
+
+// ---- reference ----
+static QuantParams ref_params(const std::vector<float>& x, QuantParams q) {
+  if (q.scale > 0) return q;
+  float lo = 0, hi = 0;
+  for (float v : x) lo = std::fmin(lo, v), hi = std::fmax(hi, v);
+  QuantParams p;
+  p.scale = hi == lo ? 1.0f : (hi - lo) / 255.0f;
+  p.zero_point = static_cast<int32_t>(std::nearbyint(std::fmin(255.0f, std::fmax(0.0f, 0.0f - lo / p.scale))));
+  return p;
+}
+static int32_t ref_q(float x, QuantParams p) {
+  const int64_t v = static_cast<int64_t>(std::nearbyint(x / p.scale)) + p.zero_point;
+  return static_cast<int32_t>(v < 0 ? 0 : v > 255 ? 255 : v);
+}
+
+static std::vector<float> ref_conv(const ConvGeometry& g, const std::vector<int16_t>& lv, const std::vector<float>& unit,
+                                   const std::vector<float>& x, QuantParams q0, const Epilogue& ep) {
+  const QuantParams p = ref_params(x, q0);
+  std::vector<float> y(static_cast<size_t>(g.n * g.m * g.oh * g.ow));
+  const int64_t cg = g.cg(), mg = g.mg();
+  for (int64_t n = 0; n < g.n; ++n)
+    for (int64_t m = 0; m < g.m; ++m) {
+      const int64_t grp = m / mg;
+      int32_t rowsum = 0;
+      for (int64_t i = 0; i < cg * g.kh * g.kw; ++i) rowsum += lv[static_cast<size_t>(m * cg * g.kh * g.kw + i)];
+      for (int64_t oh = 0; oh < g.oh; ++oh)
+        for (int64_t ow = 0; ow < g.ow; ++ow) {
+          int32_t acc = 0;
+          for (int64_t c = 0; c < cg; ++c)
+            for (int64_t ki = 0; ki < g.kh; ++ki)
+              for (int64_t kj = 0; kj < g.kw; ++kj) {
+                const int64_t ih = oh * g.sh - g.pad_t + ki * g.dh, iw = ow * g.sw - g.pad_l + kj * g.dw;
+                const int32_t qv = (ih < 0 || ih >= g.h || iw < 0 || iw >= g.w)
+                                       ? p.zero_point
+                                       : ref_q(x[static_cast<size_t>(((n * g.c + grp * cg + c) * g.h + ih) * g.w + iw)], p);
+                acc += qv * lv[static_cast<size_t>(((m * cg + c) * g.kh + ki) * g.kw + kj)];
+              }
+          const int64_t idx = ((n * g.m + m) * g.oh + oh) * g.ow + ow;
+          y[static_cast<size_t>(idx)] = ep.apply(static_cast<float>(acc - p.zero_point * rowsum) * (unit[m] * p.scale), m, idx);
+        }
+    }
+  return y;
+}
+
+// ---- random data ----
+// Channel kinds: 4-bit-like levels (0, +-1..8), full range, +128 only, both +-128, -128 only.
+static void random_levels(std::mt19937& rng, int64_t rows, int64_t depth, std::vector<int16_t>* lv) {
+  lv->assign(static_cast<size_t>(rows * depth), 0);
+  for (int64_t r = 0; r < rows; ++r) {
+    const int kind = static_cast<int>(rng() % 5);
+    for (int64_t d = 0; d < depth; ++d) {
+      int v;
+      if (kind == 0) v = (rng() % 3 == 0) ? 0 : (rng() % 2 ? 1 : -1) * (1 << (rng() % 4));
+      else v = static_cast<int>(rng() % 257) - 128;
+      if (kind == 2 && v == -128) v = 0;
+      if (kind == 4 && v == 128) v = 0;
+      (*lv)[static_cast<size_t>(r * depth + d)] = static_cast<int16_t>(v);
+    }
+    const int64_t d0 = static_cast<int64_t>(rng() % depth), d1 = static_cast<int64_t>(rng() % depth);
+    if (kind == 2) (*lv)[static_cast<size_t>(r * depth + d0)] = 128;
+    if (kind == 3 && depth > 1 && d0 != d1) (*lv)[static_cast<size_t>(r * depth + d0)] = 128, (*lv)[static_cast<size_t>(r * depth + d1)] = -128;
+    if (kind == 4) (*lv)[static_cast<size_t>(r * depth + d0)] = -128;
+  }
+}
+
+static std::vector<const QKernels*> paths() {
+  std::vector<const QKernels*> v;
+  for (const char* n : {"generic", "avx2", "avx512vnni"})
+    if (const QKernels* k = qkernels_by_name(n)) v.push_back(k);
+  return v;
+}
+
+static Epilogue random_epilogue(std::mt19937& rng, const std::vector<float>& bias, const std::vector<float>& z) {
+  Epilogue ep;
+  const unsigned v = rng() % 12;
+  if (v & 1) ep.bias = bias.data();
+  if (v & 2) ep.summand = z.data();
+  ep.activation = (v >> 2) == 0 ? Activation::kNone : (v >> 2) == 1 ? Activation::kRelu : Activation::kClip;
+  ep.clip_min = -0.5f, ep.clip_max = 0.75f;
+  return ep;
+}
+
+static QuantParams random_quant(std::mt19937& rng) {
+  QuantParams q;
+  const unsigned v = rng() % 3;
+  if (v == 0) return q;  // dynamic
+  q.scale = std::ldexp(1.0f + static_cast<float>(rng() % 1000) / 1000.0f, -6 + static_cast<int>(rng() % 4));
+  q.zero_point = v == 1 ? 0 : static_cast<int32_t>(rng() % 256);
+  return q;
+}
+
+static void test_conv_random(int trials) {
+  std::mt19937 rng(7);
+  std::normal_distribution<float> nd;
+  const auto ks = paths();
+  const TaskRunner pool(parallel_for, nullptr);
+  for (int t = 0; t < trials; ++t) {
+    ConvGeometry g;
+    const bool one_d = rng() % 4 == 0;
+    g.n = 1 + rng() % 3;
+    const unsigned gk = rng() % 4;  // 0,1: dense, 2: two groups, 3: depthwise
+    const int64_t cg = gk == 3 ? 1 : 1 + rng() % 19;
+    g.group = gk == 2 ? 2 : gk == 3 ? 1 + rng() % 9 : 1;
+    g.c = cg * g.group;
+    const int64_t mg = gk == 3 ? 1 : (rng() % 6 == 0 ? 60 + rng() % 80 : 1 + rng() % 21);
+    g.m = mg * g.group;
+    g.kw = 1 + rng() % 7, g.sw = 1 + rng() % 3, g.dw = 1 + rng() % 2;
+    g.pad_l = rng() % 4, g.pad_r = rng() % 4;
+    if (!one_d) g.kh = 1 + rng() % 7, g.sh = 1 + rng() % 3, g.dh = 1 + rng() % 2, g.pad_t = rng() % 4, g.pad_b = rng() % 4;
+    g.h = one_d ? 1 : std::max<int64_t>(1, (g.kh - 1) * g.dh + 1 - g.pad_t - g.pad_b) + rng() % 12;
+    g.w = std::max<int64_t>(1, (g.kw - 1) * g.dw + 1 - g.pad_l - g.pad_r) + rng() % 40;
+    std::vector<int64_t> out, pads;
+    const std::string err = conv_output_shape({g.h, g.w}, {g.kh, g.kw}, {g.sh, g.sw}, {g.dh, g.dw},
+                                              {g.pad_t, g.pad_l, g.pad_b, g.pad_r}, AutoPad::kNotSet, &out, &pads);
+    if (!err.empty()) continue;
+    g.oh = out[0], g.ow = out[1];
+    std::vector<float> x(static_cast<size_t>(g.n * g.c * g.h * g.w)), unit(static_cast<size_t>(g.m)),
+        bias(static_cast<size_t>(g.m)), z(static_cast<size_t>(g.n * g.m * g.oh * g.ow));
+    for (auto& v : x) v = nd(rng) * (rng() % 2 ? 1.0f : 0.3f) + 0.2f;
+    for (auto& v : unit) v = std::ldexp(1.0f, -9 + static_cast<int>(rng() % 6));
+    for (auto& v : bias) v = nd(rng);
+    for (auto& v : z) v = nd(rng);
+    std::vector<int16_t> lv;
+    random_levels(rng, g.m, cg * g.kh * g.kw, &lv);
+    const QuantParams q = random_quant(rng);
+    const Epilogue ep = random_epilogue(rng, bias, z);
+    const std::vector<float> want = ref_conv(g, lv, unit, x, q, ep);
+    for (const QKernels* k : ks) {
+      QConvWeights w;
+      const std::string perr = w.prepare(g.m, g.group, cg, g.kh, g.kw, lv.data(), unit.data(), k);
+      CHECK(perr.empty(), "prepare: %s", perr.c_str());
+      for (int threaded = 0; threaded < 2; ++threaded) {
+        std::vector<float> y(want.size(), -7.0f);
+        qconv_forward(g, w, x.data(), q, ep, y.data(), threaded ? pool : TaskRunner());
+        const bool same = std::memcmp(y.data(), want.data(), want.size() * sizeof(float)) == 0;
+        CHECK(same,
+              "conv %s%s trial %d: n%lld c%lld %lldx%lld m%lld g%lld k%lldx%lld s%lldx%lld d%lldx%lld pads %lld,%lld,%lld,%lld "
+              "q(%g,%d) corr %lld",
+              k->name, threaded ? " threaded" : "", t, (long long)g.n, (long long)g.c, (long long)g.h, (long long)g.w,
+              (long long)g.m, (long long)g.group, (long long)g.kh, (long long)g.kw, (long long)g.sh, (long long)g.sw,
+              (long long)g.dh, (long long)g.dw, (long long)g.pad_t, (long long)g.pad_l, (long long)g.pad_b,
+              (long long)g.pad_r, q.scale, q.zero_point, (long long)w.correction_rows());
+        if (!same) {
+          for (size_t i = 0; i < want.size(); ++i)
+            if (std::memcmp(&y[i], &want[i], 4)) {
+              std::printf("  first diff at %zu: %.9g vs %.9g\n", i, y[i], want[i]);
+              break;
+            }
+        }
+      }
+    }
+  }
+}
+
+static void test_gemm_random(int trials) {
+  std::mt19937 rng(11);
+  std::normal_distribution<float> nd;
+  const auto ks = paths();
+  const TaskRunner pool(parallel_for, nullptr);
+  for (int t = 0; t < trials; ++t) {
+    const int64_t M = 1 + rng() % 40, K = 1 + rng() % 100, N = 1 + rng() % 150;
+    const bool ta = rng() % 2, tb = rng() % 2;
+    const float alpha = rng() % 2 ? 1.0f : 0.37f;
+    std::vector<float> a(static_cast<size_t>(M * K)), unit(static_cast<size_t>(N)), bias(static_cast<size_t>(N)),
+        z(static_cast<size_t>(M * N));
+    for (auto& v : a) v = nd(rng);
+    for (auto& v : unit) v = std::ldexp(1.0f, -9 + static_cast<int>(rng() % 6));
+    for (auto& v : bias) v = nd(rng);
+    for (auto& v : z) v = nd(rng);
+    std::vector<int16_t> rows;  // N x K
+    random_levels(rng, N, K, &rows);
+    std::vector<int16_t> b(rows.size());
+    for (int64_t j = 0; j < N; ++j)
+      for (int64_t d = 0; d < K; ++d) b[static_cast<size_t>(tb ? j * K + d : d * N + j)] = rows[static_cast<size_t>(j * K + d)];
+    const QuantParams q = random_quant(rng);
+    const Epilogue ep = random_epilogue(rng, bias, z);
+    const QuantParams p = ref_params(a, q);
+    std::vector<float> want(static_cast<size_t>(M * N));
+    for (int64_t i = 0; i < M; ++i)
+      for (int64_t j = 0; j < N; ++j) {
+        int32_t acc = 0, rs = 0;
+        for (int64_t d = 0; d < K; ++d) {
+          const int32_t l = rows[static_cast<size_t>(j * K + d)];
+          acc += ref_q(a[static_cast<size_t>(ta ? d * M + i : i * K + d)], p) * l;
+          rs += l;
+        }
+        want[static_cast<size_t>(i * N + j)] =
+            ep.apply(static_cast<float>(acc - p.zero_point * rs) * ((unit[j] * alpha) * p.scale), j, i * N + j);
+      }
+    for (const QKernels* k : ks) {
+      QGemmWeights w;
+      const std::string perr = w.prepare(K, N, tb, b.data(), unit.data(), alpha, k);
+      CHECK(perr.empty(), "prepare: %s", perr.c_str());
+      for (int threaded = 0; threaded < 2; ++threaded) {
+        std::vector<float> y(want.size(), -7.0f);
+        qgemm_forward(w, M, ta, a.data(), q, ep, y.data(), threaded ? pool : TaskRunner());
+        CHECK(std::memcmp(y.data(), want.data(), want.size() * sizeof(float)) == 0,
+              "gemm %s%s trial %d: M%lld K%lld N%lld ta%d tb%d", k->name, threaded ? " threaded" : "", t,
+              (long long)M, (long long)K, (long long)N, ta, tb);
+      }
+    }
+  }
+}
+
+static void test_prepare_checks() {
+  // Channel 0: +128 only (sign flip), 1: both (one correction row), 2: -128 only, 3: out of range.
+  const int16_t lv[4][4] = {{128, 3, 0, -5}, {128, -128, 2, 128}, {-128, 1, 1, 1}, {0, 0, 0, 0}};
+  const float unit[4] = {0.5f, 0.5f, 0.5f, 0.5f};
+  QConvWeights w;
+  CHECK(w.prepare(3, 1, 4, 1, 1, &lv[0][0], unit).empty(), "prepare");
+  CHECK(w.correction_rows() == 1, "correction rows %lld", (long long)w.correction_rows());
+  const int16_t bad[4] = {0, 129, 0, 0};
+  QConvWeights w2;
+  const std::string err = w2.prepare(1, 1, 4, 1, 1, bad, unit);
+  CHECK(err.find("129") != std::string::npos, "out-of-range level: '%s'", err.c_str());
+  QGemmWeights gw;
+  CHECK(!gw.prepare(4, 1, false, bad, unit, 1.0f).empty(), "gemm out-of-range level");
+  // Quantization: ties to even, saturation, NaN -> 0 (through a 1x1 conv with unit level).
+  const float xs[8] = {0.5f, 1.5f, 2.5f, -0.5f, 300.0f, -300.0f, std::nanf(""), 254.5f};
+  const int16_t one[1] = {1};
+  const float u1[1] = {1.0f};
+  for (const QKernels* k : paths()) {
+    QConvWeights id;
+    CHECK(id.prepare(1, 1, 1, 1, 1, one, u1, k).empty(), "prepare identity");
+    ConvGeometry g;
+    g.w = g.ow = 8;
+    float y[8];
+    QuantParams q;
+    q.scale = 1.0f;
+    qconv_forward(g, id, xs, q, Epilogue(), y, TaskRunner());
+    const float want[8] = {0, 2, 2, 0, 255, 0, 0, 254};
+    CHECK(std::memcmp(y, want, sizeof y) == 0, "%s quantize: %g %g %g %g %g %g %g %g", k->name, y[0], y[1], y[2], y[3],
+          y[4], y[5], y[6], y[7]);
+  }
+}
+
+int main(int argc, char** argv) {
+  const int trials = argc > 1 ? std::atoi(argv[1]) : 300;
+  std::printf("integer paths:");
+  for (const QKernels* k : paths()) std::printf(" %s", k->name);
+  std::printf(" (active %s)\n", active_qkernels().name);
+  test_prepare_checks();
+  test_conv_random(trials);
+  test_gemm_random(trials);
+  if (g_failures) {
+    std::printf("%d failure(s)\n", g_failures);
+    return 1;
+  }
+  std::printf("all integer kernel tests passed\n");
+  return 0;
+}
