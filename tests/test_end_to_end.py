@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from inq_onnx.api import quantize, validate
+from inq_onnx.api import convert, quantize, validate
 from inq_onnx.demo import DemoFiles, prepare_demo
 from inq_onnx.pipeline import QuantizeConfig
 
@@ -46,3 +46,15 @@ def test_inq_5_bit_keeps_accuracy(digits, labels, max_drop, tmp_path):
         for path in (digits.model, digits.val):
             shutil.copy(path, share)
         shutil.copy(output, Path(share) / digits.quantized.name)
+
+
+@pytest.mark.parametrize("bits", [4, 5])
+def test_int8_activations_cost_at_most_half_a_point(digits, bits, tmp_path):
+    """The same INQ weights in float mode and with int8 activations (calibrated on the training data)."""
+    float_mode, int8 = tmp_path / "float.onnx", tmp_path / "int8.onnx"
+    quantize(digits.model, QuantizeConfig(bits=bits), digits.train, float_mode)
+    _, report = convert(float_mode, int8, "int8", digits.train)
+    assert report.static and len(report.integer_nodes) == 4 and not report.float_nodes
+    accuracy_float = validate(digits.model, float_mode, digits.val).accuracy_quantized
+    accuracy_int8 = validate(digits.model, int8, digits.val).accuracy_quantized
+    assert accuracy_int8 >= accuracy_float - 0.005

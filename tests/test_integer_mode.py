@@ -173,7 +173,8 @@ def test_every_integer_kernel_path_gives_the_same_bits(tmp_path, bits):
     for isa in ("generic", "avx2", "avx512vnni"):
         env = {**os.environ, "INQ_ONNX_QISA": isa}
         args = [tmp_path / "m.onnx", tmp_path / "x.npy", tmp_path / f"{isa}.npy"]
-        subprocess.run([sys.executable, "-c", _RUN_ONE, *args], check=True, env=env)
+        # From tmp_path: the installed inq_onnx, not a source tree in the working directory.
+        subprocess.run([sys.executable, "-c", _RUN_ONE, *args], check=True, env=env, cwd=tmp_path)
         outputs[isa] = np.load(tmp_path / f"{isa}.npy")
     assert outputs["generic"].tobytes() == outputs["avx2"].tobytes() == outputs["avx512vnni"].tobytes()
 
