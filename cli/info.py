@@ -22,8 +22,10 @@ def command(model, as_json):
     if report.layers:
         rows = [(l.node, l.op_type, l.bits,
                  "-" if l.exponent_min is None else f"2^{l.exponent_min}..2^{l.exponent_max}",
-                 percent(l.zero_fraction), l.parameters, l.packed_bytes, l.float_bytes) for l in report.layers]
-        click.echo(table(["layer", "op", "bits", "exponents", "zeros", "weights", "bytes", "fp32 bytes"], rows))
+                 percent(l.zero_fraction), l.parameters, l.packed_bytes, l.float_bytes, l.activations,
+                 l.fused or "-") for l in report.layers]
+        click.echo(table(["layer", "op", "bits", "exponents", "zeros", "weights", "bytes", "fp32 bytes",
+                          "inputs", "fused"], rows))
     else:
         click.echo("No com.inq layers: a float model.")
     if report.float_layers:

@@ -28,6 +28,8 @@ class LayerInfo:
     zero_fraction: float
     parameters: int
     packed_bytes: int
+    activations: str = "float"  # "int8" when the node quantizes its input (integer mode)
+    fused: str = ""  # what the node computes after the product: "+Z", "Relu", "+Z,Relu", ...
 
     @property
     def float_bytes(self) -> int:
@@ -75,8 +77,18 @@ class ModelInfo:
         return data
 
 
+def _fused(node: onnx.NodeProto) -> str:
+    attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+    activation = attrs.get("activation", b"")
+    parts = ["+Z"] if len(node.input) > 3 and node.input[3] else []
+    if activation:
+        parts.append(activation.decode() if isinstance(activation, bytes) else activation)
+    return ",".join(parts)
+
+
 def _layer_info(node: onnx.NodeProto, initializers: dict) -> LayerInfo:
     packed = packed_weight(node, initializers)
+    integer = any(a.name == "quantize_input" and a.s for a in node.attribute)
     codes = packed.codes()
     magnitude = codes & ((1 << (packed.bits - 1)) - 1)
     nonzero = magnitude != 0
@@ -86,7 +98,8 @@ def _layer_info(node: onnx.NodeProto, initializers: dict) -> LayerInfo:
         exponent_min=int(exponents.min()) if exponents.size else None,
         exponent_max=int(exponents.max()) if exponents.size else None,
         zero_fraction=float(1.0 - nonzero.mean()) if codes.size else 0.0,
-        parameters=int(codes.size), packed_bytes=int(packed.data.size))
+        parameters=int(codes.size), packed_bytes=int(packed.data.size), activations="int8" if integer else "float",
+        fused=_fused(node))
 
 
 def model_info(model: onnx.ModelProto) -> ModelInfo:

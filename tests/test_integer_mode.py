@@ -68,12 +68,14 @@ def test_conv_equals_conv_of_the_quantized_input(shape, bits, static):
     assert 1e-4 < relative_error(got, float_mode) < 0.05
 
 
-@pytest.mark.parametrize("trans_a, trans_b, c_shape", [(0, 0, (7,)), (0, 1, (1, 7)), (1, 0, (5, 7)), (1, 1, (5, 1))])
+@pytest.mark.parametrize("trans_a, trans_b, c_shape", [(0, 0, (7,)), (0, 1, (1, 7)), (1, 0, (-1, 7)), (1, 1, (-1, 1))])
 @pytest.mark.parametrize("bits", [4, 5])
-def test_gemm_equals_gemm_of_the_quantized_input(trans_a, trans_b, c_shape, bits):
+@pytest.mark.parametrize("rows", [1, 3, 6])  # the code GEMV takes up to 4 rows, the blocked GEMM more
+def test_gemm_equals_gemm_of_the_quantized_input(trans_a, trans_b, c_shape, bits, rows):
+    c_shape = tuple(rows if d == -1 else d for d in c_shape)
     model = one_gemm(40, 7, trans_a, trans_b, c_shape, bits)
     result = quantize_model(model, QuantizeConfig(bits=bits, retrain=False))
-    a = np.random.default_rng(2).standard_normal((40, 5) if trans_a else (5, 40)).astype(np.float32)
+    a = np.random.default_rng(2).standard_normal((40, rows) if trans_a else (rows, 40)).astype(np.float32)
     # Static scales from the data where samples lie along axis 0, else computed per run.
     model, report = set_activations(result.model, "int8", None if trans_a else {"a": a})
     assert report.static == (not trans_a)

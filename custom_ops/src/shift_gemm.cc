@@ -1,4 +1,5 @@
-// ShiftGemm kernel: Y = alpha * A' * decode(B_packed)' + beta * C, tasks over (M block, N block).
+// ShiftGemm kernel: Y = alpha * A' * decode(B_packed)' + beta * C: a code GEMV for a few rows of A, else a
+// blocked GEMM with tasks over (M block, N block).
 #include "shift_gemm.h"
 
 #include <algorithm>
@@ -41,72 +42,78 @@ Status ShiftGemm::init(const OrtKernelInfo* info) {
 
   TensorRef packed;
   INQ_RETURN_IF_ERROR(constant_input(api_, info, 1, &packed));
-  if (packed.present && integer_) {
-    auto b = std::make_unique<QGemmWeights>();
-    INQ_RETURN_IF_ERROR(decode_integer(packed, b.get()));
-    constant_qb_ = std::move(b);
-  } else if (packed.present) {
-    auto b = std::make_unique<PrepackedPanels>();
-    INQ_RETURN_IF_ERROR(decode(packed, b.get()));
+  if (packed.present) {
+    auto b = std::make_unique<GemmWeights>();
+    INQ_RETURN_IF_ERROR(prepare(packed, b.get()));
     constant_b_ = std::move(b);
   }
   return Status();
 }
 
-Status ShiftGemm::decode(const TensorRef& packed, PrepackedPanels* out) const {
-  std::vector<float> dense;
-  INQ_RETURN_IF_ERROR(decode_packed(packed, weight_, prefix(), "B_packed", &dense));
-  // B operand: rows n, depth k.
-  if (trans_b_) out->pack(dense.data(), k_, 1, n_, k_, active_kernel().nr);
-  else out->pack(dense.data(), 1, n_, n_, k_, active_kernel().nr);
-  return Status();
-}
-
-Status ShiftGemm::decode_integer(const TensorRef& packed, QGemmWeights* out) const {
+Status ShiftGemm::prepare(const TensorRef& packed, GemmWeights* out) const {
   const std::string where = prefix() + "B_packed";
   if (packed.shape.size() != 1) return Status::Invalid(where + ": must be 1-D");
   const std::string size_err = check_packed_size(packed.count, weight_.bits, weight_.shape);
   if (!size_err.empty()) return Status::Invalid(where + ": " + size_err);
-  std::vector<int16_t> levels(static_cast<size_t>(element_count(weight_.shape)));
-  std::vector<float> unit;
-  std::string err = decode_levels(static_cast<const uint8_t*>(packed.data), packed.count, weight_.bits,
-                                  weight_.shape, weight_.exponent_base, weight_.channel_axis, levels.data(), &unit);
-  if (!err.empty()) return Status::Invalid(where + ": " + err);
-  if (unit.size() == 1) unit.assign(static_cast<size_t>(n_), unit[0]);
-  err = out->prepare(k_, n_, trans_b_, levels.data(), unit.data(), alpha_);
-  if (!err.empty()) return Status::Invalid(where + ": " + err);
-  return Status();
+  const auto* bytes = static_cast<const uint8_t*>(packed.data);
+  out->codes.assign(bytes, bytes + packed.count);
+  CodeWeights codes;
+  codes.packed = out->codes.data();
+  codes.packed_bytes = static_cast<int64_t>(out->codes.size());
+  codes.bits = weight_.bits;
+  codes.k = k_, codes.n = n_, codes.trans = trans_b_;
+  codes.exponent_base = weight_.exponent_base;
+  // The GEMV refuses only what it cannot hold exactly (integer levels beyond 8 powers of two, say); then the
+  // blocked GEMM takes every batch size, and is packed now so that its own errors surface at load.
+  out->gemv = (integer_ ? out->gemv_int.prepare(codes) : out->gemv_float.prepare(codes)).empty();
+  return out->gemv ? Status() : blocked_operand(*out);
 }
 
-Status ShiftGemm::compute_integer(OrtKernelContext* ctx, const TensorRef& a, const TensorRef& c, int64_t m,
-                                  int64_t c_rows, int64_t c_cols, float* y) const {
-  QGemmWeights runtime_b;
-  const QGemmWeights* qb = constant_qb_.get();
-  if (!qb) {
-    TensorRef packed;
-    INQ_RETURN_IF_ERROR(input(api_, ctx, 1, &packed));
-    INQ_RETURN_IF_ERROR(decode_integer(packed, &runtime_b));
-    qb = &runtime_b;
-  }
-  Epilogue ep = fused_;
-  std::vector<float> bias, summand;
-  if (c.present && beta_ != 0.0f) {
-    const float* cd = static_cast<const float*>(c.data);
-    if (c_rows == 1 && c_cols == n_) {  // one value per column: the bias
-      bias.assign(cd, cd + n_);
-      for (float& v : bias) v *= beta_;
-      ep.bias = bias.data();
-    } else {  // any other broadcast: expanded to (M, N)
-      summand.resize(static_cast<size_t>(m * n_));
-      for (int64_t i = 0; i < m; ++i)
-        for (int64_t j = 0; j < n_; ++j)
-          summand[i * n_ + j] = beta_ * cd[(c_rows == 1 ? 0 : i * c_cols) + (c_cols == 1 ? 0 : j)];
-      ep.summand = summand.data();
+Status ShiftGemm::blocked_operand(const GemmWeights& w) const {
+  std::call_once(w.packed_once, [&] {
+    const std::string where = prefix() + "B_packed";
+    const int64_t count = element_count(weight_.shape);
+    if (integer_) {
+      std::vector<int16_t> levels(static_cast<size_t>(count));
+      std::vector<float> unit;
+      std::string err = decode_levels(w.codes.data(), static_cast<int64_t>(w.codes.size()), weight_.bits,
+                                      weight_.shape, weight_.exponent_base, weight_.channel_axis, levels.data(), &unit);
+      if (err.empty()) {
+        if (unit.size() == 1) unit.assign(static_cast<size_t>(n_), unit[0]);
+        err = w.levels.prepare(k_, n_, trans_b_, levels.data(), unit.data(), alpha_);
+      }
+      if (!err.empty()) w.packed_status = Status::Invalid(where + ": " + err);
+      return;
     }
+    std::vector<float> dense(static_cast<size_t>(count));
+    const std::string err = decode_weights(w.codes.data(), static_cast<int64_t>(w.codes.size()), weight_.bits,
+                                           weight_.shape, weight_.exponent_base, weight_.channel_axis, dense.data());
+    if (!err.empty()) {
+      w.packed_status = Status::Invalid(where + ": " + err);
+      return;
+    }
+    // B operand: rows n, depth k.
+    if (trans_b_) w.panels.pack(dense.data(), k_, 1, n_, k_, active_kernel().nr);
+    else w.panels.pack(dense.data(), 1, n_, n_, k_, active_kernel().nr);
+  });
+  return w.packed_status;
+}
+
+void ShiftGemm::c_epilogue(const TensorRef& c, int64_t m, int64_t c_rows, int64_t c_cols,
+                           std::vector<float>* storage, Epilogue* ep) const {
+  if (!c.present || beta_ == 0.0f) return;
+  const float* cd = static_cast<const float*>(c.data);
+  if (c_rows == 1 && c_cols == n_) {  // one value per column: the bias
+    storage->assign(cd, cd + n_);
+    for (float& v : *storage) v *= beta_;
+    ep->bias = storage->data();
+    return;
   }
-  OrtTaskRunner pool(api_, ctx);
-  qgemm_forward(*qb, m, trans_a_, static_cast<const float*>(a.data), x_quant_, ep, y, pool.runner);
-  return Status();
+  storage->resize(static_cast<size_t>(m * n_));  // any other broadcast, expanded
+  for (int64_t i = 0; i < m; ++i)
+    for (int64_t j = 0; j < n_; ++j)
+      (*storage)[i * n_ + j] = beta_ * cd[(c_rows == 1 ? 0 : i * c_cols) + (c_cols == 1 ? 0 : j)];
+  ep->summand = storage->data();
 }
 
 Status ShiftGemm::compute(OrtKernelContext* ctx) const {
@@ -120,7 +127,6 @@ Status ShiftGemm::compute(OrtKernelContext* ctx) const {
   if (ka != k_)
     return Status::Invalid(prefix() + "A has shape " + shape_str(a.shape) + " with K = " + std::to_string(ka) +
                            " but the weight has K = " + std::to_string(k_));
-  const bool use_c = c.present && beta_ != 0.0f;
   int64_t c_rows = 1, c_cols = 1;
   if (c.present) {
     const auto& cs = c.shape;
@@ -132,29 +138,57 @@ Status ShiftGemm::compute(OrtKernelContext* ctx) const {
       return Status::Invalid(prefix() + "C has shape " + shape_str(cs) + ", not unidirectionally broadcastable to " +
                              shape_str({m, n_}));
   }
-
-  if (integer_) {
-    TensorRef y;
-    INQ_RETURN_IF_ERROR(output(api_, ctx, 0, {m, n_}, &y));
-    if (y.count == 0) return Status();
-    return compute_integer(ctx, a, c, m, c_rows, c_cols, static_cast<float*>(y.data));
-  }
-  PrepackedPanels runtime_b;
-  const PrepackedPanels* bp = constant_b_.get();
-  if (!bp) {
-    TensorRef packed;
-    INQ_RETURN_IF_ERROR(input(api_, ctx, 1, &packed));
-    INQ_RETURN_IF_ERROR(decode(packed, &runtime_b));
-    bp = &runtime_b;
+  std::unique_ptr<GemmWeights> runtime_b;
+  const GemmWeights* w = constant_b_.get();
+  if (!w) {
+    TensorRef packed_input;
+    INQ_RETURN_IF_ERROR(input(api_, ctx, 1, &packed_input));
+    runtime_b = std::make_unique<GemmWeights>();
+    INQ_RETURN_IF_ERROR(prepare(packed_input, runtime_b.get()));
+    w = runtime_b.get();
   }
   TensorRef y;
   INQ_RETURN_IF_ERROR(output(api_, ctx, 0, {m, n_}, &y));
   if (y.count == 0) return Status();
-
-  const MicroKernel& uk = active_kernel();
-  const float* ad = static_cast<const float*>(a.data);
-  const float* cd = use_c ? static_cast<const float*>(c.data) : nullptr;
   float* yd = static_cast<float*>(y.data);
+  const float* ad = static_cast<const float*>(a.data);
+  OrtTaskRunner pool(api_, ctx);
+
+  if (w->gemv && m <= GemmWeights::kGemvRows) {
+    std::vector<float> rows;  // A' row-major when A is given transposed
+    if (trans_a_) {
+      rows.resize(static_cast<size_t>(m * k_));
+      for (int64_t i = 0; i < m; ++i)
+        for (int64_t d = 0; d < k_; ++d) rows[i * k_ + d] = ad[d * m + i];
+      ad = rows.data();
+    }
+    Epilogue ep = fused_;
+    std::vector<float> c_storage;
+    c_epilogue(c, m, c_rows, c_cols, &c_storage, &ep);
+    const std::string err =
+        integer_ ? w->gemv_int.run(ad, k_, m, CodeQuant{x_quant_.scale, x_quant_.zero_point}, alpha_, ep, yd, n_,
+                                   pool.runner)
+                 : w->gemv_float.run(ad, k_, m, alpha_, ep, yd, n_, pool.runner);
+    if (!err.empty()) return Status(ORT_RUNTIME_EXCEPTION, prefix() + err);
+    return Status();
+  }
+  INQ_RETURN_IF_ERROR(blocked_operand(*w));
+  if (integer_) {
+    Epilogue ep = fused_;
+    std::vector<float> c_storage;
+    c_epilogue(c, m, c_rows, c_cols, &c_storage, &ep);
+    qgemm_forward(w->levels, m, trans_a_, ad, x_quant_, ep, yd, pool.runner);
+    return Status();
+  }
+  const bool use_c = c.present && beta_ != 0.0f;
+  float_gemm(*w, ad, m, use_c ? static_cast<const float*>(c.data) : nullptr, c_rows, c_cols, yd, pool.runner);
+  return Status();
+}
+
+void ShiftGemm::float_gemm(const GemmWeights& w, const float* ad, int64_t m, const float* cd, int64_t c_rows,
+                           int64_t c_cols, float* yd, const TaskRunner& runner) const {
+  const MicroKernel& uk = active_kernel();
+  const PrepackedPanels* bp = &w.panels;
   const StridedPanels a_src(ad, trans_a_ ? 1 : k_, trans_a_ ? m : 1);
 
   // Tasks: blocks of up to 192 rows x 256 columns, smaller blocks of columns if that gives too few tasks.
@@ -169,9 +203,7 @@ Status ShiftGemm::compute(OrtKernelContext* ctx) const {
   const int64_t n = n_, k = k_;
   const float alpha = alpha_, beta = beta_;
   const Epilogue& fused = fused_;
-  OrtTaskRunner pool(api_, ctx);
-  pool.runner.run(static_cast<size_t>(row_blocks * col_blocks), [&](size_t t) {
-    const int64_t i0 = static_cast<int64_t>(t) / col_blocks * mb, j0 = static_cast<int64_t>(t) % col_blocks * nb;
+  runner.run(static_cast<size_t>(row_blocks * col_blocks), [&](size_t t) {    const int64_t i0 = static_cast<int64_t>(t) / col_blocks * mb, j0 = static_cast<int64_t>(t) % col_blocks * nb;
     const int64_t mi = std::min(mb, m - i0), nj = std::min(nb, n - j0);
     if (cd) {
       for (int64_t i = 0; i < mi; ++i) {
@@ -199,7 +231,6 @@ Status ShiftGemm::compute(OrtKernelContext* ctx) const {
     gemm(uk, args);
     if (fused.activation != Activation::kNone) finish_rows(fused, args.c, n, args.c, n, mi, nj, nullptr, 0);
   });
-  return Status();
 }
 
 }  // namespace inq

@@ -2,14 +2,31 @@
 #pragma once
 
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
+#include "kernels/code_gemv.h"
 #include "kernels/qgemm.h"
 #include "kernels/sgemm.h"
 #include "ort_util.h"
 
 namespace inq {
+
+// B prepared for both shapes of A: few rows (batch 1 to kGemvRows) run a GEMV that decodes the compact codes in
+// registers, so the weights stay 1 byte or half a byte each in memory; more rows run a blocked GEMM whose
+// operand (float panels, or integer levels in integer mode) is packed on first use.
+struct GemmWeights {
+  static constexpr int64_t kGemvRows = 4;
+  std::vector<uint8_t> codes;  // the packed bytes, for the GEMM operand packed later
+  bool gemv = false;           // the code GEMV took these weights (it refuses what it cannot hold exactly)
+  CodeGemvFloat gemv_float;
+  CodeGemvInt gemv_int;
+  mutable std::once_flag packed_once;
+  mutable Status packed_status;
+  mutable PrepackedPanels panels;  // float mode: B as n x k panels
+  mutable QGemmWeights levels;     // integer mode
+};
 
 class ShiftGemm {
  public:
@@ -17,17 +34,20 @@ class ShiftGemm {
   static OpSpec spec();
 
   explicit ShiftGemm(const OrtApi* api) : api_(api) {}
-  // Reads and checks the attributes; decodes and pre-packs B if B_packed is an initializer.
+  // Reads and checks the attributes; prepares B if B_packed is an initializer.
   Status init(const OrtKernelInfo* info);
   Status compute(OrtKernelContext* ctx) const;
   const OrtApi* api() const { return api_; }
 
  private:
-  Status decode(const TensorRef& packed, PrepackedPanels* out) const;
-  Status decode_integer(const TensorRef& packed, QGemmWeights* out) const;
-  // Integer mode: beta * C becomes the epilogue's per-column bias or an expanded summand.
-  Status compute_integer(OrtKernelContext* ctx, const TensorRef& a, const TensorRef& c, int64_t m, int64_t c_rows,
-                         int64_t c_cols, float* y) const;
+  Status prepare(const TensorRef& packed, GemmWeights* out) const;
+  // The blocked-GEMM operand of `w`, packed once.
+  Status blocked_operand(const GemmWeights& w) const;
+  // beta * C as the epilogue's per-column bias or, for other broadcasts, an expanded (M, N) summand.
+  void c_epilogue(const TensorRef& c, int64_t m, int64_t c_rows, int64_t c_cols, std::vector<float>* storage,
+                  Epilogue* ep) const;
+  void float_gemm(const GemmWeights& w, const float* a, int64_t m, const float* c, int64_t c_rows, int64_t c_cols,
+                  float* y, const TaskRunner& runner) const;
   std::string prefix() const;
 
   const OrtApi* api_;
@@ -38,8 +58,7 @@ class ShiftGemm {
   Epilogue fused_;  // the fused activation, applied after alpha * A' * B' + beta * C
   bool integer_ = false;  // integer mode: uint8 A, integer levels, int32 accumulation
   QuantParams x_quant_;   // static quantization of A, or dynamic (scale 0)
-  std::unique_ptr<QGemmWeights> constant_qb_;  // integer mode, when B_packed is a constant initializer
-  std::unique_ptr<PrepackedPanels> constant_b_;  // B as n x k panels, when B_packed is a constant initializer
+  std::unique_ptr<GemmWeights> constant_b_;  // when B_packed is a constant initializer
 };
 
 }  // namespace inq

@@ -22,7 +22,8 @@
 
 using namespace inq;
 
-// Persistent pool: workers spin on a generation counter (benchmark only; 2 cores, no oversubscription).
+// Persistent pool: workers spin on a generation counter, yielding so a busy machine cannot stall a whole time
+// slice (benchmark only).
 class SpinPool {
  public:
   explicit SpinPool(int threads) {
@@ -45,15 +46,19 @@ class SpinPool {
     done_.store(0);
     gen_.fetch_add(1);
     work();
-    while (done_.load() != workers_.size()) _mm_pause();
+    while (done_.load() != workers_.size()) relax();
+  }
+  static void relax() {
+    for (int i = 0; i < 64; ++i) _mm_pause();
+    std::this_thread::yield();
   }
   void work() {
     for (size_t i; (i = next_.fetch_add(1)) < total_;) fn_(usr_, i);
   }
   void loop() {
-    unsigned seen = gen_.load();
+    unsigned seen = 0;  // not gen_.load(): the first run may already have started
     for (;;) {
-      while (gen_.load() == seen) _mm_pause();
+      while (gen_.load() == seen) relax();
       seen = gen_.load();
       if (stop_.load()) return;
       work();

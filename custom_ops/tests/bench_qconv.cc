@@ -1,10 +1,13 @@
-// Speed check (not a test): integer qconv_forward against the float conv_forward on ResNet-18 layer shapes at
-// batch 1, serial and on two threads. Usage: bench_qconv [min seconds per measurement]
+// Speed check (not a test): integer qconv_forward against the float conv_forward on ResNet-18 layer shapes (and
+// MobileNet-v1's depthwise ones) at batch 1, serial (thread CPU time, robust on a loaded machine) and on two
+// threads (wall time). Usage: bench_qconv [min seconds per measurement] [resnet|dw|all] [name filter] [1t]
 #include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
+#include <ctime>
 #include <random>
 #include <thread>
 #include <vector>
@@ -59,49 +62,71 @@ class SpinPool {
   std::thread worker_;
 };
 
+static double thread_cpu_s() {
+  timespec ts;
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return static_cast<double>(ts.tv_sec) + 1e-9 * static_cast<double>(ts.tv_nsec);
+}
+
+// Best of many single calls: thread CPU time when `cpu` (serial runs), else wall time.
 template <class F>
-static double time_ms(F&& f, double min_s) {
+static double time_ms(F&& f, double min_s, bool cpu) {
   f();
   double best = 1e30;
-  for (int rep = 0; rep < 5; ++rep) {
-    int iters = 0;
+  const auto start = std::chrono::steady_clock::now();
+  int iters = 0;
+  do {
+    const double c0 = thread_cpu_s();
     const auto t0 = std::chrono::steady_clock::now();
-    double el = 0;
-    do {
-      f();
-      ++iters;
-      el = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    } while (el < min_s / 5);
-    best = std::min(best, el * 1e3 / iters);
-  }
+    f();
+    const double el = cpu ? thread_cpu_s() - c0
+                          : std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    best = std::min(best, el * 1e3);
+    ++iters;
+  } while (iters < 20 || std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() < min_s);
   return best;
 }
 
 int main(int argc, char** argv) {
   const double min_s = argc > 1 ? std::atof(argv[1]) : 0.5;
-  struct Layer { const char* name; int64_t c, hw, m, k, s, p, count; };
-  const Layer layers[] = {
-      {"conv1 7x7/2 3->64 @224", 3, 224, 64, 7, 2, 3, 1},   {"3x3 64->64 @56", 64, 56, 64, 3, 1, 1, 4},
-      {"3x3/2 64->128 @56", 64, 56, 128, 3, 2, 1, 1},       {"1x1/2 64->128 @56", 64, 56, 128, 1, 2, 0, 1},
-      {"3x3 128->128 @28", 128, 28, 128, 3, 1, 1, 3},       {"3x3/2 128->256 @28", 128, 28, 256, 3, 2, 1, 1},
-      {"1x1/2 128->256 @28", 128, 28, 256, 1, 2, 0, 1},     {"3x3 256->256 @14", 256, 14, 256, 3, 1, 1, 3},
-      {"3x3/2 256->512 @14", 256, 14, 512, 3, 2, 1, 1},     {"1x1/2 256->512 @14", 256, 14, 512, 1, 2, 0, 1},
-      {"3x3 512->512 @7", 512, 7, 512, 3, 1, 1, 3},
+  const char* set = argc > 2 ? argv[2] : "resnet";
+  const char* filter = argc > 3 ? argv[3] : "";
+  const bool only1 = argc > 4 && std::strcmp(argv[4], "1t") == 0;
+  struct Layer { const char* name; int64_t c, hw, m, k, s, p, count, group; };
+  const Layer resnet[] = {
+      {"conv1 7x7/2 3->64 @224", 3, 224, 64, 7, 2, 3, 1, 1},   {"3x3 64->64 @56", 64, 56, 64, 3, 1, 1, 4, 1},
+      {"3x3/2 64->128 @56", 64, 56, 128, 3, 2, 1, 1, 1},       {"1x1/2 64->128 @56", 64, 56, 128, 1, 2, 0, 1, 1},
+      {"3x3 128->128 @28", 128, 28, 128, 3, 1, 1, 3, 1},       {"3x3/2 128->256 @28", 128, 28, 256, 3, 2, 1, 1, 1},
+      {"1x1/2 128->256 @28", 128, 28, 256, 1, 2, 0, 1, 1},     {"3x3 256->256 @14", 256, 14, 256, 3, 1, 1, 3, 1},
+      {"3x3/2 256->512 @14", 256, 14, 512, 3, 2, 1, 1, 1},     {"1x1/2 256->512 @14", 256, 14, 512, 1, 2, 0, 1, 1},
+      {"3x3 512->512 @7", 512, 7, 512, 3, 1, 1, 3, 1},
   };
+  const Layer dw[] = {
+      {"dw 32 @112", 32, 112, 32, 3, 1, 1, 1, 32},        {"dw/2 64 @112", 64, 112, 64, 3, 2, 1, 1, 64},
+      {"dw 128 @56", 128, 56, 128, 3, 1, 1, 1, 128},      {"dw/2 128 @56", 128, 56, 128, 3, 2, 1, 1, 128},
+      {"dw 256 @28", 256, 28, 256, 3, 1, 1, 1, 256},      {"dw/2 256 @28", 256, 28, 256, 3, 2, 1, 1, 256},
+      {"dw 512 @14", 512, 14, 512, 3, 1, 1, 5, 512},      {"dw/2 512 @14", 512, 14, 512, 3, 2, 1, 1, 512},
+      {"dw 1024 @7", 1024, 7, 1024, 3, 1, 1, 1, 1024},
+  };
+  std::vector<Layer> layers;
+  if (std::strcmp(set, "dw") != 0) layers.insert(layers.end(), std::begin(resnet), std::end(resnet));
+  if (std::strcmp(set, "resnet") != 0) layers.insert(layers.end(), std::begin(dw), std::end(dw));
   SpinPool spin;
   const TaskRunner serial, two(&SpinPool::parallel_for, &spin);
   std::mt19937 rng(1);
   std::normal_distribution<float> nd;
-  std::printf("int8 path: %s, float kernel: %s\n", active_qkernels().name, active_kernel().name);
-  std::printf("%-22s %7s | %8s %8s %6s | %8s %8s %6s | %6s %6s\n", "layer", "GMAC", "f32 1t", "i8 1t", "x",
-              "f32 2t", "i8 2t", "x", "GOP/s", "(i8 2t)");
+  std::printf("int8 path: %s, float kernel: %s; 1t: thread CPU ms, 2t: wall ms (best of runs)\n", active_qkernels().name,
+              active_kernel().name);
+  std::printf("%-22s %7s | %8s %8s %6s | %8s %8s %6s | %6s\n", "layer", "GMAC", "f32 1t", "i8 1t", "x",
+              "f32 2t", "i8 2t", "x", "GOP/s");
   double tot[4] = {0, 0, 0, 0};
   for (const Layer& L : layers) {
+    if (*filter && !std::strstr(L.name, filter)) continue;
     ConvGeometry g;
-    g.c = L.c, g.h = g.w = L.hw, g.m = L.m, g.kh = g.kw = L.k, g.sh = g.sw = L.s;
+    g.c = L.c, g.h = g.w = L.hw, g.m = L.m, g.kh = g.kw = L.k, g.sh = g.sw = L.s, g.group = L.group;
     g.pad_t = g.pad_l = g.pad_b = g.pad_r = L.p;
     g.oh = g.ow = (L.hw + 2 * L.p - L.k) / L.s + 1;
-    const int64_t kn = g.m * g.c * g.kh * g.kw;
+    const int64_t cg = g.c / g.group, kn = g.m * cg * g.kh * g.kw;
     std::vector<float> x(static_cast<size_t>(g.c * g.h * g.w)), wf(static_cast<size_t>(kn)), unit(static_cast<size_t>(g.m), 1.0f / 64),
         bias(static_cast<size_t>(g.m)), y(static_cast<size_t>(g.m * g.oh * g.ow));
     std::vector<int16_t> lv(static_cast<size_t>(kn));
@@ -113,26 +138,26 @@ int main(int argc, char** argv) {
       wf[i] = lv[i] / 64.0f;
     }
     ConvWeights cw;
-    cw.prepare(active_kernel(), g.m, 1, g.c, g.kh, g.kw, wf);
+    cw.prepare(active_kernel(), g.m, g.group, cg, g.kh, g.kw, wf);
     QConvWeights qw;
-    qw.prepare(g.m, 1, g.c, g.kh, g.kw, lv.data(), unit.data());
+    qw.prepare(g.m, g.group, cg, g.kh, g.kw, lv.data(), unit.data());
     Epilogue ep;
     ep.bias = bias.data();
     ep.activation = Activation::kRelu;
     QuantParams q;
     q.scale = 0.03f, q.zero_point = 128;
-    double t[4];
-    for (int th = 0; th < 2; ++th) {
+    double t[4] = {0, 0, 0, 0};
+    for (int th = 0; th < (only1 ? 1 : 2); ++th) {
       const TaskRunner& r = th ? two : serial;
-      t[2 * th] = time_ms([&] { conv_forward(g, cw, x.data(), ep, y.data(), r); }, min_s);
-      t[2 * th + 1] = time_ms([&] { qconv_forward(g, qw, x.data(), q, ep, y.data(), r); }, min_s);
+      t[2 * th] = time_ms([&] { conv_forward(g, cw, x.data(), ep, y.data(), r); }, min_s, th == 0);
+      t[2 * th + 1] = time_ms([&] { qconv_forward(g, qw, x.data(), q, ep, y.data(), r); }, min_s, th == 0);
     }
-    const double gmac = 1e-9 * g.m * g.oh * g.ow * g.c * g.kh * g.kw;
+    const double gmac = 1e-9 * g.m * g.oh * g.ow * cg * g.kh * g.kw;
     std::printf("%-22s %7.3f | %8.3f %8.3f %6.2f | %8.3f %8.3f %6.2f | %6.0f\n", L.name, gmac, t[0], t[1], t[0] / t[1],
-                t[2], t[3], t[2] / t[3], 2 * gmac / t[3] * 1e3);
+                t[2], t[3], t[2] / t[3], 2 * gmac / t[1] * 1e3);
     for (int i = 0; i < 4; ++i) tot[i] += t[i] * L.count;
   }
-  std::printf("%-22s %7s | %8.3f %8.3f %6.2f | %8.3f %8.3f %6.2f   (ms, layers weighted by count)\n", "ResNet-18 convs", "",
+  std::printf("%-22s %7s | %8.3f %8.3f %6.2f | %8.3f %8.3f %6.2f   (ms, layers weighted by count)\n", "total", "",
               tot[0], tot[1], tot[0] / tot[1], tot[2], tot[3], tot[2] / tot[3]);
   return 0;
 }

@@ -368,6 +368,22 @@ static void test_errors() {
   CHECK(!g.run(a, 2, 1, {0.1f, 300}, 1.0f, Epilogue(), y, 3, TaskRunner()).empty(), "zero point 300");
   CHECK(!g.run(a, 2, 1, {NAN, 0}, 1.0f, Epilogue(), y, 3, TaskRunner()).empty(), "NaN scale");
   CHECK(g.run(a, 2, 1, {0.1f, 0}, 1.0f, Epilogue(), y, 3, TaskRunner()).empty() && y[0] == 0.0f, "zero weights");
+  // K = 0: every output is the epilogue of 0.
+  const float bias[3] = {0.5f, -1.0f, 2.0f};
+  Epilogue ep;
+  ep.bias = bias, ep.activation = Activation::kRelu;
+  w.k = 0, w.packed_bytes = 0;
+  CHECK(f.prepare(w).empty() && g.prepare(w).empty(), "K = 0 prepares");
+  for (CodeIsa isa : paths(false)) {
+    float z[3] = {9, 9, 9};
+    CHECK(f.run(a, 0, 1, 1.0f, ep, z, 3, TaskRunner(), isa).empty() && z[0] == 0.5f && z[1] == 0.0f && z[2] == 2.0f,
+          "float K = 0 (%s)", code_isa_name(isa));
+  }
+  for (CodeIsa isa : paths(true)) {
+    float z[3] = {9, 9, 9};
+    CHECK(g.run(a, 0, 1, {}, 1.0f, ep, z, 3, TaskRunner(), isa).empty() && z[0] == 0.5f && z[1] == 0.0f &&
+              z[2] == 2.0f, "int K = 0 (%s)", code_isa_name(isa));
+  }
 }
 
 int main() {

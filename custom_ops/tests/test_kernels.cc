@@ -147,6 +147,21 @@ static void test_conv(const MicroKernel& uk) {
       {1, 64, 7, 7, 112, 1, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1},   // small plane: pixel-rows path, channel edge
       {2, 24, 9, 9, 100, 2, 3, 3, 2, 2, 1, 1, 1, 0, 1, 1},   // pixel-rows, grouped, strided, batch 2
       {1, 40, 5, 5, 64, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0},    // pixel-rows 1x1
+      // Depthwise 3x3 read straight from x (AVX-512): rows not a multiple of 4, columns past one vector.
+      {1, 5, 20, 37, 5, 5, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1},
+      {2, 6, 23, 35, 6, 6, 3, 3, 2, 2, 1, 1, 1, 1, 1, 1},    // stride 2, odd width
+      {1, 4, 16, 34, 4, 4, 3, 3, 2, 2, 1, 1, 0, 0, 1, 1},    // stride 2, padding at the end only
+      {1, 3, 10, 18, 3, 3, 3, 3, 1, 1, 1, 1, 2, 2, 2, 2},    // pads wider than the kernel
+      {1, 3, 9, 40, 3, 3, 3, 3, 1, 1, 1, 1, -1, 2, 0, -2},   // negative pads
+      {1, 7, 7, 7, 7, 7, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1},      // 7x7 plane
+      // Depthwise on phase planes: dilation, 5x5, stride 3.
+      {1, 4, 13, 21, 4, 4, 5, 5, 1, 1, 2, 2, 4, 4, 4, 4},
+      {1, 3, 14, 30, 3, 3, 3, 3, 3, 3, 1, 1, 1, 1, 1, 1},
+      {1, 2, 12, 33, 2, 2, 3, 3, 2, 1, 1, 1, 1, 1, 1, 1},    // unequal strides
+      // 1x1 strided: the used pixels gathered, then the stride-1 paths.
+      {1, 24, 14, 15, 40, 1, 1, 1, 2, 2, 1, 1, 0, 0, 0, 0},  // 7x8 output: pixel rows
+      {2, 16, 30, 29, 24, 2, 1, 1, 2, 3, 1, 1, 0, 0, 0, 0},  // 15x10 output, grouped: pointwise GEMM
+      {1, 8, 9, 9, 16, 1, 1, 1, 2, 2, 1, 1, 0, 0, -1, -1},   // cropped end
   };
   std::mt19937 rng(2);
   std::normal_distribution<float> nd;

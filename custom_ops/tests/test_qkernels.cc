@@ -193,6 +193,94 @@ static void test_conv_random(int trials) {
   }
 }
 
+// The direct path (depthwise, channel multipliers, tiny groups), forced and automatic, against the reference:
+// strides 1-3, dilations, pads, channel counts that are not multiples of 16, static / dynamic parameters,
+// every epilogue, +-128 levels, exact ties of x / scale.
+static void test_direct_random(int trials) {
+  std::mt19937 rng(23);
+  std::normal_distribution<float> nd;
+  const auto ks = paths();
+  const TaskRunner pool(parallel_for, nullptr);
+  int direct_runs = 0;
+  for (int t = 0; t < trials; ++t) {
+    ConvGeometry g;
+    bool one_d = rng() % 6 == 0;
+    g.n = 1 + rng() % 2;
+    const unsigned kind = rng() % 6;  // 0-2: depthwise, 3: channel multiplier, 4: cg 2-3, 5: cg 2 x mg 2
+    const int64_t cg = kind <= 3 ? 1 : 2 + rng() % 2;
+    const int64_t mg = kind == 3 ? 2 + rng() % 3 : kind == 5 ? 2 : 1;
+    g.group = 1 + rng() % 37;
+    g.c = cg * g.group, g.m = mg * g.group;
+    const bool big = rng() % 3 == 0;
+    g.kw = 1 + rng() % (big ? 7 : 4), g.sw = 1 + rng() % 3, g.dw = 1 + rng() % 2;
+    g.pad_l = rng() % 4, g.pad_r = rng() % 4;
+    if (!one_d) g.kh = 1 + rng() % (big ? 7 : 4), g.sh = 1 + rng() % 3, g.dh = 1 + rng() % 2, g.pad_t = rng() % 4, g.pad_b = rng() % 4;
+    if (kind <= 2 && rng() % 3 == 0) {  // MobileNet's 3x3 unit-stride shape (the row-reusing kernels)
+      g.kh = g.kw = 3, g.sh = g.sw = g.dh = g.dw = 1;
+      one_d = false;
+    }
+    g.h = one_d ? 1 : std::max<int64_t>(1, (g.kh - 1) * g.dh + 1 - g.pad_t - g.pad_b) + rng() % 30;
+    g.w = std::max<int64_t>(1, (g.kw - 1) * g.dw + 1 - g.pad_l - g.pad_r) + rng() % (big ? 120 : 40);
+    std::vector<int64_t> out, pads;
+    const std::string err = conv_output_shape({g.h, g.w}, {g.kh, g.kw}, {g.sh, g.sw}, {g.dh, g.dw},
+                                              {g.pad_t, g.pad_l, g.pad_b, g.pad_r}, AutoPad::kNotSet, &out, &pads);
+    if (!err.empty()) continue;
+    g.oh = out[0], g.ow = out[1];
+    QuantParams q = random_quant(rng);
+    const bool ties = rng() % 4 == 0;
+    if (ties) q.scale = 1.0f / 16, q.zero_point = static_cast<int32_t>(rng() % 256);
+    std::vector<float> x(static_cast<size_t>(g.n * g.c * g.h * g.w)), unit(static_cast<size_t>(g.m)),
+        bias(static_cast<size_t>(g.m)), z(static_cast<size_t>(g.n * g.m * g.oh * g.ow));
+    for (auto& v : x)
+      v = ties ? static_cast<float>(static_cast<int>(rng() % 600) - 300) * 0.5f * q.scale
+               : nd(rng) * (rng() % 2 ? 1.0f : 0.3f) + 0.2f;
+    for (auto& v : unit) v = std::ldexp(1.0f, -9 + static_cast<int>(rng() % 6));
+    for (auto& v : bias) v = nd(rng);
+    for (auto& v : z) v = nd(rng);
+    std::vector<int16_t> lv;
+    random_levels(rng, g.m, cg * g.kh * g.kw, &lv);
+    const Epilogue ep = random_epilogue(rng, bias, z);
+    const std::vector<float> want = ref_conv(g, lv, unit, x, q, ep);
+    for (const QKernels* k : ks)
+      for (int forced = 0; forced < 2; ++forced) {
+        QConvWeights w;
+        const std::string perr = w.prepare(g.m, g.group, cg, g.kh, g.kw, lv.data(), unit.data(), k,
+                                           forced ? QConvWeights::Path::kDirect : QConvWeights::Path::kAuto);
+        CHECK(perr.empty(), "prepare: %s", perr.c_str());
+        CHECK(w.direct() == (forced || cg * mg < 8), "direct path chosen %d (cg %lld mg %lld)",
+              w.direct(), (long long)cg, (long long)mg);
+        if (!w.direct()) continue;
+        ++direct_runs;
+        for (int threaded = 0; threaded < 2; ++threaded) {
+          std::vector<float> y(want.size(), -7.0f);
+          qconv_forward(g, w, x.data(), q, ep, y.data(), threaded ? pool : TaskRunner());
+          const bool same = std::memcmp(y.data(), want.data(), want.size() * sizeof(float)) == 0;
+          CHECK(same,
+                "direct %s%s trial %d: n%lld c%lld %lldx%lld m%lld g%lld k%lldx%lld s%lldx%lld d%lldx%lld "
+                "pads %lld,%lld,%lld,%lld q(%g,%d)",
+                k->name, threaded ? " threaded" : "", t, (long long)g.n, (long long)g.c, (long long)g.h,
+                (long long)g.w, (long long)g.m, (long long)g.group, (long long)g.kh, (long long)g.kw,
+                (long long)g.sh, (long long)g.sw, (long long)g.dh, (long long)g.dw, (long long)g.pad_t,
+                (long long)g.pad_l, (long long)g.pad_b, (long long)g.pad_r, q.scale, q.zero_point);
+          if (!same) {
+            for (size_t i = 0; i < want.size(); ++i)
+              if (std::memcmp(&y[i], &want[i], 4)) {
+                std::printf("  first diff at %zu: %.9g vs %.9g\n", i, y[i], want[i]);
+                break;
+              }
+          }
+        }
+      }
+  }
+  CHECK(direct_runs > trials, "only %d direct runs", direct_runs);
+  // Too many taps for exact float sums (11 x 7 x 7 > 514): the GEMM path even when the direct one is asked for.
+  std::vector<int16_t> lv(static_cast<size_t>(2 * 11 * 49), 1);
+  const std::vector<float> unit(2, 1.0f);
+  QConvWeights w;
+  CHECK(w.prepare(2, 1, 11, 7, 7, lv.data(), unit.data(), nullptr, QConvWeights::Path::kDirect).empty() && !w.direct(),
+        "direct path with 539 taps");
+}
+
 static void test_gemm_random(int trials) {
   std::mt19937 rng(11);
   std::normal_distribution<float> nd;
@@ -270,8 +358,19 @@ static void test_prepare_checks() {
     q.scale = 1.0f;
     qconv_forward(g, id, xs, q, Epilogue(), y, TaskRunner());
     const float want[8] = {0, 2, 2, 0, 255, 0, 0, 254};
+    CHECK(id.direct(), "1x1 single channel conv takes the direct path");
     CHECK(std::memcmp(y, want, sizeof y) == 0, "%s quantize: %g %g %g %g %g %g %g %g", k->name, y[0], y[1], y[2], y[3],
           y[4], y[5], y[6], y[7]);
+    // Stride 2 (the phase split of the direct path) and the GEMM path.
+    g.sw = 2, g.ow = 4;
+    qconv_forward(g, id, xs, q, Epilogue(), y, TaskRunner());
+    CHECK(y[0] == 0 && y[1] == 2 && y[2] == 255 && y[3] == 0, "%s stride-2 quantize: %g %g %g %g", k->name, y[0], y[1],
+          y[2], y[3]);
+    QConvWeights gid;
+    CHECK(gid.prepare(1, 1, 1, 1, 1, one, u1, k, QConvWeights::Path::kGemm).empty() && !gid.direct(), "gemm path");
+    g.sw = 1, g.ow = 8;
+    qconv_forward(g, gid, xs, q, Epilogue(), y, TaskRunner());
+    CHECK(std::memcmp(y, want, sizeof y) == 0, "%s gemm quantize", k->name);
   }
 }
 
@@ -282,6 +381,7 @@ int main(int argc, char** argv) {
   std::printf(" (active %s)\n", active_qkernels().name);
   test_prepare_checks();
   test_conv_random(trials);
+  test_direct_random(trials);
   test_gemm_random(trials);
   if (g_failures) {
     std::printf("%d failure(s)\n", g_failures);

@@ -140,6 +140,58 @@ class PaddedImage final : public PanelSource {
   const int64_t* offsets_;
 };
 
+// Portable GatherPanelFn.
+void gather_panel_portable(const float* base, const int64_t* offsets, int64_t dn, const GatherPiece* pieces,
+                           int npieces, int width, float* dst) {
+  for (int64_t d = 0; d < dn; ++d) {
+    const float* src = base + offsets[d];
+    float* row = dst + d * width;
+    for (int j = 0; j < width; ++j) row[j] = 0.0f;
+    for (int p = 0; p < npieces; ++p) {
+      const int j0 = 16 * pieces[p].vec + __builtin_ctz(pieces[p].mask), len = __builtin_popcount(pieces[p].mask);
+      const float* s = src + pieces[p].delta;
+      for (int j = j0; j < j0 + len; ++j) row[j] = s[j];
+    }
+  }
+}
+
+// B operand of the exact implicit-GEMM path: output positions p = oh * OW + ow (no dropped columns), packed
+// from the padded phase planes, where position p of tap d is base[offsets[d] + oh * wph + ow].
+class ExactPlanePanels final : public PanelSource {
+ public:
+  ExactPlanePanels(const MicroKernel& uk, const float* base, const int64_t* offsets, int64_t p0, int64_t ow,
+                   int64_t wph)
+      : uk_(uk), base_(base), offsets_(offsets), p0_(p0), ow_(ow), wph_(wph) {}
+  const float* panels(int64_t r0, int64_t rn, int64_t d0, int64_t dn, int width, float* scratch,
+                      int64_t* panel_stride) const override {
+    const GatherPanelFn gather = uk_.gather ? uk_.gather : gather_panel_portable;
+    std::vector<GatherPiece>& pieces = pieces_;
+    for (int64_t p = 0; p < rn; p += width) {
+      pieces.clear();
+      const int64_t first = p0_ + r0 + p, cols = std::min<int64_t>(width, rn - p);
+      for (int64_t j = 0; j < cols;) {
+        const int64_t pos = first + j, oh = pos / ow_;
+        const int64_t end = std::min({cols, j + (ow_ - pos % ow_), (j / 16 + 1) * 16});
+        const uint32_t lanes = static_cast<uint32_t>(end - j), lo = static_cast<uint32_t>(j % 16);
+        pieces.push_back({static_cast<int32_t>(j / 16), (lanes >= 32 ? ~0u : ((1u << lanes) - 1u)) << lo,
+                          first + oh * (wph_ - ow_)});
+        j = end;
+      }
+      gather(base_, offsets_ + d0, dn, pieces.data(), static_cast<int>(pieces.size()), width,
+             scratch + (p / width) * dn * width);
+    }
+    *panel_stride = dn * width;
+    return scratch;
+  }
+
+ private:
+  const MicroKernel& uk_;
+  const float* base_;
+  const int64_t* offsets_;
+  int64_t p0_, ow_, wph_;
+  mutable std::vector<GatherPiece> pieces_;
+};
+
 // Rows per block when `rows` are split into about `parts` blocks of whole mr-row panels.
 int64_t row_block(int64_t rows, int64_t mr, int64_t parts) {
   const int64_t panels = (rows + mr - 1) / mr;
@@ -174,6 +226,17 @@ bool implicit_layout(const ConvGeometry& g, const MicroKernel& uk, ImplicitLayou
   return (l->cplane - 4096) / 2 <= padded && (l->wide - 256) / 2 <= out_plane && (copy - 4096) / 4 <= im2col;
 }
 
+// Whether the implicit path gathers exact output columns (see conv_implicit). INQ_ONNX_CONV=wide / exact
+// forces either (testing and comparison).
+bool exact_columns(const ConvGeometry& g, const ImplicitLayout& l) {
+  static const int forced = [] {
+    const char* e = std::getenv("INQ_ONNX_CONV");
+    return !e ? 0 : std::string(e) == "wide" ? 1 : std::string(e) == "exact" ? 2 : 0;
+  }();
+  if (forced) return forced == 2;
+  return g.ow >= 8 && (l.wph - g.ow) * 16 > l.wph;
+}
+
 // Implicit GEMM: no im2col. The padded image is split into sh x sw phase planes (phase (a, b) holds padded
 // rows a, a+sh, ... and columns b, b+sw, ...), so that for every tap (c, ki, kj) the input seen by consecutive
 // output columns is a contiguous run of one phase plane; the micro-kernel reads those runs in place through a
@@ -194,9 +257,14 @@ void conv_implicit(const ConvGeometry& g, const ImplicitLayout& l, const ConvWei
         offsets[d++] = c * cplane + ((r % g.sh) * g.sw + q % g.sw) * pplane + (r / g.sh) * wph + q / g.sw;
       }
   const int64_t wide = l.wide, out_plane = g.out_plane();
+  // Exact columns: when the dropped columns of the wide rows would cost more than packing the kept ones (about
+  // 1/16 of the work; the packed panels are read by every row panel of the task), B panels are gathered from
+  // the phase planes without the dropped columns and the GEMM writes the output in place.
+  const bool exact = exact_columns(g, l);
+  const int64_t cols = exact ? out_plane : wide;
   int64_t nc = std::max<int64_t>(1, 256 / uk.nr) * uk.nr;
-  if ((wide + nc - 1) / nc < 8) nc = std::max<int64_t>(uk.nr, (wide + 7) / 8 / uk.nr * uk.nr);
-  const int64_t col_blocks = (wide + nc - 1) / nc;
+  if ((cols + nc - 1) / nc < 8) nc = std::max<int64_t>(uk.nr, (cols + 7) / 8 / uk.nr * uk.nr);
+  const int64_t col_blocks = (cols + nc - 1) / nc;
   // Few column blocks (small images): split the output channels too, so that every thread has work and each
   // reads only its share of the weights.
   int64_t mb = mg;
@@ -235,6 +303,25 @@ void conv_implicit(const ConvGeometry& g, const ImplicitLayout& l, const ConvWei
   // Output columns [q0, q0 + qn) x output channels [r0, r0 + rn) of one (image, group) from its padded copy.
   auto gemm_columns = [&](const float* padded, int64_t img, int64_t q0, int64_t qn, int64_t r0, int64_t rn) {
     const int64_t n = img / g.group, grp = img % g.group;
+    if (exact) {
+      const ExactPlanePanels b(uk, padded, offsets.data(), q0, g.ow, wph);
+      const OffsetPanels a(weights.row_panels(grp), r0);
+      const int64_t at = (n * g.m + grp * mg + r0) * out_plane + q0;
+      GemmArgs args;
+      args.m = rn;
+      args.n = qn;
+      args.k = kg;
+      args.a = &a;
+      args.b = &b;
+      args.c = y + at;
+      args.ldc = out_plane;
+      args.row_bias = bias ? bias + grp * mg + r0 : nullptr;
+      gemm(uk, args);
+      if (ep.summand || ep.activation != Activation::kNone)
+        finish_rows(ep, y + at, out_plane, y + at, out_plane, rn, qn, ep.summand ? ep.summand + at : nullptr,
+                    out_plane);
+      return;
+    }
     float* out = thread_scratch(4, static_cast<size_t>(rn * qn));
     const PaddedImage src(padded, offsets.data());
     const OffsetPanels b(src, q0);
@@ -268,13 +355,13 @@ void conv_implicit(const ConvGeometry& g, const ImplicitLayout& l, const ConvWei
   const int64_t images = g.n * g.group;
   // Small images (a few hundred output positions) give the pool too little work per image: hand out whole
   // images instead, each padded into its task's own scratch.
-  if (images > 1 && wide * mg * kg < (int64_t{1} << 21)) {
+  if (images > 1 && cols * mg * kg < (int64_t{1} << 21)) {
     runner.run(static_cast<size_t>(images), [&](size_t t) {
       const int64_t img = static_cast<int64_t>(t);
       float* own = thread_scratch(5, static_cast<size_t>(image));
       for (int64_t c = 0; c < cg; ++c) pad_channel(image_input(img), own, c);
       for (int64_t j = cg * cplane; j < image; ++j) own[j] = 0.0f;
-      gemm_columns(own, img, 0, wide, 0, mg);
+      gemm_columns(own, img, 0, cols, 0, mg);
     });
     return;
   }
@@ -284,16 +371,17 @@ void conv_implicit(const ConvGeometry& g, const ImplicitLayout& l, const ConvWei
     for (int64_t j = cg * cplane; j < image; ++j) padded[j] = 0.0f;
     runner.run(static_cast<size_t>(col_blocks * row_blocks), [&](size_t t) {
       const int64_t q0 = static_cast<int64_t>(t) / row_blocks * nc, r0 = static_cast<int64_t>(t) % row_blocks * mb;
-      gemm_columns(padded, img, q0, std::min(nc, wide - q0), r0, std::min(mb, mg - r0));
+      gemm_columns(padded, img, q0, std::min(nc, cols - q0), r0, std::min(mb, mg - r0));
     });
   }
 }
 
 // Whether the pixel-rows GEMM suits `g`: small output planes, where vectors along output positions would leave
 // most of a 48-column tile empty (7x7: 49 positions in 64 columns, wide rows 63), while output channels come in
-// multiples of the vector width.
+// multiples of the vector width. From 14x14 (196 positions, 94% of 208 columns) the channels-as-rows paths win
+// (measured: pointwise 256->512 at 14x14 0.52 ms against 0.69 ms), the transposed store costing more there.
 bool pixel_rows_suit(const ConvGeometry& g, const MicroKernel& uk) {
-  return g.out_plane() <= 256 && g.mg() >= uk.nr && g.kg() >= 16 && g.in_plane() < (int64_t{1} << 31);
+  return g.out_plane() <= 64 && g.mg() >= uk.nr && g.kg() >= 16 && g.in_plane() < (int64_t{1} << 31);
 }
 
 // Pixel-rows GEMM: C (positions x channels) = im2col (positions x depth, A) * weights^T (B panels of output
@@ -460,6 +548,25 @@ void conv_forward(const ConvGeometry& g, const ConvWeights& weights, const float
     // A padded copy pays off unless huge strides, dilations or pads make it much larger than the image.
     const int64_t plane = DepthwisePlane(g).size();
     const bool padded = plane <= 4 * (in_plane + out_plane) + 4096;
+    const MicroKernel& uk = weights.kernel();
+    const int64_t phases = depthwise_scratch_floats(g.oh, g.ow, g.kh, g.kw, g.sh, g.sw, g.dh, g.dw);
+    if (uk.depthwise && ksize <= kDepthwiseMaxTaps && phases <= 4 * (in_plane + out_plane) + 4096) {
+      runner.run(static_cast<size_t>(g.n * g.m), [&](size_t t) {
+        const int64_t c = static_cast<int64_t>(t) % g.m, at = static_cast<int64_t>(t) * out_plane;
+        DepthwisePlaneArgs a;
+        a.x = x + static_cast<int64_t>(t) * in_plane;
+        a.w = w + c * ksize;
+        a.bias = bias ? bias[c] : 0.0f;
+        a.summand = ep.summand ? ep.summand + at : nullptr;
+        a.lo = ep.lower(), a.hi = ep.upper();
+        a.y = y + at;
+        a.scratch = thread_scratch(5, static_cast<size_t>(phases));
+        a.h = g.h, a.w_in = g.w, a.kh = g.kh, a.kw = g.kw, a.sh = g.sh, a.sw = g.sw, a.dh = g.dh, a.dw = g.dw;
+        a.pad_t = g.pad_t, a.pad_l = g.pad_l, a.oh = g.oh, a.ow = g.ow;
+        uk.depthwise(a);
+      });
+      return;
+    }
     runner.run(static_cast<size_t>(g.n * g.m), [&](size_t t) {
       const int64_t c = static_cast<int64_t>(t) % g.m;
       const float* xc = x + static_cast<int64_t>(t) * in_plane;
@@ -477,6 +584,24 @@ void conv_forward(const ConvGeometry& g, const ConvWeights& weights, const float
     return;
   }
 
+  // 1x1 with stride > 1 and no padding reads one input pixel in sh * sw: gather those into a compact image and
+  // run the stride-1 pointwise paths on it (instead of copying every phase plane).
+  if (g.kh == 1 && g.kw == 1 && (g.sh > 1 || g.sw > 1) && g.pad_t == 0 && g.pad_l == 0 && g.pad_b <= 0 &&
+      g.pad_r <= 0 && !force_im2col()) {
+    ConvGeometry sub = g;
+    sub.h = g.oh, sub.w = g.ow, sub.sh = sub.sw = 1, sub.pad_b = sub.pad_r = 0;
+    float* xs = thread_scratch(5, static_cast<size_t>(g.n * g.c * out_plane));
+    runner.run(static_cast<size_t>(g.n * g.c), [&](size_t t) {
+      const float* src = x + static_cast<int64_t>(t) * in_plane;
+      float* dst = xs + static_cast<int64_t>(t) * out_plane;
+      for (int64_t i = 0; i < g.oh; ++i) {
+        const float* row = src + i * g.sh * g.w;
+        for (int64_t j = 0; j < g.ow; ++j) dst[i * g.ow + j] = row[j * g.sw];
+      }
+    });
+    conv_forward(sub, weights, xs, ep, y, runner);
+    return;
+  }
   if (pixel_rows_suit(g, weights.kernel()) && !force_im2col()) {
     weights.column_panels(0);  // packed here once, not inside the tasks
     conv_pixel_rows(g, weights, x, ep, y, runner);

@@ -10,6 +10,44 @@ namespace inq {
 using MicroKernelFn = void (*)(int64_t kc, const float* a, const float* b, const int64_t* b_offsets, float* c,
                                int64_t ldc, float alpha, const float* bias, int accumulate);
 
+// One channel plane of a depthwise convolution: y = clamp(bias + conv(x, w) + summand, lo, hi), where
+// y, summand are oh x ow and x is h x w (pads may be negative). `scratch` holds depthwise_scratch_floats().
+struct DepthwisePlaneArgs {
+  const float* x;
+  const float* w;  // kh x kw
+  float bias;
+  const float* summand;  // or null
+  float lo, hi;          // -inf / +inf when there is no activation
+  float* y;
+  float* scratch;
+  int64_t h, w_in, kh, kw, sh, sw, dh, dw, pad_t, pad_l, oh, ow;
+};
+using DepthwisePlaneFn = void (*)(const DepthwisePlaneArgs& args);
+constexpr int kDepthwiseMaxTaps = 64;  // largest kh * kw a DepthwisePlaneFn takes
+
+// Scratch of a DepthwisePlaneFn: the zero-padded plane split into sh x sw phase planes (phase (a, b) holds
+// padded rows a, a + sh, ... and columns b, b + sw, ...) of just the rows and columns the taps read, plus slack.
+inline int64_t depthwise_phase_rows(int64_t oh, int64_t kh, int64_t sh, int64_t dh) {
+  const int64_t hp = (oh - 1) * sh + (kh - 1) * dh + 1;
+  return (hp + sh - 1) / sh;
+}
+inline int64_t depthwise_scratch_floats(int64_t oh, int64_t ow, int64_t kh, int64_t kw, int64_t sh, int64_t sw,
+                                        int64_t dh, int64_t dw) {
+  return sh * sw * depthwise_phase_rows(oh, kh, sh, dh) * depthwise_phase_rows(ow, kw, sw, dw) + 64;
+}
+
+// One piece of a B panel row gathered from a source with gaps (output rows of a padded plane): lanes `mask` of
+// 16-float vector `vec` of the row, panel column j = 16 * vec + lane, take src[delta + j]. The lanes of a mask
+// are contiguous; lanes no piece covers are zero.
+struct GatherPiece {
+  int32_t vec;
+  uint32_t mask;
+  int64_t delta;
+};
+// Fills dn panel rows: dst[d * width + j] from base + offsets[d] through the pieces (sorted by vec).
+using GatherPanelFn = void (*)(const float* base, const int64_t* offsets, int64_t dn, const GatherPiece* pieces,
+                               int npieces, int width, float* dst);
+
 struct MicroKernel {
   int mr;
   int nr;
@@ -20,6 +58,10 @@ struct MicroKernel {
   // for 56 or 96. Null entries fall back to `fn`.
   int vector = 0;
   MicroKernelFn edge[8][4] = {};
+  // Optional depthwise plane kernel (null: the portable path in conv.cc).
+  DepthwisePlaneFn depthwise = nullptr;
+  // Optional B panel gather (null: the portable loop in conv.cc).
+  GatherPanelFn gather = nullptr;
 
   // The variant that covers `rows` x `columns` (at most mr x nr) with the least work.
   MicroKernelFn for_tile(int64_t rows, int64_t columns) const {
@@ -30,5 +72,6 @@ struct MicroKernel {
     return fn;
   }
 };
+
 
 }  // namespace inq

@@ -11,17 +11,45 @@
 namespace inq {
 
 std::string QConvWeights::prepare(int64_t m, int64_t group, int64_t cg, int64_t kh, int64_t kw,
-                                  const int16_t* levels, const float* unit, const QKernels* k) {
+                                  const int16_t* levels, const float* unit, const QKernels* k, Path path) {
   if (m <= 0 || group <= 0 || m % group != 0 || cg <= 0 || kh <= 0 || kw <= 0)
     return "integer conv: bad weight shape";
   const int64_t mg = m / group, taps = kh * kw, cq = (cg + 3) / 4, depth = cq * taps * 4;
+  k_ = k ? k : &active_qkernels();
+  // Direct path when the GEMM's panels (8 rows x 4-deep quads, about 4x the multiply rate of the direct
+  // path's float lanes) would be mostly padding: depthwise (8 x 4 = 32x padding), channel multipliers and
+  // groups of 2-3 channels.
+  const int64_t panel_rows = (mg + kQMR - 1) / kQMR * kQMR;
+  direct_ = path != Path::kGemm && cg * taps <= kMaxDirectTaps &&
+            (path == Path::kDirect || 4 * cg * mg < panel_rows * cq * 4);
+  if (direct_) {
+    taps_ = cg * taps;
+    nz_start_.assign(1, 0);
+    nz_tap_.clear();
+    nz_level_.clear();
+    for (int64_t r = 0; r < m; ++r) {
+      for (int64_t t = 0; t < taps_; ++t) {
+        const int16_t l = levels[r * taps_ + t];
+        if (l < -128 || l > 128)
+          return "integer mode: weight level " + std::to_string(l) + " (output channel " + std::to_string(r) +
+                 ") is outside [-128, 128]";
+        if (l == 0) continue;  // adds nothing (a float sum starting at +0 is not changed by +-0 either)
+        nz_tap_.push_back(static_cast<int32_t>(t));
+        nz_level_.push_back(static_cast<float>(l));
+      }
+      nz_start_.push_back(static_cast<int64_t>(nz_tap_.size()));
+    }
+    unit_.assign(unit, unit + m);
+    pool_ = std::make_unique<ScratchPool>();
+    return {};
+  }
   // Kernel depth order: quad kq = (channel quad, tap), lane i = channel 4*quad + i.
   std::vector<int16_t> ordered(static_cast<size_t>(m * depth), 0);
   for (int64_t r = 0; r < m; ++r)
     for (int64_t c = 0; c < cg; ++c)
       for (int64_t t = 0; t < taps; ++t)
         ordered[static_cast<size_t>(r * depth + ((c / 4) * taps + t) * 4 + c % 4)] = levels[(r * cg + c) * taps + t];
-  return packed_.pack(k ? *k : active_qkernels(), group, mg, depth, ordered.data(), unit);
+  return packed_.pack(*k_, group, mg, depth, ordered.data(), unit);
 }
 
 namespace {
@@ -113,9 +141,10 @@ void quantize_quad(const ConvGeometry& g, const Layout& l, const QKernels& k, co
 
 void qconv_forward(const ConvGeometry& g, const QConvWeights& w, const float* x, QuantParams xq, const Epilogue& ep,
                    float* y, const TaskRunner& runner) {
+  const QKernels& k = w.kernels();
+  const QuantParams p = xq.dynamic() ? dynamic_params(k, x, g.n * g.c * g.h * g.w, runner) : xq;
+  if (w.direct()) return qconv_direct(g, w, x, p, ep, y, runner);
   const QPackedWeights& pw = w.packed();
-  const QKernels& k = pw.kernels();
-  const QuantParams p = xq.dynamic() ? dynamic_params(k, x, g.n * g.c * g.h * g.w) : xq;
   const Layout l = make_layout(g);
   const int64_t images = g.n * g.group, cg = g.cg(), mg = g.mg(), out_plane = g.out_plane();
   ScratchPool::Lease buf = pw.pool().acquire(static_cast<size_t>(images * l.image));

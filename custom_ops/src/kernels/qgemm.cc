@@ -25,7 +25,7 @@ void qgemm_forward(const QGemmWeights& w, int64_t m, bool trans_a, const float* 
   const QKernels& kern = pw.kernels();
   const int64_t K = w.k(), N = w.n(), kqn = pw.kqn();
   const int64_t mpad = (m + kQCols - 1) / kQCols * kQCols;
-  const QuantParams p = aq.dynamic() ? dynamic_params(kern, a, m * K) : aq;
+  const QuantParams p = aq.dynamic() ? dynamic_params(kern, a, m * K, runner) : aq;
   ScratchPool::Lease buf = pw.pool().acquire(static_cast<size_t>(kqn * mpad * 4));
   uint32_t* act = buf.as<uint32_t>();
   const uint32_t zq = static_cast<uint32_t>(p.zero_point) * 0x01010101u;

@@ -108,7 +108,7 @@ void epilogue(const QRowEpilogue& e, const int32_t* acc, int64_t n, float* y) {
 }  // namespace
 
 const QKernels& avx2_qkernels() {
-  static const QKernels k{"avx2", 8, tile, quantize4, minmax, epilogue};
+  static const QKernels k{"avx2", 8, tile, quantize4, minmax, epilogue, dw_quantize_avx2, dw_conv_avx2};
   return k;
 }
 

@@ -114,7 +114,7 @@ void epilogue(const QRowEpilogue& e, const int32_t* acc, int64_t n, float* y) {
 }  // namespace
 
 const QKernels& avx512vnni_qkernels() {
-  static const QKernels k{"avx512vnni", 4, tile, quantize4, minmax, epilogue};
+  static const QKernels k{"avx512vnni", 4, tile, quantize4, minmax, epilogue, dw_quantize_avx512, dw_conv_avx512};
   return k;
 }
 

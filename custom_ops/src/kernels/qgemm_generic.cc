@@ -58,7 +58,7 @@ void epilogue(const QRowEpilogue& e, const int32_t* acc, int64_t n, float* y) {
 }  // namespace
 
 const QKernels& generic_qkernels() {
-  static const QKernels k{"generic", 4, tile, quantize4, minmax, epilogue};
+  static const QKernels k{"generic", 4, tile, quantize4, minmax, epilogue, dw_quantize_generic, dw_conv_generic};
   return k;
 }
 

@@ -28,6 +28,28 @@ struct QRowEpilogue {
   float lo, hi;
 };
 
+// One output channel of the direct (depthwise / small grouped) path, kernels/qdepthwise.h. The input is held
+// as floats v = q - zp (exact small integers) in zero-padded planes; output (r, c) is
+//   acc = sum_{t < taps} w[t] * plane[off[t] + r * row_step + c]
+// accumulated in float in any order (every partial sum is an integer below 2^24, so exact: the driver keeps
+// taps * 255 * 128 < 2^24), then y[r * cols + c] = clamp(acc * mult (+ bias) (+ summand[r * cols + c])), the
+// very float operations of QKernels::epilogue.
+struct QDwArgs {
+  const float* plane;
+  const int64_t* off;  // taps offsets, in floats
+  const float* w;      // taps levels
+  int64_t taps;
+  // 3: the taps are a dense 3x3 window of unit stride and dilation, in (ki, kj) order with
+  // off[3 * ki + kj] = off[0] + ki * row_step + kj (kernels may reuse loads across output rows); 0: any taps.
+  int shape;
+  int64_t rows, cols, row_step;
+  float mult, bias;
+  bool has_bias;
+  const float* summand;  // rows * cols values or null
+  float lo, hi;
+  float* y;  // rows * cols
+};
+
 struct QKernels {
   const char* name;
   int wbytes;  // bytes per (depth quad, row) in weight panels
@@ -40,7 +62,26 @@ struct QKernels {
   // lo = min(lo, x...), hi = max(hi, x...), NaN ignored.
   void (*minmax)(const float* x, int64_t n, float* lo, float* hi);
   void (*epilogue)(const QRowEpilogue& e, const int32_t* acc, int64_t n, float* y);
+  // Direct path. dw_quantize: for each row r < rows, element j < n of row x + r * ldx goes to
+  // dst[j % sw] + r * ldd + j / sw (the rows of the stride phases; a null dst[i] skips those elements) as
+  // float(q(x)) - zp, q = quantize (an exact float integer).
+  void (*dw_quantize)(const float* x, int64_t rows, int64_t n, int64_t ldx, int64_t sw, float scale, int32_t zp,
+                      float* const* dst, int64_t ldd);
+  void (*dw_conv)(const QDwArgs& a);
 };
+
+// Direct-path kernels of each ISA (qdepthwise_*.cc), referenced by the tables.
+void dw_quantize_generic(const float* x, int64_t rows, int64_t n, int64_t ldx, int64_t sw, float scale, int32_t zp,
+                         float* const* dst, int64_t ldd);
+void dw_conv_generic(const QDwArgs& a);
+#if defined(INQ_HAVE_X86_KERNELS)
+void dw_quantize_avx2(const float* x, int64_t rows, int64_t n, int64_t ldx, int64_t sw, float scale, int32_t zp,
+                        float* const* dst, int64_t ldd);
+void dw_conv_avx2(const QDwArgs& a);
+void dw_quantize_avx512(const float* x, int64_t rows, int64_t n, int64_t ldx, int64_t sw, float scale, int32_t zp,
+                        float* const* dst, int64_t ldd);
+void dw_conv_avx512(const QDwArgs& a);
+#endif
 
 const QKernels& generic_qkernels();
 #if defined(INQ_HAVE_X86_KERNELS)

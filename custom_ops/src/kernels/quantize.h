@@ -5,6 +5,7 @@
 #include <cstdint>
 
 #include "kernels/qkernels.h"
+#include "kernels/thread_pool.h"
 
 namespace inq {
 
@@ -29,5 +30,8 @@ inline uint8_t quantize_one(float x, float scale, float zpf) {
 QuantParams dynamic_params(float lo, float hi);
 // Parameters of a whole tensor (NaNs ignored).
 QuantParams dynamic_params(const QKernels& k, const float* x, int64_t n);
+// The same, the min / max pass split over the runner's tasks (min and max do not depend on the order; every
+// chunk starts from 0 as the serial pass does, and +-0 both clamp to 0).
+QuantParams dynamic_params(const QKernels& k, const float* x, int64_t n, const TaskRunner& runner);
 
 }  // namespace inq

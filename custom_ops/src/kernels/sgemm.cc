@@ -20,7 +20,7 @@ extern const MicroKernel kAvx512Kernel;
 #endif
 
 namespace {
-constexpr int64_t kKc = 256;  // depth block: an nr x KC B panel stays in L1/L2
+constexpr int64_t kKc = 192;  // depth block: an nr x KC B panel stays in L1/L2
 constexpr int64_t kMc = 192;  // row block of A kept in L2
 }  // namespace
 

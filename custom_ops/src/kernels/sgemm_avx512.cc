@@ -47,14 +47,64 @@ void kernel_avx512(int64_t kc, const float* a, const float* b, const int64_t* b_
   }
 }
 
+// B panel rows from output rows of a padded plane: per row d, the three vectors are assembled from masked loads
+// (masked-off lanes are not read, so the addresses they would have may lie outside the source) and stored whole.
+void gather_panel_avx512(const float* base, const int64_t* offsets, int64_t dn, const GatherPiece* pieces,
+                         int npieces, int width, float* dst) {
+  if (width != kNr) {  // not this kernel's panels: plain loop
+    for (int64_t d = 0; d < dn; ++d) {
+      const float* src = base + offsets[d];
+      float* row = dst + d * width;
+      for (int j = 0; j < width; ++j) row[j] = 0.0f;
+      for (int p = 0; p < npieces; ++p)
+        for (int l = 0; l < 16; ++l)
+          if (pieces[p].mask >> l & 1u) row[16 * pieces[p].vec + l] = src[pieces[p].delta + 16 * pieces[p].vec + l];
+    }
+    return;
+  }
+  int count[3] = {0, 0, 0};
+  for (int p = 0; p < npieces; ++p) ++count[pieces[p].vec];
+  const GatherPiece* p0 = pieces;
+  const GatherPiece* p1 = p0 + count[0];
+  const GatherPiece* p2 = p1 + count[1];
+  if (count[0] == 1 && count[1] == 1 && count[2] == 1 && p0->mask == 0xFFFFu && p1->mask == 0xFFFFu &&
+      p2->mask == 0xFFFFu && p0->delta == p1->delta && p1->delta == p2->delta) {  // one contiguous run
+    const int64_t delta = p0->delta;
+    for (int64_t d = 0; d < dn; ++d, dst += kNr) {
+      const float* src = base + offsets[d] + delta;
+      _mm512_store_ps(dst, _mm512_loadu_ps(src));
+      _mm512_store_ps(dst + 16, _mm512_loadu_ps(src + 16));
+      _mm512_store_ps(dst + 32, _mm512_loadu_ps(src + 32));
+    }
+    return;
+  }
+  for (int64_t d = 0; d < dn; ++d, dst += kNr) {
+    const float* src = base + offsets[d];
+    __m512 v0 = _mm512_setzero_ps(), v1 = _mm512_setzero_ps(), v2 = _mm512_setzero_ps();
+    for (int i = 0; i < count[0]; ++i)
+      v0 = _mm512_mask_loadu_ps(v0, static_cast<__mmask16>(p0[i].mask), src + p0[i].delta);
+    for (int i = 0; i < count[1]; ++i)
+      v1 = _mm512_mask_loadu_ps(v1, static_cast<__mmask16>(p1[i].mask), src + p1[i].delta + 16);
+    for (int i = 0; i < count[2]; ++i)
+      v2 = _mm512_mask_loadu_ps(v2, static_cast<__mmask16>(p2[i].mask), src + p2[i].delta + 32);
+    _mm512_store_ps(dst, v0);
+    _mm512_store_ps(dst + 16, v1);
+    _mm512_store_ps(dst + 32, v2);
+  }
+}
+
 }  // namespace
+
+// depthwise_avx512.cc
+void depthwise_plane_avx512(const DepthwisePlaneArgs& args);
 
 #define INQ_EDGE_ROW(r) {kernel_avx512<r, 1>, kernel_avx512<r, 2>, kernel_avx512<r, 3>, nullptr}
 
 extern const MicroKernel kAvx512Kernel;
 const MicroKernel kAvx512Kernel = {kMr, kNr, kernel_avx512<kMr, 3>, "avx512", 16,
                                    {INQ_EDGE_ROW(1), INQ_EDGE_ROW(2), INQ_EDGE_ROW(3), INQ_EDGE_ROW(4),
-                                    INQ_EDGE_ROW(5), INQ_EDGE_ROW(6), INQ_EDGE_ROW(7), INQ_EDGE_ROW(8)}};
+                                    INQ_EDGE_ROW(5), INQ_EDGE_ROW(6), INQ_EDGE_ROW(7), INQ_EDGE_ROW(8)},
+                                   depthwise_plane_avx512, gather_panel_avx512};
 #undef INQ_EDGE_ROW
 
 }  // namespace inq
