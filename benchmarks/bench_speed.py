@@ -2,13 +2,13 @@
 
 Models are built here with onnx.helper from a seed (no downloads): `resnet18` (ResNet-18 without BatchNorm,
 3x224x224), `mobilenet` (MobileNet-v1, 3x224x224) and `mlp` (three 4096x4096 Gemm + Relu). The batch is symbolic.
+`--model` also takes the path of an .onnx file with one float input (fixed dims but the batch).
 
 Variants come from one list of specs (`variant_specs`): onnxruntime FP32 with the INQ-rounded weights (the
 `float_model` of quantize_model at the first --bits), onnxruntime's static int8 QDQ model (quantize_static,
-per-channel, u8 activations / s8 weights, calibrated on random inputs), and inq-onnx one-shot at each --bits
-through the op library (float mode). Variants that need features still being written (integer mode,
-`QuantizeConfig(activations="int8")`; `inq_onnx.InferenceSession`, which expands com.inq ops into standard ones)
-are listed as "n/a (not available: ...)" until the installed inq_onnx has them.
+per-channel, u8 activations / s8 weights, calibrated on random inputs), and inq-onnx one-shot at each --bits:
+`inqB-float` and `inqB-int8` (activations calibrated on the same inputs) through the op library, `-std-ops` /
+`-int8-std` the same models through inq_onnx.InferenceSession (expanded into onnxruntime's own ops).
 
 All sessions of one (model, batch, threads) live in this process with idle pool threads not spinning; after
 warm-up, each round runs every variant once (in a rotating order) and medians are printed, with speed-ups
@@ -140,8 +140,18 @@ def mlp(seed: int = 0) -> onnx.ModelProto:
 MODELS = {"resnet18": resnet18, "mobilenet": mobilenet, "mlp": mlp}
 
 
+def load_model(name: str, seed: int) -> onnx.ModelProto:
+    if name in MODELS:
+        return MODELS[name](seed)
+    if not Path(name).is_file():
+        raise SystemExit(f"--model {name}: neither {', '.join(MODELS)} nor an .onnx file")
+    return onnx.load(name)
+
+
 def random_inputs(model: onnx.ModelProto, batch: int, rng) -> np.ndarray:
     dims = [batch] + [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim[1:]]
+    if not all(d > 0 for d in dims):
+        raise SystemExit(f"input {model.graph.input[0].name} needs fixed dims but the batch: not benchmarkable")
     return rng.standard_normal(dims).astype(np.float32)
 
 
@@ -151,6 +161,7 @@ def random_inputs(model: onnx.ModelProto, batch: int, rng) -> np.ndarray:
 class Context:
     """What the variant builders of one model share: the model, calibration inputs, a cache of quantizations."""
     model: onnx.ModelProto
+    input: str  # the model's (one) input
     calibration: np.ndarray  # (samples, ...) random inputs
     fp32_bits: int
     tmp: Path
@@ -159,14 +170,14 @@ class Context:
     def quantized(self, **config):
         key = tuple(sorted(config.items()))
         if key not in self.cache:
-            data = Dataset({"x": self.calibration}, None) if config.get("activations") else None
+            data = Dataset({self.input: self.calibration}, None) if config.get("activations") else None
             self.cache[key] = quantize_model(self.model, QuantizeConfig(retrain=False, **config), data)
         return self.cache[key]
 
     def reference(self, bits: int, x: np.ndarray) -> np.ndarray:
         """Output of the float model with the weights INQ-rounded to `bits`: what rel.err compares with."""
         model = self.quantized(bits=bits).float_model
-        return ort.InferenceSession(model.SerializeToString(), session_options(2)).run(None, {"x": x})[0]
+        return ort.InferenceSession(model.SerializeToString(), session_options(2)).run(None, {self.input: x})[0]
 
 
 @dataclass(frozen=True)
@@ -174,17 +185,7 @@ class Variant:
     name: str
     build: Callable[[Context], onnx.ModelProto | Path]  # the model to run (a path when written by a tool)
     opener: str = "ort"  # "ort": onnxruntime session (with the op library if com.inq); "inq": inq_onnx.InferenceSession
-    missing: Callable[[], str | None] = lambda: None  # why the variant cannot run with this inq_onnx, or None
     bits: int | None = None  # INQ bits of its weights (None: the FP32 model's); rel.err compares with those floats
-
-
-def _no_integer_mode() -> str | None:
-    fields = getattr(QuantizeConfig, "__dataclass_fields__", {})
-    return None if "activations" in fields else "QuantizeConfig has no 'activations'"
-
-
-def _no_inference_session() -> str | None:
-    return None if hasattr(inq_onnx, "InferenceSession") else "inq_onnx.InferenceSession missing"
 
 
 def _fp32(ctx: Context) -> Path:
@@ -199,7 +200,7 @@ def _ort_int8(ctx: Context) -> Path:
 
     class Reader(CalibrationDataReader):
         def __init__(self):
-            self.items = iter([{"x": s[None]} for s in ctx.calibration])
+            self.items = iter([{ctx.input: s[None]} for s in ctx.calibration])
 
         def get_next(self):
             return next(self.items, None)
@@ -220,12 +221,10 @@ def variant_specs(bits: list[int]) -> list[Variant]:
     specs = [Variant("fp32", _fp32), Variant("ort-int8", _ort_int8)]
     for b in bits:
         specs += [Variant(f"inq{b}-float", functools.partial(_inq, bits=b), bits=b),
-                  Variant(f"inq{b}-int8", functools.partial(_inq, bits=b, activations="int8"),
-                          missing=_no_integer_mode, bits=b),
-                  Variant(f"inq{b}-std-ops", functools.partial(_inq, bits=b), opener="inq",
-                          missing=_no_inference_session, bits=b),
+                  Variant(f"inq{b}-int8", functools.partial(_inq, bits=b, activations="int8"), bits=b),
+                  Variant(f"inq{b}-std-ops", functools.partial(_inq, bits=b), opener="inq", bits=b),
                   Variant(f"inq{b}-int8-std", functools.partial(_inq, bits=b, activations="int8"), opener="inq",
-                          missing=lambda: _no_integer_mode() or _no_inference_session(), bits=b)]
+                          bits=b)]
     return specs
 
 
@@ -261,10 +260,6 @@ class Built:
 def build_variants(specs: list[Variant], ctx: Context) -> list[Built]:
     built = []
     for spec in specs:
-        why = spec.missing()
-        if why:
-            built.append(Built(spec, error=f"n/a (not available: {why})"))
-            continue
         try:
             result = spec.build(ctx)
         except Exception as exc:  # a tool or an unfinished feature failing is a row, not the end of the run
@@ -345,9 +340,11 @@ HEADER = (f"{'model':<10} {'batch':>5} {'thr':>3}  {'variant':<15} {'ms':>9} {'x
 
 
 def bench(name: str, args, rng) -> None:
-    model = MODELS[name](args.seed)
+    model = load_model(name, args.seed)
+    feed_name = model.graph.input[0].name
+    name = Path(name).stem if name not in MODELS else name
     with tempfile.TemporaryDirectory() as tmp:
-        ctx = Context(model, random_inputs(model, args.calibration, rng), args.bits[0], Path(tmp), {})
+        ctx = Context(model, feed_name, random_inputs(model, args.calibration, rng), args.bits[0], Path(tmp), {})
         built = build_variants(variant_specs(args.bits), ctx)
         ready = [b for b in built if not b.error]
         for batch in args.batch:
@@ -360,8 +357,8 @@ def bench(name: str, args, rng) -> None:
                         sessions[b.variant.name] = open_session(b.path, b.opener, threads)
                     except Exception as exc:  # e.g. an op library or API that does not take this model
                         failed[b.variant.name] = f"n/a (session failed: {type(exc).__name__}: {str(exc)[:120]})"
-                outputs = {n: s.run(None, {"x": x})[0] for n, s in sessions.items()}
-                runs = {n: functools.partial(s.run, None, {"x": x}) for n, s in sessions.items()}
+                outputs = {n: s.run(None, {feed_name: x})[0] for n, s in sessions.items()}
+                runs = {n: functools.partial(s.run, None, {feed_name: x}) for n, s in sessions.items()}
                 ms = interleaved_medians(runs, args.runs, args.warmup)
                 del runs, sessions
                 for b in built:
@@ -382,7 +379,7 @@ def bench(name: str, args, rng) -> None:
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", nargs="+", choices=sorted(MODELS), default=list(MODELS))
+    ap.add_argument("--model", nargs="+", default=list(MODELS), help=f"{', '.join(MODELS)}, or .onnx paths")
     ap.add_argument("--batch", type=int, nargs="+", default=[1])
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="intra_op_num_threads of every session")
     ap.add_argument("--runs", type=int, default=30, help="timed rounds; medians are reported")

@@ -107,6 +107,7 @@ def echo_mode(report) -> None:
         click.echo("Activations: float (weights-only INQ).")
         return
     how = "static scales from calibration" if report.static else "scales computed per run (no calibration data)"
-    click.echo(f"Activations: int8 in {len(report.integer_nodes)} com.inq node(s), {how}.")
+    click.echo(f"Activations: int8 in {len(report.integer_nodes)} com.inq node(s), {how}; "
+               f"{len(report.uint8_values)} tensor(s) passed between them as uint8.")
     for node, why in report.float_nodes:
         click.echo(f"  float activations: {node}: {why}")

@@ -11,6 +11,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from .errors import ConfigError, ModelError
+from .integer_mode import float_mode_copy
 from .packed_nodes import STANDARD_OP, packed_weight, shift_nodes
 from .schemas import DOMAIN, FUSION_ATTRIBUTES, INTEGER_ATTRIBUTES, PACKING_ATTRIBUTES
 
@@ -70,7 +71,7 @@ def export_float(model: onnx.ModelProto) -> onnx.ModelProto:
     """A copy in which every ShiftConv/ShiftGemm is the standard op with its decoded float32 weight."""
     if not shift_nodes(model):
         raise ModelError("the model has no ShiftConv/ShiftGemm nodes: nothing to export")
-    model = copy.deepcopy(model)
+    model = float_mode_copy(model)  # no uint8 tensors between the nodes
     graph = model.graph
     initializers = {t.name: t for t in graph.initializer}
     decoded: dict[str, str] = {}

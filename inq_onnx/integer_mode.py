@@ -3,21 +3,21 @@
 from __future__ import annotations
 
 import copy
+from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Mapping
 
 import numpy as np
 import onnx
-from onnx import helper
+from onnx import helper, numpy_helper
 
 from .calibrate import ACTIVATIONS_KEY, RANGES_KEY, Ranges, activation_ranges, metadata_ranges, ranges_metadata
 from .errors import ConfigError
-from .export import export_float
 from .packed_nodes import shift_nodes
-from .schemas import INTEGER_ATTRIBUTES
+from .schemas import DOMAIN, INTEGER_ATTRIBUTES, SHIFT_CONV, UINT8_IO_ATTRIBUTES
 
 __all__ = ["ACTIVATION_MODES", "INTEGER_ATTRIBUTES", "MAX_INTEGER_BITS", "ModeReport", "set_activations",
-           "input_quantization", "activations_of"]
+           "float_mode_copy", "input_quantization", "activations_of"]
 
 ACTIVATION_MODES = ("float", "int8")
 # Integer levels relative to the exponent base reach 2^(2^(b-2) - 1): 128 at 5 bits, 32768 at 6.
@@ -30,6 +30,7 @@ class ModeReport:
     static: bool  # scales calibrated on data (or taken from stored ranges), else computed per run
     integer_nodes: list[str] = field(default_factory=list)
     float_nodes: list[tuple[str, str]] = field(default_factory=list)  # (node, why it stays float)
+    uint8_values: list[str] = field(default_factory=list)  # tensors passed between com.inq nodes as uint8
 
 
 def input_quantization(low: float, high: float) -> tuple[float, int]:
@@ -56,26 +57,98 @@ def _set_metadata(model: onnx.ModelProto, key: str, value: str | None) -> None:
         model.metadata_props.add(key=key, value=value)
 
 
+def _strip_integer_mode(model: onnx.ModelProto) -> None:
+    """Every com.inq node back to float mode, in place: integer attributes, uint8 outputs and their zero points."""
+    uint8_values, dropped = set(), set()
+    for node in shift_nodes(model):
+        kept = [a for a in node.attribute if a.name not in INTEGER_ATTRIBUTES + UINT8_IO_ATTRIBUTES]
+        del node.attribute[:]
+        node.attribute.extend(kept)
+        if len(node.input) > 4:  # Y_zero_point: a uint8 output
+            if node.input[4]:
+                uint8_values.add(node.output[0])
+                dropped.add(node.input[4])
+            del node.input[4:]
+        while node.input and not node.input[-1]:
+            del node.input[-1]
+    kept_info = [v for v in model.graph.value_info if v.name not in uint8_values]
+    del model.graph.value_info[:]
+    model.graph.value_info.extend(kept_info)
+    used = {name for n in model.graph.node for name in n.input}
+    kept_init = [t for t in model.graph.initializer if t.name not in dropped or t.name in used]
+    del model.graph.initializer[:]
+    model.graph.initializer.extend(kept_init)
+
+
+def float_mode_copy(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy with every com.inq node in float mode (what `export` and calibration start from)."""
+    model = copy.deepcopy(model)
+    _strip_integer_mode(model)
+    return model
+
+
+def _chain_uint8(model: onnx.ModelProto, ranges: Ranges) -> list[str]:
+    """Outputs of integer-mode ShiftConvs that only integer-mode ShiftConvs read (as X or as the summand Z) stay
+    uint8, quantized in the producer's epilogue with the scale its readers would quantize them with."""
+    static = {n.name for n in shift_nodes(model) if any(a.name == "x_scale" for a in n.attribute)}
+    readers = defaultdict(list)
+    for node in model.graph.node:
+        for index, name in enumerate(node.input):
+            if name:
+                readers[name].append((node, index))
+    outputs = {o.name for o in model.graph.output}
+    taken = {t.name for t in model.graph.initializer} | {v for n in model.graph.node for v in (*n.input, *n.output)}
+    chained = []
+    for node in shift_nodes(model):
+        value = node.output[0]
+        users = readers.get(value, [])
+        if (node.op_type != SHIFT_CONV or node.name not in static or value in outputs or not users
+                or value not in ranges):
+            continue
+        if not all(u.domain == DOMAIN and u.op_type == SHIFT_CONV and u.name in static and index in (0, 3)
+                   for u, index in users):
+            continue
+        scale, zero_point = input_quantization(*ranges[value])
+        zp_name = f"{value}_zero_point"
+        while zp_name in taken:
+            zp_name += "_"
+        taken.add(zp_name)
+        model.graph.initializer.append(numpy_helper.from_array(np.array(zero_point, np.uint8), zp_name))
+        inputs = list(node.input) + [""] * (4 - len(node.input))
+        del node.input[:]
+        node.input.extend([*inputs[:4], zp_name])
+        node.attribute.append(helper.make_attribute("y_scale", scale))
+        for user, index in users:
+            if index == 3:
+                user.attribute.extend([helper.make_attribute("z_scale", scale),
+                                       helper.make_attribute("z_zero_point", zero_point)])
+        chained.append(value)
+    kept_info = [v for v in model.graph.value_info if v.name not in set(chained)]
+    del model.graph.value_info[:]
+    model.graph.value_info.extend(kept_info)
+    return chained
+
+
 def set_activations(model: onnx.ModelProto, mode: str, inputs: Mapping[str, np.ndarray] | None = None,
                     ranges: Ranges | None = None, batch_size: int = 256) -> tuple[onnx.ModelProto, ModeReport]:
     """A copy of the com.inq `model` in `mode`; its weights are untouched, so the conversion goes both ways.
 
     int8: each com.inq node of at most 5 bits quantizes its input to uint8. Scales are static when `inputs`
     (calibrated here, min/max per tensor) or `ranges` or the model's stored ranges give them, else computed per
-    run. The ranges of every tensor are stored in the metadata, for `export --format qdq`.
+    run. With static scales, a ShiftConv output that only such nodes read is passed on as uint8. The ranges of
+    every tensor are stored in the metadata, for `export --format qdq`.
     """
+    from .export import export_float  # export starts from float_mode_copy: imported here, not at module level
+
     if mode not in ACTIVATION_MODES:
         raise ConfigError(f"activations must be one of {', '.join(ACTIVATION_MODES)}, got {mode!r}")
-    model = copy.deepcopy(model)
+    model = float_mode_copy(model)
     if inputs is not None:
         ranges = activation_ranges(export_float(model), inputs, batch_size)
     elif ranges is None:
         ranges = metadata_ranges(model)
     report = ModeReport(mode, static=mode == "int8" and ranges is not None)
     for node in shift_nodes(model):
-        kept = [a for a in node.attribute if a.name not in INTEGER_ATTRIBUTES]
-        del node.attribute[:]
-        node.attribute.extend(kept)
         if mode == "float":
             continue
         bits = next(helper.get_attribute_value(a) for a in node.attribute if a.name == "bits")
@@ -91,6 +164,8 @@ def set_activations(model: onnx.ModelProto, mode: str, inputs: Mapping[str, np.n
             node.attribute.append(helper.make_attribute("x_scale", scale))
             node.attribute.append(helper.make_attribute("x_zero_point", zero_point))
         report.integer_nodes.append(node.name)
+    if report.static:
+        report.uint8_values = _chain_uint8(model, ranges)
     _set_metadata(model, ACTIVATIONS_KEY, mode)
     _set_metadata(model, RANGES_KEY, ranges_metadata(ranges) if ranges is not None else None)
     onnx.checker.check_model(model, full_check=True)

@@ -39,19 +39,34 @@ def _decode(packed, bits, weight_shape, exponent_base, channel_axis) -> np.ndarr
     return packing.unpack_weight(packed, int(bits), list(exponent_base), tuple(weight_shape), channel_axis)
 
 
+def _dequantized(q: np.ndarray, scale, zero_point) -> np.ndarray:
+    """uint8 codes as the float values they stand for: (q - zero_point) * scale."""
+    return ((q.astype(np.int32) - int(zero_point or 0)).astype(np.float32) * np.float32(scale)).astype(np.float32)
+
+
 class ShiftConv(OpRun):
     op_domain = DOMAIN
 
-    def _run(self, X, W_packed, B=None, Z=None, auto_pad=None, dilations=None, group=None, kernel_shape=None,
-             pads=None, strides=None, bits=None, weight_shape=None, exponent_base=None, activation=None,
-             activation_params=None, quantize_input=None, x_scale=None, x_zero_point=None):
+    def _run(self, X, W_packed, B=None, Z=None, Y_zero_point=None, auto_pad=None, dilations=None, group=None,
+             kernel_shape=None, pads=None, strides=None, bits=None, weight_shape=None, exponent_base=None,
+             activation=None, activation_params=None, quantize_input=None, x_scale=None, x_zero_point=None,
+             y_scale=None, z_scale=None, z_zero_point=None):
         weight = _decode(W_packed, bits, weight_shape, exponent_base, 0)
-        X = _quantized_input(X, quantize_input, x_scale, x_zero_point)
+        if X.dtype == np.uint8:  # integer mode: codes described by x_scale / x_zero_point
+            X = _dequantized(X, x_scale, x_zero_point)
+        else:
+            X = _quantized_input(X, quantize_input, x_scale, x_zero_point)
         (y,) = Conv._run(self, X, weight, B, auto_pad=auto_pad or "NOTSET", dilations=dilations, group=group or 1,
                          kernel_shape=kernel_shape, pads=pads, strides=strides)
+        y = y.astype(np.float32)
         if Z is not None:
-            y = (y + Z).astype(y.dtype)
-        return (_activate(y, activation, activation_params),)
+            z = _dequantized(Z, z_scale, z_zero_point) if Z.dtype == np.uint8 else Z
+            y = (y + z).astype(y.dtype)
+        y = _activate(y, activation, activation_params)
+        if Y_zero_point is not None:  # uint8 output: QuantizeLinear with y_scale and Y_zero_point
+            zp = int(np.asarray(Y_zero_point).reshape(-1)[0])
+            y = np.clip(np.rint(y / np.float32(y_scale)) + zp, 0, 255).astype(np.uint8)
+        return (y,)
 
 
 class ShiftGemm(OpRun):

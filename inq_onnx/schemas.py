@@ -6,7 +6,7 @@ import onnx
 from onnx import defs, helper, shape_inference
 
 __all__ = ["DOMAIN", "OPSET_VERSION", "SHIFT_CONV", "SHIFT_GEMM", "PACKING_ATTRIBUTES", "FUSION_ATTRIBUTES",
-           "INTEGER_ATTRIBUTES", "FUSED_ACTIVATIONS", "register_schemas", "opset_import"]
+           "INTEGER_ATTRIBUTES", "UINT8_IO_ATTRIBUTES", "FUSED_ACTIVATIONS", "register_schemas", "opset_import"]
 
 DOMAIN = "com.inq"
 OPSET_VERSION = 1
@@ -19,6 +19,8 @@ PACKING_ATTRIBUTES = ("bits", "weight_shape", "exponent_base")
 FUSION_ATTRIBUTES = ("activation", "activation_params")
 # The attributes that put a node in integer mode: its input is quantized to uint8 (docs/ops.md).
 INTEGER_ATTRIBUTES = ("quantize_input", "x_scale", "x_zero_point")
+# Integer-mode ShiftConv with uint8 tensors between layers: uint8 output scale, uint8 summand parameters.
+UINT8_IO_ATTRIBUTES = ("y_scale", "z_scale", "z_zero_point")
 FUSED_ACTIVATIONS = ("Relu", "Clip")
 _CONV_ATTRIBUTES = ("auto_pad", "dilations", "group", "kernel_shape", "pads", "strides")
 _GEMM_ATTRIBUTES = ("alpha", "beta", "transA", "transB")
@@ -35,8 +37,20 @@ def _float_weight_type(ctx: shape_inference.InferenceContext) -> onnx.TypeProto:
     return helper.make_tensor_type_proto(onnx.TensorProto.FLOAT, shape)
 
 
-def _infer_like(standard_op: str, attribute_names: tuple[str, ...], input_names: tuple[str, ...]):
-    """Shape inference that runs the standard op's own inference on the decoded weight's type."""
+def _as_float(type_proto: onnx.TypeProto) -> onnx.TypeProto:
+    """The same tensor type with element type float (a uint8 input has the shape of its float counterpart)."""
+    out = onnx.TypeProto()
+    out.CopyFrom(type_proto)
+    if out.HasField("tensor_type"):
+        out.tensor_type.elem_type = onnx.TensorProto.FLOAT
+    return out
+
+
+def _infer_like(standard_op: str, attribute_names: tuple[str, ...], input_names: tuple[str, ...],
+                output_type_input: int | None = None):
+    """Shape inference that runs the standard op's own inference on the decoded weight's type. With
+    `output_type_input`, the output's element type is that input's when it is given (ShiftConv's Y_zero_point:
+    uint8 output), else float."""
     schema = defs.get_schema(standard_op, 13)
 
     def infer(ctx: shape_inference.InferenceContext) -> None:
@@ -45,14 +59,18 @@ def _infer_like(standard_op: str, attribute_names: tuple[str, ...], input_names:
         attributes = [ctx.get_attribute(name) for name in attribute_names]
         node = helper.make_node(standard_op, list(input_names[: ctx.get_num_inputs()]), ["y"])
         node.attribute.extend(a for a in attributes if a is not None)
-        types = {input_names[0]: ctx.get_input_type(0), input_names[1]: _float_weight_type(ctx)}
+        types = {input_names[0]: _as_float(ctx.get_input_type(0)), input_names[1]: _float_weight_type(ctx)}
         if ctx.get_num_inputs() > 2 and ctx.has_input(2):
             types[input_names[2]] = ctx.get_input_type(2)
             node.input[:] = node.input[:3]
         else:
             node.input[:] = node.input[:2]
         outputs = shape_inference.infer_node_outputs(schema, node, types)
-        ctx.set_output_type(0, outputs["y"])
+        y = outputs["y"]
+        if (output_type_input is not None and ctx.get_num_inputs() > output_type_input
+                and ctx.has_input(output_type_input) and y.HasField("tensor_type")):
+            y.tensor_type.elem_type = ctx.get_input_type(output_type_input).tensor_type.elem_type
+        ctx.set_output_type(0, y)
 
     return infer
 
@@ -83,6 +101,18 @@ def _runtime_attributes() -> list[defs.OpSchema.Attribute]:
     ]
 
 
+def _uint8_io_attributes() -> list[defs.OpSchema.Attribute]:
+    """ShiftConv in integer mode with uint8 tensors: the parameters of a uint8 output and summand."""
+    A = defs.OpSchema.AttrType
+    return [
+        defs.OpSchema.Attribute("y_scale", A.FLOAT, "uint8 output (Y_zero_point given): output scale, > 0.",
+                                required=False),
+        defs.OpSchema.Attribute("z_scale", A.FLOAT, "uint8 Z: its scale, > 0.", required=False),
+        defs.OpSchema.Attribute("z_zero_point", A.INT, "uint8 Z: its zero point, 0..255 (default 0).",
+                                required=False),
+    ]
+
+
 def _parameter(name: str, type_str: str, doc: str, optional: bool = False) -> defs.OpSchema.FormalParameter:
     option = defs.OpSchema.FormalParameterOption.Optional if optional else defs.OpSchema.FormalParameterOption.Single
     return defs.OpSchema.FormalParameter(name, type_str, doc, param_option=option)
@@ -93,13 +123,18 @@ def _shift_conv_schema() -> defs.OpSchema:
     schema = defs.OpSchema(
         SHIFT_CONV, DOMAIN, OPSET_VERSION,
         "ONNX Conv whose weight is stored as bit-packed power-of-two codes (docs/ops.md).",
-        inputs=[_parameter("X", "T", "Input (N, C, D1[, D2])."),
+        inputs=[_parameter("X", "T1", "Input (N, C, D1[, D2]); uint8 only in integer mode."),
                 _parameter("W_packed", "tensor(uint8)", "Packed weight codes."),
-                _parameter("B", "T", "Bias (M).", optional=True),
-                _parameter("Z", "T", "Summand with the output's shape, added before the activation.",
+                _parameter("B", "tensor(float)", "Bias (M).", optional=True),
+                _parameter("Z", "T2", "Summand with the output's shape, added before the activation.",
+                           optional=True),
+                _parameter("Y_zero_point", "tensor(uint8)",
+                           "Integer mode: makes Y uint8 with this zero point (and attribute y_scale).",
                            optional=True)],
-        outputs=[_parameter("Y", "T", "Output.")],
-        type_constraints=[("T", ["tensor(float)"], "Float activations.")],
+        outputs=[_parameter("Y", "T3", "Output: uint8 when Y_zero_point is given, else float.")],
+        type_constraints=[("T1", ["tensor(float)", "tensor(uint8)"], "Float, or uint8 codes in integer mode."),
+                          ("T2", ["tensor(float)", "tensor(uint8)"], "Float, or uint8 codes in integer mode."),
+                          ("T3", ["tensor(float)", "tensor(uint8)"], "Float, or uint8 with Y_zero_point.")],
         attributes=[
             defs.OpSchema.Attribute("auto_pad", helper.make_attribute("auto_pad", "NOTSET"), "As in Conv."),
             defs.OpSchema.Attribute("dilations", A.INTS, "As in Conv.", required=False),
@@ -109,9 +144,11 @@ def _shift_conv_schema() -> defs.OpSchema:
             defs.OpSchema.Attribute("strides", A.INTS, "As in Conv.", required=False),
             *_packing_attributes(),
             *_runtime_attributes(),
+            *_uint8_io_attributes(),
         ],
     )
-    schema.set_type_and_shape_inference_function(_infer_like("Conv", _CONV_ATTRIBUTES, ("x", "w", "b")))
+    schema.set_type_and_shape_inference_function(_infer_like("Conv", _CONV_ATTRIBUTES, ("x", "w", "b"),
+                                                             output_type_input=4))
     return schema
 
 

@@ -187,3 +187,42 @@ def _fix_x_min(model):
     del model.graph.input[1]
     model.graph.initializer.append(numpy_helper.from_array(np.array(-0.2, np.float32), "x_min"))
     return model
+
+
+def test_static_int8_passes_uint8_between_shiftconvs_that_only_read_each_other():
+    result = quantize_model(residual_model(channels=8), QuantizeConfig(bits=4, retrain=False))
+    model = _fix_x_min(result.model)
+    x = np.random.default_rng(5).standard_normal((64, 2, 6, 6)).astype(np.float32)
+    chained, report = set_activations(model, "int8", {"x": x})
+    # stem -> block (as X and as the residual Z), block -> six, six -> dyn; dyn feeds a Clip node, tap is an
+    # output, and bcast's input comes from a Relu node: those stay float.
+    assert report.uint8_values == ["s_r", "b_r", "k_c"]
+    onnx.checker.check_model(chained, full_check=True)
+    inferred = onnx.shape_inference.infer_shapes(chained, strict_mode=True)
+    types = {v.name: v.type.tensor_type.elem_type for v in inferred.graph.value_info}
+    assert [types[v] for v in report.uint8_values] == [TensorProto.UINT8] * 3 and types["d"] == TensorProto.FLOAT
+    block = next(n for n in chained.graph.node if n.name == "block")
+    assert {a.name for a in block.attribute} >= {"x_scale", "z_scale", "z_zero_point", "y_scale"}
+    # The same scales as float tensors between the nodes would be quantized with: only the uint8 summand is
+    # rounded once more, so the drift from float mode grows little.
+    unchained = _unchain(chained)
+    float_mode = make_session(model).run(None, {"x": x})
+    got, want = make_session(chained).run(None, {"x": x}), make_session(unchained).run(None, {"x": x})
+    assert relative_error(got[1], float_mode[1]) < 1.5 * relative_error(want[1], float_mode[1]) + 0.01
+    assert np.mean(got[0].argmax(1) == float_mode[0].argmax(1)) >= 0.9
+    # Back to float mode: no uint8 tensor, no zero-point input, the float model again.
+    back, _ = set_activations(chained, "float")
+    assert [n.SerializeToString() for n in back.graph.node] == [n.SerializeToString() for n in model.graph.node]
+    assert not [t for t in back.graph.initializer if t.data_type == TensorProto.UINT8 and t.name.endswith("_point")]
+
+
+def _unchain(model):
+    """The int8 model with float tensors between its nodes (uint8 outputs and summands removed)."""
+    model = onnx.ModelProto.FromString(model.SerializeToString())
+    for node in model.graph.node:
+        if node.domain:
+            del node.input[4:]
+            keep = [a for a in node.attribute if a.name not in ("y_scale", "z_scale", "z_zero_point")]
+            del node.attribute[:]
+            node.attribute.extend(keep)
+    return model

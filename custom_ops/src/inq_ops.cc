@@ -41,7 +41,8 @@ const OrtApi* newest_api(const OrtApiBase* base, uint32_t lowest, uint32_t* vers
 }
 
 std::mutex g_mutex;
-CustomOp g_conv_op;
+CustomOp g_conv_op;  // ShiftConv, float X / Z / Y
+CustomOp g_conv_variants[7];  // ShiftConv with uint8 X / Z / Y (ShiftConv::specs() after the first)
 CustomOp g_gemm_op;
 // Created once and kept for the process: sessions must not outlive the domain, and onnxruntime accepts the
 // same domain object in several SessionOptions.
@@ -50,7 +51,9 @@ OrtCustomOpDomain* g_domain = nullptr;
 OrtStatus* register_ops(const OrtApi* api, OrtSessionOptions* options, uint32_t version) {
   std::lock_guard<std::mutex> lock(g_mutex);
   if (g_conv_op.version == 0) {
-    init_custom_op(&g_conv_op, ShiftConv::spec(), version);
+    const std::vector<OpSpec> conv = ShiftConv::specs();
+    init_custom_op(&g_conv_op, conv[0], version);
+    for (size_t i = 1; i < conv.size() && i <= 7; ++i) init_custom_op(&g_conv_variants[i - 1], conv[i], version);
     init_custom_op(&g_gemm_op, ShiftGemm::spec(), version);
     g_api_version = version;
   } else if (g_conv_op.version != version) {
@@ -60,6 +63,7 @@ OrtStatus* register_ops(const OrtApi* api, OrtSessionOptions* options, uint32_t 
     OrtCustomOpDomain* domain = nullptr;
     if (OrtStatus* s = api->CreateCustomOpDomain(kDomain, &domain)) return s;
     OrtStatus* s = api->CustomOpDomain_Add(domain, &g_conv_op);
+    for (size_t i = 0; i < 7 && !s; ++i) s = api->CustomOpDomain_Add(domain, &g_conv_variants[i]);
     if (!s) s = api->CustomOpDomain_Add(domain, &g_gemm_op);
     if (s) {
       api->ReleaseCustomOpDomain(domain);

@@ -170,6 +170,7 @@ Status tensor_ref(const OrtApi* api, const OrtValue* value, TensorRef* out) {
     out->shape.resize(rank);
     s = from_ort(api, api->GetDimensions(info, out->shape.data(), rank));
   }
+  if (s.ok()) s = from_ort(api, api->GetTensorElementType(info, &out->type));
   api->ReleaseTensorTypeAndShapeInfo(info);
   INQ_RETURN_IF_ERROR(s);
   out->count = 1;

@@ -68,6 +68,7 @@ struct TensorRef {
   std::vector<int64_t> shape;
   int64_t count = 0;
   void* data = nullptr;
+  ONNXTensorElementDataType type = ONNX_TENSOR_ELEMENT_DATA_TYPE_UNDEFINED;
 };
 Status tensor_ref(const OrtApi* api, const OrtValue* value, TensorRef* out);
 Status input(const OrtApi* api, OrtKernelContext* ctx, size_t index, TensorRef* out);  // absent -> !present

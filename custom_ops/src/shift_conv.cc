@@ -1,14 +1,25 @@
 // ShiftConv kernel: attribute checks at creation, shape checks and dispatch to kernels/conv at compute.
 #include "shift_conv.h"
 
+#include <cmath>
+
 #include "kernels/packed_weights.h"
 
 namespace inq {
 
-OpSpec ShiftConv::spec() {
-  return kernel_op_spec<ShiftConv>({ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT, ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8,
-                                    ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT, ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT},
-                                   {false, false, true, true});
+OpSpec ShiftConv::spec() { return specs().front(); }
+
+std::vector<OpSpec> ShiftConv::specs() {
+  const ONNXTensorElementDataType f = ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT, u8 = ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8;
+  std::vector<OpSpec> out;
+  for (ONNXTensorElementDataType y : {f, u8})  // float outputs first: chosen when Y_zero_point is absent
+    for (ONNXTensorElementDataType x : {f, u8})
+      for (ONNXTensorElementDataType z : {f, u8}) {
+        OpSpec s = kernel_op_spec<ShiftConv>({x, u8, f, z, y}, {false, false, true, true, true});
+        s.output = y;
+        out.push_back(std::move(s));
+      }
+  return out;
 }
 
 std::string ShiftConv::prefix() const { return "ShiftConv (weight_shape " + shape_str(weight_.shape) + "): "; }
@@ -68,6 +79,25 @@ Status ShiftConv::init(const OrtKernelInfo* info) {
 
   INQ_RETURN_IF_ERROR(read_activation(api_, info, prefix(), &fused_));
   INQ_RETURN_IF_ERROR(read_integer_mode(api_, info, prefix(), &integer_, &x_quant_));
+  // uint8 tensors between integer layers: y_scale (output), z_scale / z_zero_point (summand).
+  bool y_scale_present = false, z_scale_present = false, z_zp_present = false;
+  float z_scale = 0.0f;
+  int64_t z_zp = 0;
+  INQ_RETURN_IF_ERROR(with_prefix(prefix(), attr_float(api_, info, "y_scale", &y_scale_, &y_scale_present)));
+  INQ_RETURN_IF_ERROR(with_prefix(prefix(), attr_float(api_, info, "z_scale", &z_scale, &z_scale_present)));
+  INQ_RETURN_IF_ERROR(with_prefix(prefix(), attr_int(api_, info, "z_zero_point", &z_zp, &z_zp_present)));
+  if (!y_scale_present) y_scale_ = 0.0f;
+  if ((y_scale_present || z_scale_present || z_zp_present) && !integer_)
+    return Status::Invalid(prefix() + "y_scale / z_scale / z_zero_point need integer mode (quantize_input uint8)");
+  if (y_scale_present && !(y_scale_ > 0.0f && std::isfinite(y_scale_)))
+    return Status::Invalid(prefix() + "y_scale " + std::to_string(y_scale_) + " must be positive and finite");
+  if (z_scale_present && !(z_scale > 0.0f && std::isfinite(z_scale)))
+    return Status::Invalid(prefix() + "z_scale " + std::to_string(z_scale) + " must be positive and finite");
+  if (z_zp_present && !z_scale_present) return Status::Invalid(prefix() + "z_zero_point needs z_scale");
+  if (z_zp < 0 || z_zp > 255)
+    return Status::Invalid(prefix() + "z_zero_point " + std::to_string(z_zp) + " is outside 0..255");
+  z_quant_.scale = z_scale_present ? z_scale : 0.0f;
+  z_quant_.zero_point = static_cast<int32_t>(z_zp);
 
   TensorRef packed;
   INQ_RETURN_IF_ERROR(constant_input(api_, info, 1, &packed));
@@ -111,10 +141,31 @@ Status ShiftConv::decode(const TensorRef& packed, ConvWeights* out) const {
 }
 
 Status ShiftConv::compute(OrtKernelContext* ctx) const {
-  TensorRef x, b, z;
+  TensorRef x, b, z, yzp;
   INQ_RETURN_IF_ERROR(input(api_, ctx, 0, &x));
   INQ_RETURN_IF_ERROR(input(api_, ctx, 2, &b));
   INQ_RETURN_IF_ERROR(input(api_, ctx, 3, &z));
+  INQ_RETURN_IF_ERROR(input(api_, ctx, 4, &yzp));
+  const auto u8 = ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8;
+  const bool x_u8 = x.present && x.type == u8, z_u8 = z.present && z.type == u8;
+  if (!integer_ && (x_u8 || z_u8 || yzp.present))
+    return Status::Invalid(prefix() + "uint8 X / Z and Y_zero_point need integer mode (quantize_input uint8)");
+  if (x_u8 && x_quant_.dynamic())
+    return Status::Invalid(prefix() + "X is uint8: x_scale (and x_zero_point) must describe it");
+  if (z_u8 && z_quant_.dynamic()) return Status::Invalid(prefix() + "Z is uint8: z_scale (and z_zero_point) must describe it");
+  if (z.present && !z_u8 && !z_quant_.dynamic())
+    return Status::Invalid(prefix() + "z_scale is set but Z is float (z_scale describes a uint8 Z)");
+  QuantParams yq;
+  if (yzp.present) {
+    if (yzp.type != u8 || yzp.count != 1 || yzp.shape.size() > 1)
+      return Status::Invalid(prefix() + "Y_zero_point must be one uint8 value (shape [] or [1]), got shape " +
+                             shape_str(yzp.shape) + (yzp.type != u8 ? " of another element type" : ""));
+    if (!(y_scale_ > 0.0f)) return Status::Invalid(prefix() + "Y_zero_point (uint8 output) needs the y_scale attribute");
+    yq.scale = y_scale_;
+    yq.zero_point = *static_cast<const uint8_t*>(yzp.data);
+  } else if (y_scale_ > 0.0f) {
+    return Status::Invalid(prefix() + "y_scale is set without the Y_zero_point input that makes Y uint8");
+  }
   const size_t rank = weight_.shape.size();
   if (!x.present || x.shape.size() != rank)
     return Status::Invalid(prefix() + "X must have rank " + std::to_string(rank) + " (N, C, spatial...), got shape " +
@@ -171,13 +222,25 @@ Status ShiftConv::compute(OrtKernelContext* ctx) const {
   }
   TensorRef y;
   INQ_RETURN_IF_ERROR(output(api_, ctx, 0, y_shape, &y));
+  if ((y.type == u8) != yzp.present)
+    return Status::Invalid(prefix() + "output Y is " + (y.type == u8 ? "uint8" : "not uint8") +
+                           " but Y_zero_point is " + (yzp.present ? "given" : "absent"));
   if (y.count == 0) return Status();
   Epilogue ep = fused_;
   ep.bias = b.present ? static_cast<const float*>(b.data) : nullptr;
-  ep.summand = z.present ? static_cast<const float*>(z.data) : nullptr;
+  ep.summand = z.present && !z_u8 ? static_cast<const float*>(z.data) : nullptr;
   OrtTaskRunner pool(api_, ctx);
   if (qw) {
-    qconv_forward(g, *qw, static_cast<const float*>(x.data), x_quant_, ep, static_cast<float*>(y.data), pool.runner);
+    QConvOperands io;
+    io.x = x_u8 ? nullptr : static_cast<const float*>(x.data);
+    io.x_u8 = x_u8 ? static_cast<const uint8_t*>(x.data) : nullptr;
+    io.xq = x_quant_;
+    io.z_u8 = z_u8 ? static_cast<const uint8_t*>(z.data) : nullptr;
+    io.zq = z_quant_;
+    io.y = yzp.present ? nullptr : static_cast<float*>(y.data);
+    io.y_u8 = yzp.present ? static_cast<uint8_t*>(y.data) : nullptr;
+    io.yq = yq;
+    qconv_run(g, *qw, io, ep, pool.runner);
   } else {
     conv_forward(g, *w, static_cast<const float*>(x.data), ep, static_cast<float*>(y.data), pool.runner);
   }

@@ -15,6 +15,10 @@ class ShiftConv {
  public:
   static constexpr const char* kName = "ShiftConv";
   static OpSpec spec();
+  // Every registered variant (same name and domain): X float / uint8, Z float / uint8, and Y float (input 4
+  // absent, or declared float) / uint8 (input 4 Y_zero_point uint8). onnxruntime picks the first variant whose
+  // input types match, so the output type follows Y_zero_point's type, as QuantizeLinear's does.
+  static std::vector<OpSpec> specs();
 
   explicit ShiftConv(const OrtApi* api) : api_(api) {}
   // Reads and checks the attributes; decodes and pre-packs the weights if W_packed is an initializer.
@@ -35,6 +39,8 @@ class ShiftConv {
   Epilogue fused_;  // the fused activation (bias and summand are set per run)
   bool integer_ = false;  // integer mode: uint8 input, integer levels, int32 accumulation
   QuantParams x_quant_;   // static input quantization, or dynamic (scale 0)
+  float y_scale_ = 0.0f;  // uint8 output scale (attribute y_scale), 0 if absent
+  QuantParams z_quant_;   // uint8 summand parameters (z_scale, z_zero_point); scale 0 if absent
   // Set when W_packed is a constant initializer: float weights in float mode, integer ones in integer mode.
   std::unique_ptr<ConvWeights> constant_weights_;
   std::unique_ptr<QConvWeights> constant_qweights_;

@@ -162,6 +162,19 @@ static void test_conv(const MicroKernel& uk) {
       {1, 24, 14, 15, 40, 1, 1, 1, 2, 2, 1, 1, 0, 0, 0, 0},  // 7x8 output: pixel rows
       {2, 16, 30, 29, 24, 2, 1, 1, 2, 3, 1, 1, 0, 0, 0, 0},  // 15x10 output, grouped: pointwise GEMM
       {1, 8, 9, 9, 16, 1, 1, 1, 2, 2, 1, 1, 0, 0, -1, -1},   // cropped end
+      // Implicit GEMM with exact columns (B panels gathered without the dropped columns, output in place).
+      {1, 8, 20, 20, 16, 1, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1},   // 20-wide rows: two pieces per vector
+      {2, 8, 14, 14, 20, 1, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1},   // 14-wide rows: up to three, batch 2
+      {1, 6, 24, 23, 16, 1, 3, 3, 2, 2, 1, 1, 1, 1, 1, 1},   // stride 2, 12x12 output
+      {1, 8, 300, 9, 10, 1, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1},   // 9-wide rows, several column blocks
+      // Output-row pixel GEMM (A panels of one output row's positions, the kernel's exact row variants).
+      {1, 16, 14, 14, 56, 1, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1},  // 14x14: panels of 7 read in place, channel edge
+      {1, 16, 14, 14, 64, 1, 3, 3, 2, 2, 1, 1, 1, 1, 1, 1},  // stride 2 to 7x7: packed panels
+      {1, 24, 8, 8, 48, 1, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1},    // 8x8: full panels
+      {1, 8, 14, 14, 48, 1, 3, 3, 1, 1, 2, 2, 2, 2, 2, 2},   // dilated
+      {2, 16, 7, 7, 100, 2, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1},   // grouped, batch 2, 50 channels per group
+      {1, 16, 9, 9, 64, 1, 3, 3, 1, 1, 1, 1, -1, 0, 0, 0},   // negative pad: 6x7 output
+      {1, 24, 14, 14, 48, 1, 1, 1, 2, 2, 1, 1, 0, 0, 0, 0},  // 1x1 strided to 7x7
   };
   std::mt19937 rng(2);
   std::normal_distribution<float> nd;

@@ -374,6 +374,112 @@ static void test_prepare_checks() {
   }
 }
 
+// uint8 operands (QConvOperands): u8 input codes copied without quantizing, a u8 summand dequantized in the
+// epilogue, u8 output requantized from the epilogue's float, on both paths (GEMM and direct), every ISA, serial
+// and threaded, bit-exact against a scalar reference of the same arithmetic.
+static void test_u8_operands(int trials) {
+  std::mt19937 rng(41);
+  std::normal_distribution<float> nd;
+  const auto ks = paths();
+  const TaskRunner pool(parallel_for, nullptr);
+  for (int t = 0; t < trials; ++t) {
+    ConvGeometry g;
+    g.n = 1 + rng() % 2;
+    const unsigned gk = rng() % 3;  // 0: dense, 1: two groups, 2: depthwise
+    const int64_t cg = gk == 2 ? 1 : 1 + rng() % 13;
+    g.group = gk == 1 ? 2 : gk == 2 ? 1 + rng() % 6 : 1;
+    g.c = cg * g.group;
+    const int64_t mg = gk == 2 ? 1 + rng() % 2 : 1 + rng() % 20;
+    g.m = mg * g.group;
+    g.kh = 1 + rng() % 4, g.kw = 1 + rng() % 4, g.sh = 1 + rng() % 2, g.sw = 1 + rng() % 3;
+    g.dh = 1 + rng() % 2, g.dw = 1;
+    g.pad_t = rng() % 3, g.pad_l = rng() % 3, g.pad_b = rng() % 3, g.pad_r = rng() % 3;
+    g.h = std::max<int64_t>(1, (g.kh - 1) * g.dh + 1 - g.pad_t - g.pad_b) + rng() % 9;
+    g.w = std::max<int64_t>(1, g.kw - g.pad_l - g.pad_r) + rng() % 37;
+    std::vector<int64_t> out, pads;
+    if (!conv_output_shape({g.h, g.w}, {g.kh, g.kw}, {g.sh, g.sw}, {g.dh, g.dw}, {g.pad_t, g.pad_l, g.pad_b, g.pad_r},
+                           AutoPad::kNotSet, &out, &pads).empty())
+      continue;
+    g.oh = out[0], g.ow = out[1];
+    const size_t nx = static_cast<size_t>(g.n * g.c * g.h * g.w), ny = static_cast<size_t>(g.n * g.m * g.oh * g.ow);
+    QuantParams xq, zq, yq;
+    xq.scale = std::ldexp(1.0f + static_cast<float>(rng() % 1000) / 1000.0f, -6);
+    xq.zero_point = static_cast<int32_t>(rng() % 256);
+    zq.scale = 0.01f + static_cast<float>(rng() % 100) / 997.0f, zq.zero_point = static_cast<int32_t>(rng() % 256);
+    yq.scale = 0.005f + static_cast<float>(rng() % 100) / 1999.0f, yq.zero_point = static_cast<int32_t>(rng() % 256);
+    std::vector<uint8_t> x8(nx), z8(ny);
+    std::vector<float> xf(nx), zf(ny), unit(static_cast<size_t>(g.m)), bias(static_cast<size_t>(g.m));
+    for (auto& v : x8) v = static_cast<uint8_t>(rng() % 256);
+    for (auto& v : xf) v = nd(rng) * 0.5f;
+    for (auto& v : z8) v = static_cast<uint8_t>(rng() % 256);
+    for (auto& v : zf) v = nd(rng);
+    for (auto& v : unit) v = std::ldexp(1.0f, -9 + static_cast<int>(rng() % 6));
+    for (auto& v : bias) v = nd(rng);
+    std::vector<int16_t> lv;
+    random_levels(rng, g.m, cg * g.kh * g.kw, &lv);
+    const bool u8x = rng() % 2, u8y = rng() % 4 != 0;
+    const unsigned zk = rng() % 3;  // 0: none, 1: float, 2: u8
+    std::vector<float> zdeq(ny);
+    for (size_t i = 0; i < ny; ++i) zdeq[i] = static_cast<float>(static_cast<int32_t>(z8[i]) - zq.zero_point) * zq.scale;
+    Epilogue ep = random_epilogue(rng, bias, zf);
+    ep.summand = zk == 1 ? zf.data() : zk == 2 ? zdeq.data() : nullptr;  // the reference's summand
+    // Reference: codes of the input (u8 as given, else quantized), int32 sums, the rescale, the epilogue.
+    std::vector<float> v(ny);
+    const int64_t cgk = cg * g.kh * g.kw;
+    for (int64_t n = 0; n < g.n; ++n)
+      for (int64_t m = 0; m < g.m; ++m) {
+        const int64_t grp = m / mg;
+        int32_t rowsum = 0;
+        for (int64_t i = 0; i < cgk; ++i) rowsum += lv[static_cast<size_t>(m * cgk + i)];
+        for (int64_t oh = 0; oh < g.oh; ++oh)
+          for (int64_t ow = 0; ow < g.ow; ++ow) {
+            int32_t acc = 0;
+            for (int64_t c = 0; c < cg; ++c)
+              for (int64_t ki = 0; ki < g.kh; ++ki)
+                for (int64_t kj = 0; kj < g.kw; ++kj) {
+                  const int64_t ih = oh * g.sh - g.pad_t + ki * g.dh, iw = ow * g.sw - g.pad_l + kj * g.dw;
+                  int32_t qv = xq.zero_point;
+                  if (ih >= 0 && ih < g.h && iw >= 0 && iw < g.w) {
+                    const size_t xi = static_cast<size_t>(((n * g.c + grp * cg + c) * g.h + ih) * g.w + iw);
+                    qv = u8x ? x8[xi] : ref_q(xf[xi], xq);
+                  }
+                  acc += qv * lv[static_cast<size_t>(((m * cg + c) * g.kh + ki) * g.kw + kj)];
+                }
+            const int64_t idx = ((n * g.m + m) * g.oh + oh) * g.ow + ow;
+            v[static_cast<size_t>(idx)] =
+                ep.apply(static_cast<float>(acc - xq.zero_point * rowsum) * (unit[m] * xq.scale), m, idx);
+          }
+      }
+    std::vector<uint8_t> want8(ny);
+    for (size_t i = 0; i < ny; ++i) want8[i] = quantize_one(v[i], yq.scale, static_cast<float>(yq.zero_point));
+    Epilogue run_ep = ep;
+    if (zk == 2) run_ep.summand = nullptr;
+    QConvOperands io;
+    io.x = u8x ? nullptr : xf.data(), io.x_u8 = u8x ? x8.data() : nullptr, io.xq = xq;
+    io.z_u8 = zk == 2 ? z8.data() : nullptr, io.zq = zq;
+    io.yq = yq;
+    for (const QKernels* k : ks)
+      for (int path = 0; path < 2; ++path) {
+        QConvWeights w;
+        const auto forced = path ? QConvWeights::Path::kDirect : QConvWeights::Path::kGemm;
+        const std::string perr = w.prepare(g.m, g.group, cg, g.kh, g.kw, lv.data(), unit.data(), k, forced);
+        CHECK(perr.empty(), "prepare: %s", perr.c_str());
+        for (int threaded = 0; threaded < 2; ++threaded) {
+          std::vector<float> yf(ny, -7.0f);
+          std::vector<uint8_t> y8(ny, 77);
+          io.y = u8y ? nullptr : yf.data(), io.y_u8 = u8y ? y8.data() : nullptr;
+          qconv_run(g, w, io, run_ep, threaded ? pool : TaskRunner());
+          const bool same = u8y ? std::memcmp(y8.data(), want8.data(), ny) == 0
+                                : std::memcmp(yf.data(), v.data(), ny * sizeof(float)) == 0;
+          CHECK(same, "u8 operands %s %s%s trial %d: x %s z %u y %s n%lld c%lld %lldx%lld m%lld g%lld k%lldx%lld s%lldx%lld",
+                k->name, w.direct() ? "direct" : "gemm", threaded ? " threaded" : "", t, u8x ? "u8" : "f32", zk,
+                u8y ? "u8" : "f32", (long long)g.n, (long long)g.c, (long long)g.h, (long long)g.w, (long long)g.m,
+                (long long)g.group, (long long)g.kh, (long long)g.kw, (long long)g.sh, (long long)g.sw);
+        }
+      }
+  }
+}
+
 int main(int argc, char** argv) {
   const int trials = argc > 1 ? std::atoi(argv[1]) : 300;
   std::printf("integer paths:");
@@ -383,6 +489,7 @@ int main(int argc, char** argv) {
   test_conv_random(trials);
   test_direct_random(trials);
   test_gemm_random(trials);
+  test_u8_operands(trials);
   if (g_failures) {
     std::printf("%d failure(s)\n", g_failures);
     return 1;

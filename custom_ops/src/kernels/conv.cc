@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <cstring>
 #include <string>
 #include <vector>
 
@@ -148,6 +149,7 @@ void gather_panel_portable(const float* base, const int64_t* offsets, int64_t dn
     float* row = dst + d * width;
     for (int j = 0; j < width; ++j) row[j] = 0.0f;
     for (int p = 0; p < npieces; ++p) {
+      if (!pieces[p].mask) continue;
       const int j0 = 16 * pieces[p].vec + __builtin_ctz(pieces[p].mask), len = __builtin_popcount(pieces[p].mask);
       const float* s = src + pieces[p].delta;
       for (int j = j0; j < j0 + len; ++j) row[j] = s[j];
@@ -166,18 +168,30 @@ class ExactPlanePanels final : public PanelSource {
                       int64_t* panel_stride) const override {
     const GatherPanelFn gather = uk_.gather ? uk_.gather : gather_panel_portable;
     std::vector<GatherPiece>& pieces = pieces_;
+    const int vectors = (width + 15) / 16;
     for (int64_t p = 0; p < rn; p += width) {
+      // Runs of one output row within one vector, then every vector padded to the same count.
       pieces.clear();
       const int64_t first = p0_ + r0 + p, cols = std::min<int64_t>(width, rn - p);
+      std::vector<int>& count = count_;
+      count.assign(static_cast<size_t>(vectors), 0);
       for (int64_t j = 0; j < cols;) {
         const int64_t pos = first + j, oh = pos / ow_;
         const int64_t end = std::min({cols, j + (ow_ - pos % ow_), (j / 16 + 1) * 16});
         const uint32_t lanes = static_cast<uint32_t>(end - j), lo = static_cast<uint32_t>(j % 16);
-        pieces.push_back({static_cast<int32_t>(j / 16), (lanes >= 32 ? ~0u : ((1u << lanes) - 1u)) << lo,
-                          first + oh * (wph_ - ow_)});
+        pieces.push_back({static_cast<int32_t>(j / 16), ((1u << lanes) - 1u) << lo, first + oh * (wph_ - ow_)});
+        ++count[static_cast<size_t>(j / 16)];
         j = end;
       }
-      gather(base_, offsets_ + d0, dn, pieces.data(), static_cast<int>(pieces.size()), width,
+      const int per = std::max(1, *std::max_element(count.begin(), count.end()));
+      padded_.assign(static_cast<size_t>(vectors * per), GatherPiece{0, 0u, 0});
+      for (int v = 0, at = 0; v < vectors; ++v)
+        for (int i = 0; i < per; ++i) {
+          GatherPiece& q = padded_[static_cast<size_t>(v * per + i)];
+          q.vec = v;
+          if (i < count[static_cast<size_t>(v)]) q = pieces[static_cast<size_t>(at++)];
+        }
+      gather(base_, offsets_ + d0, dn, padded_.data(), static_cast<int>(padded_.size()), width,
              scratch + (p / width) * dn * width);
     }
     *panel_stride = dn * width;
@@ -189,7 +203,8 @@ class ExactPlanePanels final : public PanelSource {
   const float* base_;
   const int64_t* offsets_;
   int64_t p0_, ow_, wph_;
-  mutable std::vector<GatherPiece> pieces_;
+  mutable std::vector<GatherPiece> pieces_, padded_;
+  mutable std::vector<int> count_;
 };
 
 // Rows per block when `rows` are split into about `parts` blocks of whole mr-row panels.
@@ -226,6 +241,47 @@ bool implicit_layout(const ConvGeometry& g, const MicroKernel& uk, ImplicitLayou
   return (l->cplane - 4096) / 2 <= padded && (l->wide - 256) / 2 <= out_plane && (copy - 4096) / 4 <= im2col;
 }
 
+// dst[j] = src[2 * j], j < n (one clone per ISA, so that it vectorizes with permutes).
+#if defined(INQ_HAVE_X86_KERNELS) && defined(__GNUC__) && !defined(__clang__)
+__attribute__((target_clones("avx512f", "avx2", "default")))
+#endif
+void copy_stride2(const float* __restrict src, float* __restrict dst, int64_t n) {
+  for (int64_t j = 0; j < n; ++j) dst[j] = src[2 * j];
+}
+
+// Copies channel c of one (image, group) into its zero-padded phase planes (layout `l`).
+void pad_channel(const ConvGeometry& g, const ImplicitLayout& l, const float* xg, float* padded, int64_t c) {
+  const int64_t hph = l.hph, wph = l.wph, pplane = l.pplane, cplane = l.cplane;
+  const float* src = xg + c * g.h * g.w;
+  for (int64_t a = 0; a < g.sh; ++a)
+    for (int64_t b = 0; b < g.sw; ++b) {
+      float* dst = padded + c * cplane + (a * g.sw + b) * pplane;
+      for (int64_t i = 0; i < hph; ++i) {
+        float* row = dst + i * wph;
+        const int64_t ih = i * g.sh + a - g.pad_t;
+        if (ih < 0 || ih >= g.h) {
+          for (int64_t j = 0; j < wph; ++j) row[j] = 0.0f;
+          continue;
+        }
+        const float* srow = src + ih * g.w;
+        // iw = j * sw + b - pad_l must lie in [0, w).
+        const int64_t off = b - g.pad_l;
+        const int64_t lo = std::min(wph, off >= 0 ? 0 : (-off + g.sw - 1) / g.sw);
+        const int64_t hi = std::max(lo, std::min(wph, g.w - off <= 0 ? 0 : (g.w - off + g.sw - 1) / g.sw));
+        for (int64_t j = 0; j < lo; ++j) row[j] = 0.0f;
+        if (g.sw == 1) {
+          const float* s = srow + off;
+          for (int64_t j = lo; j < hi; ++j) row[j] = s[j];
+        } else if (g.sw == 2) {
+          copy_stride2(srow + off + 2 * lo, row + lo, hi - lo);
+        } else {
+          for (int64_t j = lo; j < hi; ++j) row[j] = srow[j * g.sw + off];
+        }
+        for (int64_t j = hi; j < wph; ++j) row[j] = 0.0f;
+      }
+    }
+}
+
 // Whether the implicit path gathers exact output columns (see conv_implicit). INQ_ONNX_CONV=wide / exact
 // forces either (testing and comparison).
 bool exact_columns(const ConvGeometry& g, const ImplicitLayout& l) {
@@ -246,7 +302,7 @@ void conv_implicit(const ConvGeometry& g, const ImplicitLayout& l, const ConvWei
   const float* bias = ep.bias;
   const MicroKernel& uk = weights.kernel();
   const int64_t cg = g.cg(), mg = g.mg(), kg = g.kg();
-  const int64_t hph = l.hph, wph = l.wph, pplane = l.pplane, cplane = l.cplane;
+  const int64_t wph = l.wph, pplane = l.pplane, cplane = l.cplane;
   const int64_t image = l.image;  // cg planes plus slack for reads of dropped columns
   float* padded = thread_scratch(3, static_cast<size_t>(image));
   std::vector<int64_t> offsets(static_cast<size_t>(kg));
@@ -271,35 +327,6 @@ void conv_implicit(const ConvGeometry& g, const ImplicitLayout& l, const ConvWei
   if (col_blocks < 8) mb = row_block(mg, uk.mr, (8 + col_blocks - 1) / col_blocks);
   const int64_t row_blocks = (mg + mb - 1) / mb;
 
-  // Copies channel c of one (image, group) into its zero-padded phase planes.
-  auto pad_channel = [&](const float* xg, float* padded, int64_t c) {
-    const float* src = xg + c * g.h * g.w;
-    for (int64_t a = 0; a < g.sh; ++a)
-      for (int64_t b = 0; b < g.sw; ++b) {
-        float* dst = padded + c * cplane + (a * g.sw + b) * pplane;
-        for (int64_t i = 0; i < hph; ++i) {
-          float* row = dst + i * wph;
-          const int64_t ih = i * g.sh + a - g.pad_t;
-          if (ih < 0 || ih >= g.h) {
-            for (int64_t j = 0; j < wph; ++j) row[j] = 0.0f;
-            continue;
-          }
-          const float* srow = src + ih * g.w;
-          // iw = j * sw + b - pad_l must lie in [0, w).
-          const int64_t off = b - g.pad_l;
-          const int64_t lo = std::min(wph, off >= 0 ? 0 : (-off + g.sw - 1) / g.sw);
-          const int64_t hi = std::max(lo, std::min(wph, g.w - off <= 0 ? 0 : (g.w - off + g.sw - 1) / g.sw));
-          for (int64_t j = 0; j < lo; ++j) row[j] = 0.0f;
-          if (g.sw == 1) {
-            const float* s = srow + off;
-            for (int64_t j = lo; j < hi; ++j) row[j] = s[j];
-          } else {
-            for (int64_t j = lo; j < hi; ++j) row[j] = srow[j * g.sw + off];
-          }
-          for (int64_t j = hi; j < wph; ++j) row[j] = 0.0f;
-        }
-      }
-  };
   // Output columns [q0, q0 + qn) x output channels [r0, r0 + rn) of one (image, group) from its padded copy.
   auto gemm_columns = [&](const float* padded, int64_t img, int64_t q0, int64_t qn, int64_t r0, int64_t rn) {
     const int64_t n = img / g.group, grp = img % g.group;
@@ -359,7 +386,7 @@ void conv_implicit(const ConvGeometry& g, const ImplicitLayout& l, const ConvWei
     runner.run(static_cast<size_t>(images), [&](size_t t) {
       const int64_t img = static_cast<int64_t>(t);
       float* own = thread_scratch(5, static_cast<size_t>(image));
-      for (int64_t c = 0; c < cg; ++c) pad_channel(image_input(img), own, c);
+      for (int64_t c = 0; c < cg; ++c) pad_channel(g, l, image_input(img), own, c);
       for (int64_t j = cg * cplane; j < image; ++j) own[j] = 0.0f;
       gemm_columns(own, img, 0, cols, 0, mg);
     });
@@ -367,7 +394,7 @@ void conv_implicit(const ConvGeometry& g, const ImplicitLayout& l, const ConvWei
   }
   // One (image, group) at a time so that its padded copy stays in cache while the GEMM reads it.
   for (int64_t img = 0; img < images; ++img) {
-    runner.run(static_cast<size_t>(cg), [&](size_t t) { pad_channel(image_input(img), padded, static_cast<int64_t>(t)); });
+    runner.run(static_cast<size_t>(cg), [&](size_t t) { pad_channel(g, l, image_input(img), padded, static_cast<int64_t>(t)); });
     for (int64_t j = cg * cplane; j < image; ++j) padded[j] = 0.0f;
     runner.run(static_cast<size_t>(col_blocks * row_blocks), [&](size_t t) {
       const int64_t q0 = static_cast<int64_t>(t) / row_blocks * nc, r0 = static_cast<int64_t>(t) % row_blocks * mb;
@@ -535,6 +562,105 @@ void depthwise_plane_padded(const ConvGeometry& g, const float* x, const float* 
   depthwise_rows<0>(g, p, plane, w, bias, y);
 }
 
+// Panel rows of the output-row GEMM for `g`: the largest divisor of OW that is at most mr, or 0 when that
+// leaves too many kernel rows idle (less than 7 of 8).
+int64_t output_row_panel(const ConvGeometry& g, const MicroKernel& uk) {
+  if (uk.vector <= 0 || uk.mr > 8 || g.ow <= 0) return 0;
+  int64_t r = std::min<int64_t>(uk.mr, g.ow);
+  while (g.ow % r != 0) --r;
+  if (r * 8 < uk.mr * 7) return 0;
+  for (int v = 1; v * uk.vector <= uk.nr && v <= 4; ++v)
+    if (!uk.edge[r - 1][v - 1]) return 0;  // every tile must have its exact rp-row variant
+  return r;
+}
+
+// Whether the output-row variant of the pixel-rows GEMM suits `g` (see conv_output_rows): small planes (the
+// pixel-rows cases) and spatial kernels on planes up to 16x16, where output positions as GEMM columns would
+// compute partly empty vectors (14x14: 208 columns for 196) or pay for gathering around the dropped columns.
+bool output_rows_suit(const ConvGeometry& g, const MicroKernel& uk, ImplicitLayout* l) {
+  const int64_t rp = output_row_panel(g, uk);
+  if (force_im2col() || rp == 0 || g.mg() < uk.nr || g.kg() < 16) return false;
+  for (int v = 1; v * uk.vector <= uk.nr && v <= 4; ++v)
+    if (!uk.a_in_place[rp - 1][v - 1]) return false;
+  if (!implicit_layout(g, uk, l)) return false;
+  if (pixel_rows_suit(g, uk)) return true;
+  return g.kh * g.kw > 1 && g.out_plane() <= 256 && g.out_plane() * g.kg() <= (int64_t{1} << 20);
+}
+
+// Pixel-rows GEMM with A panels of rp consecutive positions of one output row, rp dividing OW (7x7 and 14x14
+// planes: panels of 7 rows, computed by the kernel's exact 7-row variants, instead of 8-row panels and edges).
+// The kernel reads A in place from the padded phase planes of the implicit path, where those positions are
+// contiguous for every tap; B is the weights as column panels. C (positions x channels) is stored transposed.
+// Tasks split positions and output channels.
+void conv_output_rows(const ConvGeometry& g, const ImplicitLayout& l, const ConvWeights& weights, const float* x,
+                      const Epilogue& ep, float* y, const TaskRunner& runner) {
+  const MicroKernel& uk = weights.kernel();
+  const int64_t nr = uk.nr;
+  const int64_t cg = g.cg(), mg = g.mg(), kg = g.kg(), plane = g.out_plane(), ow = g.ow;
+  const int64_t rp = output_row_panel(g, uk), per_row = ow / rp, panels = g.oh * per_row;
+  const int64_t cw = (mg + nr - 1) / nr * nr;  // C row stride: edge tiles may write up to a whole panel
+  float* c = thread_scratch(4, static_cast<size_t>(plane * cw));
+  // gemm() is not called here, so its scratch slot is free.
+  float* padded = thread_scratch(0, static_cast<size_t>(l.image));
+  std::vector<int64_t> offsets(static_cast<size_t>(kg));
+  for (int64_t ch = 0, d = 0; ch < cg; ++ch)
+    for (int64_t ki = 0; ki < g.kh; ++ki)
+      for (int64_t kj = 0; kj < g.kw; ++kj) {
+        const int64_t r = ki * g.dh, q = kj * g.dw;
+        offsets[d++] = ch * l.cplane + ((r % g.sh) * g.sw + q % g.sw) * l.pplane + (r / g.sh) * l.wph + q / g.sw;
+      }
+  const int64_t kblocks = (kg + 255) / 256, kc_max = (kg + kblocks - 1) / kblocks;
+  // Tasks: blocks of whole channel panels, and blocks of row panels when there are few channel blocks.
+  const int64_t nb = row_block(mg, nr, 16);
+  const int64_t col_blocks = (mg + nb - 1) / nb;
+  const int64_t pb =
+      col_blocks >= 8 ? panels : std::max<int64_t>(1, (panels + 1) / ((8 + col_blocks - 1) / col_blocks));
+  const int64_t panel_blocks = (panels + pb - 1) / pb;
+  for (int64_t img = 0; img < g.n * g.group; ++img) {
+    const int64_t n = img / g.group, grp = img % g.group;
+    const float* xg = x + (n * g.c + grp * cg) * g.in_plane();
+    runner.run(static_cast<size_t>(cg), [&](size_t t) { pad_channel(g, l, xg, padded, static_cast<int64_t>(t)); });
+    for (int64_t j = cg * l.cplane; j < l.image; ++j) padded[j] = 0.0f;
+    runner.run(static_cast<size_t>(col_blocks * panel_blocks), [&](size_t t) {
+      const int64_t cb = static_cast<int64_t>(t) / panel_blocks, qb = static_cast<int64_t>(t) % panel_blocks;
+      const PrepackedPanels& wp = weights.column_panels(grp);
+      const int64_t c0 = cb * nb, cn = std::min(nb, mg - c0);
+      const int64_t q0 = qb * pb, q1 = std::min(panels, q0 + pb);
+      for (int64_t pc = 0; pc < kg; pc += kc_max) {
+        const int64_t kc = std::min(kc_max, kg - pc);
+        for (int64_t jr = c0; jr < c0 + cn; jr += nr) {
+          const int64_t nw = std::min(nr, c0 + cn - jr);
+          int64_t stride = 0;
+          const float* bpan = wp.panels(jr, nw, pc, kc, static_cast<int>(nr), nullptr, &stride);
+          const InPlaceAKernelFn fn = uk.a_in_place[rp - 1][(nw + uk.vector - 1) / uk.vector - 1];
+          // The next depth block of this weight panel follows the current one: fetch it into L2 while the row
+          // panels after the first reuse the current block (a cold weight stream is then read ahead).
+          const float* next = bpan + kc * nr;
+          const int64_t next_lines = pc + kc < kg ? std::min(kc_max, kg - pc - kc) * nr / 16 : 0;
+          const int64_t per_call = (next_lines + std::max<int64_t>(1, q1 - q0 - 1) - 1) / std::max<int64_t>(1, q1 - q0 - 1);
+          for (int64_t q = q0; q < q1; ++q) {
+            fn(kc, padded + q / per_row * l.wph + q % per_row * rp, offsets.data() + pc, bpan, c + q * rp * cw + jr,
+               cw, pc > 0 ? 1 : 0);
+            const int64_t l0 = (q - q0) * per_call, l1 = std::min(next_lines, l0 + per_call);
+            for (int64_t line = l0; line < l1; ++line) __builtin_prefetch(next + 16 * line, 0, 2);
+          }
+        }
+      }
+      // Transposed store: channel rows of the output from channel columns of C.
+      const int64_t ch0 = grp * mg + c0, p0 = q0 * rp, pn = (q1 - q0) * rp;
+      const int64_t at = (n * g.m + ch0) * plane + p0;
+      for (int64_t j = 0; j < cn; ++j) {
+        float* dst = y + at + j * plane;
+        const float* src = c + p0 * cw + c0 + j;
+        const float bias = ep.bias ? ep.bias[ch0 + j] : 0.0f;
+        for (int64_t p = 0; p < pn; ++p) dst[p] = src[p * cw] + bias;
+      }
+      if (ep.summand || ep.activation != Activation::kNone)
+        finish_rows(ep, y + at, plane, y + at, plane, cn, pn, ep.summand ? ep.summand + at : nullptr, plane);
+    });
+  }
+}
+
 }  // namespace
 
 void conv_forward(const ConvGeometry& g, const ConvWeights& weights, const float* x, const Epilogue& ep, float* y,
@@ -600,6 +726,12 @@ void conv_forward(const ConvGeometry& g, const ConvWeights& weights, const float
       }
     });
     conv_forward(sub, weights, xs, ep, y, runner);
+    return;
+  }
+  ImplicitLayout rows_layout;
+  if (output_rows_suit(g, weights.kernel(), &rows_layout)) {
+    weights.column_panels(0);  // packed here once, not inside the tasks
+    conv_output_rows(g, rows_layout, weights, x, ep, y, runner);
     return;
   }
   if (pixel_rows_suit(g, weights.kernel()) && !force_im2col()) {

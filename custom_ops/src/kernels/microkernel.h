@@ -38,7 +38,8 @@ inline int64_t depthwise_scratch_floats(int64_t oh, int64_t ow, int64_t kh, int6
 
 // One piece of a B panel row gathered from a source with gaps (output rows of a padded plane): lanes `mask` of
 // 16-float vector `vec` of the row, panel column j = 16 * vec + lane, take src[delta + j]. The lanes of a mask
-// are contiguous; lanes no piece covers are zero.
+// are contiguous (or none); lanes no piece covers are zero. Every vector of a row has the same number of pieces
+// (npieces / ceil(width / 16), in vector order).
 struct GatherPiece {
   int32_t vec;
   uint32_t mask;
@@ -47,6 +48,11 @@ struct GatherPiece {
 // Fills dn panel rows: dst[d * width + j] from base + offsets[d] through the pieces (sorted by vec).
 using GatherPanelFn = void (*)(const float* base, const int64_t* offsets, int64_t dn, const GatherPiece* pieces,
                                int npieces, int width, float* dst);
+
+// Micro-kernel variant reading A in place: c[i*ldc + j] = (accumulate ? c : 0) + sum_d a[a_offsets[d] + i] *
+// b[d*nr + j] for the variant's rows i and columns j (B a packed panel).
+using InPlaceAKernelFn = void (*)(int64_t kc, const float* a, const int64_t* a_offsets, const float* b, float* c,
+                                  int64_t ldc, int accumulate);
 
 struct MicroKernel {
   int mr;
@@ -62,6 +68,8 @@ struct MicroKernel {
   DepthwisePlaneFn depthwise = nullptr;
   // Optional B panel gather (null: the portable loop in conv.cc).
   GatherPanelFn gather = nullptr;
+  // Optional in-place-A variants, a_in_place[r - 1][v - 1] for r rows x v vectors as edge[][] (null: pack A).
+  InPlaceAKernelFn a_in_place[8][4] = {};
 
   // The variant that covers `rows` x `columns` (at most mr x nr) with the least work.
   MicroKernelFn for_tile(int64_t rows, int64_t columns) const {

@@ -6,6 +6,8 @@
 #include "kernels/qconv.h"
 
 #include <algorithm>
+#include <cstdlib>
+#include <cstring>
 #include <vector>
 
 namespace inq {
@@ -54,18 +56,72 @@ std::string QConvWeights::prepare(int64_t m, int64_t group, int64_t cg, int64_t 
 
 namespace {
 
+// Two layouts of the activation planes (per channel quad, u8 quads, zero-point padded):
+//  - wide: one plane per used (row phase, column phase) of the padded input, wph = ceil(wp / sw) columns; output
+//    column q = oh * wph + ow, so rows are computed with wph - ow extra columns the epilogue drops.
+//  - compact: one plane per used row phase and kernel column kj, ow columns, plane[i][j] = padded input
+//    (i * sh + phase, j * sw + kj * dw): tap (ki, kj) reads output column q = oh * ow + ow at q + (ki*dh/sh) * ow,
+//    so no column is computed in vain (kw copies of the input instead of one; used where it pays).
+// In both, wph is the row width of the column space (and of the planes).
 struct Layout {
+  bool compact = false;
   int64_t hph = 0, wph = 0, pplane = 0, cplane = 0, cq = 0, wide = 0, wpad = 0, image = 0;  // image: bytes
   int64_t na = 0, nb = 0;
   std::vector<int> pa, pb;  // phase -> index among used phases, or -1
   std::vector<int64_t> off;  // bytes, per depth quad
 };
 
-Layout make_layout(const ConvGeometry& g) {
+// Compact when the columns it saves (multiply-adds of every output row) cost more than its extra copies.
+bool want_compact(const ConvGeometry& g, int64_t m_rows) {
+  if (const char* e = std::getenv("INQ_QCONV_LAYOUT")) {
+    if (std::strcmp(e, "wide") == 0) return false;
+    if (std::strcmp(e, "compact") == 0) return true;
+  }
+  const int64_t hp = g.h + g.pad_t + g.pad_b, wp = g.w + g.pad_l + g.pad_r;
+  const int64_t hph = (hp + g.sh - 1) / g.sh, wph = (wp + g.sw - 1) / g.sw;
+  const int64_t r16 = kQCols;
+  const int64_t wide_cols = (g.oh * wph + r16 - 1) / r16 * r16, compact_cols = (g.oh * g.ow + r16 - 1) / r16 * r16;
+  if (compact_cols >= wide_cols) return false;
+  const int64_t cq = (g.cg() + 3) / 4;
+  // Work units: one multiply-add ~ 1/64 cycle (vpdpbusd); one copied quad ~ 1/4 cycle (estimates).
+  const double saved = static_cast<double>(m_rows) * cq * g.kh * g.kw * 4 * (wide_cols - compact_cols) / 64.0;
+  const double na = std::min<int64_t>(g.sh, g.kh);
+  const double extra = static_cast<double>(cq) * na * hph * (g.kw * g.ow - wph) / 4.0;
+  return saved > extra;
+}
+
+Layout make_layout(const ConvGeometry& g, bool compact) {
   Layout l;
   const int64_t hp = g.h + g.pad_t + g.pad_b, wp = g.w + g.pad_l + g.pad_r;
   l.hph = (hp + g.sh - 1) / g.sh;
   l.wph = (wp + g.sw - 1) / g.sw;
+  if (compact) {
+    l.compact = true;
+    l.wph = g.ow;
+    l.pa.assign(static_cast<size_t>(g.sh), -1);
+    for (int64_t ki = 0; ki < g.kh; ++ki) l.pa[static_cast<size_t>((ki * g.dh) % g.sh)] = 0;
+    for (auto& v : l.pa) if (v == 0) v = static_cast<int>(l.na++);
+    l.nb = g.kw;
+    l.pplane = l.hph * l.wph;
+    l.cplane = l.na * l.nb * l.pplane;
+    l.cq = (g.cg() + 3) / 4;
+    const int64_t taps = g.kh * g.kw;
+    l.off.resize(static_cast<size_t>(l.cq * taps));
+    int64_t max_off = 0;
+    for (int64_t c = 0; c < l.cq; ++c)
+      for (int64_t ki = 0; ki < g.kh; ++ki)
+        for (int64_t kj = 0; kj < g.kw; ++kj) {
+          const int64_t r = ki * g.dh;
+          const int64_t plane = l.pa[static_cast<size_t>(r % g.sh)] * l.nb + kj;
+          const int64_t o = 4 * (c * l.cplane + plane * l.pplane + (r / g.sh) * l.wph);
+          l.off[static_cast<size_t>(c * taps + ki * g.kw + kj)] = o;
+          max_off = std::max(max_off, o);
+        }
+    l.wide = g.oh * l.wph;
+    l.wpad = (l.wide + kQCols - 1) / kQCols * kQCols;
+    l.image = (std::max(4 * l.cq * l.cplane, max_off + 4 * l.wpad) + 63) / 64 * 64;
+    return l;
+  }
   l.pplane = l.hph * l.wph;
   // Only the stride phases some tap reads get a plane (a 1x1 stride-2 conv copies a quarter of its input).
   l.pa.assign(static_cast<size_t>(g.sh), -1);
@@ -96,8 +152,9 @@ Layout make_layout(const ConvGeometry& g) {
 }
 
 // Quantizes channel quad `cq` of one (image, group) into its zero-point-padded phase planes.
-void quantize_quad(const ConvGeometry& g, const Layout& l, const QKernels& k, const float* xg, int64_t cq,
-                   QuantParams p, uint8_t* image) {
+// xg8 (u8 codes, then xg is null) is copied instead.
+void quantize_quad(const ConvGeometry& g, const Layout& l, const QKernels& k, const float* xg, const uint8_t* xg8,
+                   int64_t cq, QuantParams p, uint8_t* image) {
   const uint32_t zq = static_cast<uint32_t>(p.zero_point) * 0x01010101u;
   uint32_t* planes = reinterpret_cast<uint32_t*>(image) + cq * l.cplane;
   std::fill(planes, planes + l.cplane, zq);
@@ -109,7 +166,13 @@ void quantize_quad(const ConvGeometry& g, const Layout& l, const QKernels& k, co
       const int64_t ih = i * g.sh + a - g.pad_t;
       if (ih < 0 || ih >= g.h) continue;
       const float* src[4];
-      for (int64_t c = 0; c < 4; ++c) src[c] = cq * 4 + c < cg ? xg + (cq * 4 + c) * hw + ih * g.w : nullptr;
+      const uint8_t* src8[4];
+      for (int64_t c = 0; c < 4; ++c) {
+        const bool in = cq * 4 + c < cg;
+        const int64_t at = (cq * 4 + c) * hw + ih * g.w;
+        src[c] = in && xg ? xg + at : nullptr;
+        src8[c] = in && xg8 ? xg8 + at : nullptr;
+      }
       bool have_tmp = false;
       for (int64_t b = 0; b < g.sw; ++b) {
         if (l.pb[static_cast<size_t>(b)] < 0) continue;
@@ -121,6 +184,12 @@ void quantize_quad(const ConvGeometry& g, const Layout& l, const QKernels& k, co
         const int64_t hi = std::max(lo, std::min(l.wph, g.w - off <= 0 ? 0 : (g.w - off + g.sw - 1) / g.sw));
         if (hi <= lo) continue;
         if (g.sw == 1) {
+          if (xg8) {
+            const uint8_t* s8[4];
+            for (int c = 0; c < 4; ++c) s8[c] = src8[c] ? src8[c] + lo + off : nullptr;
+            k.interleave4_u8(s8, hi - lo, p.zero_point, row + lo);
+            continue;
+          }
           const float* s[4];
           for (int c = 0; c < 4; ++c) s[c] = src[c] ? src[c] + lo + off : nullptr;
           k.quantize4(s, hi - lo, p.scale, p.zero_point, row + lo);
@@ -128,10 +197,55 @@ void quantize_quad(const ConvGeometry& g, const Layout& l, const QKernels& k, co
         }
         if (!have_tmp) {
           tmp.resize(static_cast<size_t>(g.w));
-          k.quantize4(src, g.w, p.scale, p.zero_point, tmp.data());
+          if (xg8) k.interleave4_u8(src8, g.w, p.zero_point, tmp.data());
+          else k.quantize4(src, g.w, p.scale, p.zero_point, tmp.data());
           have_tmp = true;
         }
         for (int64_t j = lo; j < hi; ++j) row[j] = tmp[static_cast<size_t>(j * g.sw + off)];
+      }
+    }
+  }
+}
+
+// quantize_quad for the compact layout: each input row quantized once into a zero-point padded row, then
+// copied (column stride sw, shift kj * dw) into the row of each kj plane.
+void quantize_quad_compact(const ConvGeometry& g, const Layout& l, const QKernels& k, const float* xg,
+                           const uint8_t* xg8, int64_t cq, QuantParams p, uint8_t* image) {
+  const uint32_t zq = static_cast<uint32_t>(p.zero_point) * 0x01010101u;
+  uint32_t* planes = reinterpret_cast<uint32_t*>(image) + cq * l.cplane;
+  const int64_t cg = g.cg(), hw = g.h * g.w, wp = g.w + g.pad_l + g.pad_r;
+  std::vector<uint32_t> tmp(static_cast<size_t>(wp + 16), zq);  // padded row (+ slack, never read)
+  uint32_t* t = tmp.data();
+  for (int64_t a = 0; a < g.sh; ++a) {
+    if (l.pa[static_cast<size_t>(a)] < 0) continue;
+    uint32_t* pbase = planes + l.pa[static_cast<size_t>(a)] * l.nb * l.pplane;
+    for (int64_t i = 0; i < l.hph; ++i) {
+      const int64_t ih = i * g.sh + a - g.pad_t;
+      if (ih < 0 || ih >= g.h) {
+        for (int64_t kj = 0; kj < g.kw; ++kj) {
+          uint32_t* row = pbase + kj * l.pplane + i * l.wph;
+          std::fill(row, row + l.wph, zq);
+        }
+        continue;
+      }
+      const float* src[4];
+      const uint8_t* src8[4];
+      for (int64_t c = 0; c < 4; ++c) {
+        const bool in = cq * 4 + c < cg;
+        const int64_t at = (cq * 4 + c) * hw + ih * g.w;
+        src[c] = in && xg ? xg + at : nullptr;
+        src8[c] = in && xg8 ? xg8 + at : nullptr;
+      }
+      if (xg8) k.interleave4_u8(src8, g.w, p.zero_point, t + g.pad_l);
+      else k.quantize4(src, g.w, p.scale, p.zero_point, t + g.pad_l);
+      for (int64_t kj = 0; kj < g.kw; ++kj) {
+        uint32_t* row = pbase + kj * l.pplane + i * l.wph;
+        const uint32_t* s = t + kj * g.dw;
+        if (g.sw == 1) {
+          std::memcpy(row, s, static_cast<size_t>(l.wph) * 4);
+        } else {
+          for (int64_t j = 0; j < l.wph; ++j) row[j] = s[j * g.sw];
+        }
       }
     }
   }
@@ -141,11 +255,22 @@ void quantize_quad(const ConvGeometry& g, const Layout& l, const QKernels& k, co
 
 void qconv_forward(const ConvGeometry& g, const QConvWeights& w, const float* x, QuantParams xq, const Epilogue& ep,
                    float* y, const TaskRunner& runner) {
+  QConvOperands io;
+  io.x = x, io.xq = xq, io.y = y;
+  qconv_run(g, w, io, ep, runner);
+}
+
+void qconv_run(const ConvGeometry& g, const QConvWeights& w, const QConvOperands& operands, const Epilogue& ep,
+               const TaskRunner& runner) {
   const QKernels& k = w.kernels();
-  const QuantParams p = xq.dynamic() ? dynamic_params(k, x, g.n * g.c * g.h * g.w, runner) : xq;
-  if (w.direct()) return qconv_direct(g, w, x, p, ep, y, runner);
+  QConvOperands io = operands;
+  if (!io.x_u8 && io.xq.dynamic()) io.xq = dynamic_params(k, io.x, g.n * g.c * g.h * g.w, runner);
+  if (w.direct()) return qconv_direct(g, w, io, ep, runner);
+  const QuantParams p = io.xq;
+  const float* x = io.x;
+  float* y = io.y;
   const QPackedWeights& pw = w.packed();
-  const Layout l = make_layout(g);
+  const Layout l = make_layout(g, want_compact(g, g.mg() + pw.correction_rows() / std::max<int64_t>(1, g.group)));
   const int64_t images = g.n * g.group, cg = g.cg(), mg = g.mg(), out_plane = g.out_plane();
   ScratchPool::Lease buf = pw.pool().acquire(static_cast<size_t>(images * l.image));
   uint8_t* act = buf.as<uint8_t>();
@@ -153,8 +278,11 @@ void qconv_forward(const ConvGeometry& g, const QConvWeights& w, const float* x,
   runner.run(static_cast<size_t>(images * l.cq), [&](size_t t) {
     const int64_t img = static_cast<int64_t>(t) / l.cq, cq = static_cast<int64_t>(t) % l.cq;
     uint8_t* image = act + img * l.image;
-    const float* xg = x + ((img / g.group) * g.c + (img % g.group) * cg) * g.h * g.w;
-    quantize_quad(g, l, k, xg, cq, p, image);
+    const int64_t at = ((img / g.group) * g.c + (img % g.group) * cg) * g.h * g.w;
+    if (l.compact)
+      quantize_quad_compact(g, l, k, x ? x + at : nullptr, io.x_u8 ? io.x_u8 + at : nullptr, cq, p, image);
+    else
+      quantize_quad(g, l, k, x ? x + at : nullptr, io.x_u8 ? io.x_u8 + at : nullptr, cq, p, image);
     if (cq == l.cq - 1) std::fill(image + 4 * l.cq * l.cplane, image + l.image, static_cast<uint8_t>(p.zero_point));
   });
 
@@ -172,8 +300,12 @@ void qconv_forward(const ConvGeometry& g, const QConvWeights& w, const float* x,
     const int64_t bi = rest % bpg, img = rest / bpg, n = img / g.group, grp = img % g.group;
     const QBlock& b = pw.block(grp, bi);
     const int64_t q0 = cb * nc, qn = std::min(nc, l.wpad - q0), qend = std::min(q0 + qn, l.wide);
-    ScratchPool::Lease accl = pw.pool().acquire(static_cast<size_t>(b.panels * kQMR * qn) * sizeof(int32_t));
+    const size_t acc_count = static_cast<size_t>(b.panels * kQMR * qn);
+    // With a u8 summand, qn more floats after the accumulators: the dequantized summand of one row segment.
+    ScratchPool::Lease accl =
+        pw.pool().acquire((acc_count + (io.z_u8 ? static_cast<size_t>(qn) : 0)) * sizeof(int32_t));
     int32_t* acc = accl.as<int32_t>();
+    float* zbuf = reinterpret_cast<float*>(acc + acc_count);
     pw.run_block(b, act + img * l.image + 4 * q0, l.off.data(), qn, acc);
     for (int64_t r = 0; r < b.rows; ++r) {
       const int64_t ch = grp * mg + b.row0 + r;  // output channel, also the packed row index
@@ -182,12 +314,18 @@ void qconv_forward(const ConvGeometry& g, const QConvWeights& w, const float* x,
       const int64_t plane = (n * g.m + ch) * out_plane;
       for (int64_t q = q0; q < qend;) {
         const int64_t oh = q / l.wph, ow = q % l.wph;
-        const int64_t len = std::min(qend - q, l.wph - ow);
+        // Compact: output rows are consecutive columns, one call for the whole segment.
+        const int64_t len = l.compact ? qend - q : std::min(qend - q, l.wph - ow);
         const int64_t keep = std::min(len, std::max<int64_t>(0, g.ow - ow));
         if (keep > 0) {
           const int64_t at = plane + oh * g.ow + ow;
           e.summand = ep.summand ? ep.summand + at : nullptr;
-          k.epilogue(e, acc + r * qn + (q - q0), keep, y + at);
+          if (io.z_u8) {
+            k.dequantize_u8(io.z_u8 + at, keep, io.zq.scale, io.zq.zero_point, zbuf);
+            e.summand = zbuf;
+          }
+          if (io.y_u8) k.epilogue_u8(e, acc + r * qn + (q - q0), keep, io.yq.scale, io.yq.zero_point, io.y_u8 + at);
+          else k.epilogue(e, acc + r * qn + (q - q0), keep, y + at);
         }
         q += len;
       }

@@ -66,8 +66,28 @@ class QConvWeights {
 void qconv_forward(const ConvGeometry& g, const QConvWeights& w, const float* x, QuantParams xq, const Epilogue& ep,
                    float* y, const TaskRunner& runner);
 
-// The direct path (w.direct()) with resolved (static) parameters p; called by qconv_forward.
-void qconv_direct(const ConvGeometry& g, const QConvWeights& w, const float* x, QuantParams p, const Epilogue& ep,
-                  float* y, const TaskRunner& runner);
+// The operands of an integer convolution when its input, summand or output may be uint8 tensors (kept 8-bit
+// between integer layers). Exactly one of x / x_u8 and one of y / y_u8 is set.
+//  - x_u8: the input's codes with static parameters xq (scale > 0): copied into the padded layout as they are,
+//    no quantization; the result equals qconv_forward on any float x that quantizes to these codes.
+//  - z_u8: a summand of y's shape, dequantized as float(z - zq.zero_point) * zq.scale (ep.summand must be null).
+//  - y_u8: the epilogue's float v stored as saturate_u8(round_half_even(v / yq.scale) + yq.zero_point) with the
+//    float operations of quantize_one.
+struct QConvOperands {
+  const float* x = nullptr;
+  const uint8_t* x_u8 = nullptr;
+  QuantParams xq;
+  const uint8_t* z_u8 = nullptr;
+  QuantParams zq;
+  float* y = nullptr;
+  uint8_t* y_u8 = nullptr;
+  QuantParams yq;
+};
+void qconv_run(const ConvGeometry& g, const QConvWeights& w, const QConvOperands& io, const Epilogue& ep,
+               const TaskRunner& runner);
+
+// The direct path (w.direct()) with resolved (static) input parameters io.xq; called by qconv_run.
+void qconv_direct(const ConvGeometry& g, const QConvWeights& w, const QConvOperands& io, const Epilogue& ep,
+                  const TaskRunner& runner);
 
 }  // namespace inq

@@ -71,9 +71,25 @@ DirectLayout make_direct_layout(const ConvGeometry& g) {
 
 }  // namespace
 
-void qconv_direct(const ConvGeometry& g, const QConvWeights& w, const float* x, QuantParams p, const Epilogue& ep,
-                  float* y, const TaskRunner& runner) {
+// Direct-path input copy of u8 codes: as dw_quantize, with float(x) - zp for an already quantized x.
+static void dw_widen_u8(const uint8_t* x, int64_t rows, int64_t n, int64_t ldx, int64_t sw, int32_t zp,
+                        float* const* dst, int64_t ldd) {
+  const float zpf = static_cast<float>(zp);
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t i = 0; i < sw && i < n; ++i) {
+      if (!dst[i]) continue;
+      float* d = dst[i] + r * ldd;
+      const uint8_t* s = x + r * ldx;
+      for (int64_t j = i, k = 0; j < n; j += sw, ++k) d[k] = static_cast<float>(s[j]) - zpf;
+    }
+}
+
+void qconv_direct(const ConvGeometry& g, const QConvWeights& w, const QConvOperands& io, const Epilogue& ep,
+                  const TaskRunner& runner) {
   const QKernels& k = w.kernels();
+  const QuantParams p = io.xq;
+  const float* x = io.x;
+  float* y = io.y;
   const DirectLayout l = make_direct_layout(g);
   const int64_t cg = g.cg(), mg = g.mg(), units = g.n * g.group, in_plane = g.in_plane(), out_plane = g.out_plane();
   // Tasks of whole (image, group)s: enough of them to balance the pool, few enough to keep per-task setup small.
@@ -83,22 +99,31 @@ void qconv_direct(const ConvGeometry& g, const QConvWeights& w, const float* x, 
   const bool dense3 = cg == 1 && g.kh == 3 && g.kw == 3 && g.sh == 1 && g.sw == 1 && g.dh == 1 && g.dw == 1;
   runner.run(static_cast<size_t>(tasks), [&](size_t t) {
     const int64_t u0 = static_cast<int64_t>(t) * per_task, u1 = std::min(units, u0 + per_task);
-    ScratchPool::Lease lease = w.pool().acquire(plane_floats * sizeof(float) + static_cast<size_t>(w.taps()) * sizeof(int64_t));
+    // u8 summand / output: one output plane of floats each (the dequantized summand, the float result).
+    const size_t out_floats = static_cast<size_t>((out_plane + 15) / 16 * 16);
+    const size_t extra = (io.z_u8 ? out_floats : 0) + (io.y_u8 ? out_floats : 0);
+    ScratchPool::Lease lease = w.pool().acquire((plane_floats + extra) * sizeof(float) +
+                                                static_cast<size_t>(w.taps()) * sizeof(int64_t));
     float* planes = lease.as<float>();
-    int64_t* offs = reinterpret_cast<int64_t*>(planes + plane_floats);
+    float* zbuf = planes + plane_floats;
+    float* ybuf = zbuf + (io.z_u8 ? out_floats : 0);
+    int64_t* offs = reinterpret_cast<int64_t*>(planes + plane_floats + extra);
     float dense[9];
     // The padding is never written below: zeroed once, it stays zero for every channel of the task.
     std::fill(planes, planes + cg * l.cplane, 0.0f);
     std::vector<float*> dst(static_cast<size_t>(g.sw));
     for (int64_t u = u0; u < u1; ++u) {
       const int64_t n = u / g.group, grp = u % g.group;
-      const float* xg = x + (n * g.c + grp * cg) * in_plane;
+      const int64_t xat = (n * g.c + grp * cg) * in_plane;
       for (int64_t c = 0; c < cg; ++c)
         for (const auto& rp : l.rows) {
           float* base = planes + c * l.cplane;
           for (size_t i = 0; i < rp.dst.size(); ++i) dst[i] = rp.dst[i] < 0 ? nullptr : base + rp.dst[i];
-          k.dw_quantize(xg + c * in_plane + rp.ih0 * g.w, rp.i1 - rp.i0, g.w, g.sh * g.w, g.sw, p.scale,
-                        p.zero_point, dst.data(), l.wph);
+          const int64_t at = xat + c * in_plane + rp.ih0 * g.w;
+          if (io.x_u8)
+            dw_widen_u8(io.x_u8 + at, rp.i1 - rp.i0, g.w, g.sh * g.w, g.sw, p.zero_point, dst.data(), l.wph);
+          else
+            k.dw_quantize(x + at, rp.i1 - rp.i0, g.w, g.sh * g.w, g.sw, p.scale, p.zero_point, dst.data(), l.wph);
         }
       for (int64_t r = 0; r < mg; ++r) {
         const int64_t ch = grp * mg + r, at = (n * g.m + ch) * out_plane;
@@ -112,9 +137,15 @@ void qconv_direct(const ConvGeometry& g, const QConvWeights& w, const float* x, 
           for (int64_t i = b; i < e; ++i) dense[w.nonzero_tap()[i]] = w.nonzero_level()[i];
           levels = dense, taps = 9, shape = 3;
         }
+        const float* summand = ep.summand ? ep.summand + at : nullptr;
+        if (io.z_u8) {
+          k.dequantize_u8(io.z_u8 + at, out_plane, io.zq.scale, io.zq.zero_point, zbuf);
+          summand = zbuf;
+        }
         QDwArgs a{planes, offs, levels, taps, shape, g.oh, g.ow, l.wph, w.unit(ch) * p.scale, ep.bias ? ep.bias[ch] : 0.0f,
-                  ep.bias != nullptr, ep.summand ? ep.summand + at : nullptr, lo, hi, y + at};
+                  ep.bias != nullptr, summand, lo, hi, io.y_u8 ? ybuf : y + at};
         k.dw_conv(a);
+        if (io.y_u8) k.quantize_u8(ybuf, out_plane, io.yq.scale, io.yq.zero_point, io.y_u8 + at);
       }
     }
   });

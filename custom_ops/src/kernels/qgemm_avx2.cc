@@ -105,10 +105,78 @@ void epilogue(const QRowEpilogue& e, const int32_t* acc, int64_t n, float* y) {
   }
 }
 
+// 8 int32 values in 0..255 -> 8 bytes.
+inline void store8_u8(__m256i q, uint8_t* dst) {
+  const __m128i w = _mm_packus_epi32(_mm256_castsi256_si128(q), _mm256_extracti128_si256(q, 1));
+  _mm_storel_epi64(reinterpret_cast<__m128i*>(dst), _mm_packus_epi16(w, w));
+}
+
+void interleave4_u8(const uint8_t* const* src, int64_t n, int32_t zp, uint32_t* dst) {
+  const __m256i zpi = _mm256_set1_epi32(zp);
+  int64_t j = 0;
+  for (; j + 8 <= n; j += 8) {
+    __m256i out = _mm256_setzero_si256();
+    for (int i = 0; i < 4; ++i) {
+      const __m256i q =
+          src[i] ? _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(src[i] + j))) : zpi;
+      out = _mm256_or_si256(out, _mm256_slli_epi32(q, 8 * i));
+    }
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + j), out);
+  }
+  if (j < n) {
+    const uint8_t* tail[4];
+    for (int i = 0; i < 4; ++i) tail[i] = src[i] ? src[i] + j : nullptr;
+    generic_qkernels().interleave4_u8(tail, n - j, zp, dst + j);
+  }
+}
+
+void epilogue_u8(const QRowEpilogue& e, const int32_t* acc, int64_t n, float scale, int32_t zp, uint8_t* y) {
+  const __m256i zprs = _mm256_set1_epi32(e.zprs);
+  const __m256 mult = _mm256_set1_ps(e.mult), bias = _mm256_set1_ps(e.bias);
+  const __m256 lo = _mm256_set1_ps(e.lo), hi = _mm256_set1_ps(e.hi);
+  const __m256 sv = _mm256_set1_ps(scale), zv = _mm256_set1_ps(static_cast<float>(zp));
+  int64_t j = 0;
+  for (; j + 8 <= n; j += 8) {
+    const __m256i a = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(acc + j));
+    __m256 v = _mm256_cvtepi32_ps(e.negate ? _mm256_sub_epi32(zprs, a) : _mm256_sub_epi32(a, zprs));
+    v = _mm256_mul_ps(v, mult);
+    if (e.has_bias) v = _mm256_add_ps(v, bias);
+    if (e.summand) v = _mm256_add_ps(v, _mm256_loadu_ps(e.summand + j));
+    v = _mm256_max_ps(lo, v);
+    v = _mm256_min_ps(hi, v);
+    store8_u8(quantize8(v, sv, zv), y + j);
+  }
+  if (j < n) {
+    QRowEpilogue t = e;
+    if (t.summand) t.summand += j;
+    generic_qkernels().epilogue_u8(t, acc + j, n - j, scale, zp, y + j);
+  }
+}
+
+void quantize_u8(const float* src, int64_t n, float scale, int32_t zp, uint8_t* dst) {
+  const __m256 sv = _mm256_set1_ps(scale), zv = _mm256_set1_ps(static_cast<float>(zp));
+  int64_t j = 0;
+  for (; j + 8 <= n; j += 8) store8_u8(quantize8(_mm256_loadu_ps(src + j), sv, zv), dst + j);
+  if (j < n) generic_qkernels().quantize_u8(src + j, n - j, scale, zp, dst + j);
+}
+
+void dequantize_u8(const uint8_t* src, int64_t n, float scale, int32_t zp, float* dst) {
+  const __m256 sv = _mm256_set1_ps(scale);
+  const __m256i zpi = _mm256_set1_epi32(zp);
+  int64_t j = 0;
+  for (; j + 8 <= n; j += 8) {
+    const __m256i z = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(src + j)));
+    _mm256_storeu_ps(dst + j, _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(z, zpi)), sv));
+  }
+  if (j < n) generic_qkernels().dequantize_u8(src + j, n - j, scale, zp, dst + j);
+}
+
 }  // namespace
 
 const QKernels& avx2_qkernels() {
-  static const QKernels k{"avx2", 8, tile, quantize4, minmax, epilogue, dw_quantize_avx2, dw_conv_avx2};
+  static const QKernels k{"avx2",        8,           tile,         quantize4,          minmax,
+                          epilogue,      dw_quantize_avx2, dw_conv_avx2, interleave4_u8, epilogue_u8,
+                          quantize_u8,   dequantize_u8};
   return k;
 }
 

@@ -111,10 +111,65 @@ void epilogue(const QRowEpilogue& e, const int32_t* acc, int64_t n, float* y) {
   }
 }
 
+inline __mmask16 tail_mask(int64_t left) {
+  return left >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << left) - 1);
+}
+
+void interleave4_u8(const uint8_t* const* src, int64_t n, int32_t zp, uint32_t* dst) {
+  const __m512i zpi = _mm512_set1_epi32(zp);
+  for (int64_t j = 0; j < n; j += 16) {
+    const __mmask16 m = tail_mask(n - j);
+    __m512i out = _mm512_setzero_si512();
+    for (int i = 0; i < 4; ++i) {
+      const __m512i q = src[i] ? _mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(m, src[i] + j)) : zpi;
+      out = _mm512_or_si512(out, _mm512_slli_epi32(q, 8 * i));
+    }
+    _mm512_mask_storeu_epi32(dst + j, m, out);
+  }
+}
+
+void epilogue_u8(const QRowEpilogue& e, const int32_t* acc, int64_t n, float scale, int32_t zp, uint8_t* y) {
+  const __m512i zprs = _mm512_set1_epi32(e.zprs);
+  const __m512 mult = _mm512_set1_ps(e.mult), bias = _mm512_set1_ps(e.bias);
+  const __m512 lo = _mm512_set1_ps(e.lo), hi = _mm512_set1_ps(e.hi);
+  const __m512 sv = _mm512_set1_ps(scale), zv = _mm512_set1_ps(static_cast<float>(zp));
+  for (int64_t j = 0; j < n; j += 16) {
+    const __mmask16 m = tail_mask(n - j);
+    const __m512i a = _mm512_maskz_loadu_epi32(m, acc + j);
+    __m512 v = _mm512_cvtepi32_ps(e.negate ? _mm512_sub_epi32(zprs, a) : _mm512_sub_epi32(a, zprs));
+    v = _mm512_mul_ps(v, mult);
+    if (e.has_bias) v = _mm512_add_ps(v, bias);
+    if (e.summand) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(m, e.summand + j));
+    v = _mm512_max_ps(lo, v);
+    v = _mm512_min_ps(hi, v);
+    _mm512_mask_cvtepi32_storeu_epi8(y + j, m, quantize16(v, sv, zv));
+  }
+}
+
+void quantize_u8(const float* src, int64_t n, float scale, int32_t zp, uint8_t* dst) {
+  const __m512 sv = _mm512_set1_ps(scale), zv = _mm512_set1_ps(static_cast<float>(zp));
+  for (int64_t j = 0; j < n; j += 16) {
+    const __mmask16 m = tail_mask(n - j);
+    _mm512_mask_cvtepi32_storeu_epi8(dst + j, m, quantize16(_mm512_maskz_loadu_ps(m, src + j), sv, zv));
+  }
+}
+
+void dequantize_u8(const uint8_t* src, int64_t n, float scale, int32_t zp, float* dst) {
+  const __m512 sv = _mm512_set1_ps(scale);
+  const __m512i zpi = _mm512_set1_epi32(zp);
+  for (int64_t j = 0; j < n; j += 16) {
+    const __mmask16 m = tail_mask(n - j);
+    const __m512i z = _mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(m, src + j));
+    _mm512_mask_storeu_ps(dst + j, m, _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(z, zpi)), sv));
+  }
+}
+
 }  // namespace
 
 const QKernels& avx512vnni_qkernels() {
-  static const QKernels k{"avx512vnni", 4, tile, quantize4, minmax, epilogue, dw_quantize_avx512, dw_conv_avx512};
+  static const QKernels k{"avx512vnni",   4,           tile,           quantize4,          minmax,
+                          epilogue,       dw_quantize_avx512, dw_conv_avx512, interleave4_u8, epilogue_u8,
+                          quantize_u8,    dequantize_u8};
   return k;
 }
 

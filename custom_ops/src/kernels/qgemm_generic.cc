@@ -55,10 +55,45 @@ void epilogue(const QRowEpilogue& e, const int32_t* acc, int64_t n, float* y) {
   }
 }
 
+void interleave4_u8(const uint8_t* const* src, int64_t n, int32_t zp, uint32_t* dst) {
+  uint8_t* d = reinterpret_cast<uint8_t*>(dst);
+  for (int i = 0; i < 4; ++i) {
+    const uint8_t* s = src[i];
+    if (!s) {
+      for (int64_t j = 0; j < n; ++j) d[4 * j + i] = static_cast<uint8_t>(zp);
+      continue;
+    }
+    for (int64_t j = 0; j < n; ++j) d[4 * j + i] = s[j];
+  }
+}
+
+void epilogue_u8(const QRowEpilogue& e, const int32_t* acc, int64_t n, float scale, int32_t zp, uint8_t* y) {
+  const float zpf = static_cast<float>(zp);
+  float v[64];
+  for (int64_t j = 0; j < n; j += 64) {
+    const int64_t len = n - j < 64 ? n - j : 64;
+    QRowEpilogue t = e;
+    if (t.summand) t.summand += j;
+    epilogue(t, acc + j, len, v);
+    for (int64_t i = 0; i < len; ++i) y[j + i] = quantize_one(v[i], scale, zpf);
+  }
+}
+
+void quantize_u8(const float* src, int64_t n, float scale, int32_t zp, uint8_t* dst) {
+  const float zpf = static_cast<float>(zp);
+  for (int64_t j = 0; j < n; ++j) dst[j] = quantize_one(src[j], scale, zpf);
+}
+
+void dequantize_u8(const uint8_t* src, int64_t n, float scale, int32_t zp, float* dst) {
+  for (int64_t j = 0; j < n; ++j) dst[j] = static_cast<float>(static_cast<int32_t>(src[j]) - zp) * scale;
+}
+
 }  // namespace
 
 const QKernels& generic_qkernels() {
-  static const QKernels k{"generic", 4, tile, quantize4, minmax, epilogue, dw_quantize_generic, dw_conv_generic};
+  static const QKernels k{"generic",       4,           tile,           quantize4,          minmax,
+                          epilogue,        dw_quantize_generic, dw_conv_generic, interleave4_u8, epilogue_u8,
+                          quantize_u8,     dequantize_u8};
   return k;
 }
 

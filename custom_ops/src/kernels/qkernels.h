@@ -68,6 +68,16 @@ struct QKernels {
   void (*dw_quantize)(const float* x, int64_t rows, int64_t n, int64_t ldx, int64_t sw, float scale, int32_t zp,
                       float* const* dst, int64_t ldd);
   void (*dw_conv)(const QDwArgs& a);
+  // uint8 tensors between integer layers (every ISA: the very operations of the generic versions).
+  // dst[j] = quad of (src[0][j], ..., src[3][j]) (u8 input copied as it is); a null src[i] gives zp.
+  void (*interleave4_u8)(const uint8_t* const* src, int64_t n, int32_t zp, uint32_t* dst);
+  // The epilogue's v (as QKernels::epilogue computes it), stored as u8 = saturate(round_half_even(v / scale)
+  // + zp) with the float operations of quantize_one.
+  void (*epilogue_u8)(const QRowEpilogue& e, const int32_t* acc, int64_t n, float scale, int32_t zp, uint8_t* y);
+  // dst[j] = quantize_one(src[j], scale, zp) (u8 output of the direct path).
+  void (*quantize_u8)(const float* src, int64_t n, float scale, int32_t zp, uint8_t* dst);
+  // dst[j] = float(src[j] - zp) * scale (a u8 summand).
+  void (*dequantize_u8)(const uint8_t* src, int64_t n, float scale, int32_t zp, float* dst);
 };
 
 // Direct-path kernels of each ISA (qdepthwise_*.cc), referenced by the tables.

@@ -11,6 +11,7 @@ namespace {
 
 constexpr int kMr = 8;
 constexpr int kNr = 48;  // panel width of packed B: every variant reads rows of this stride
+constexpr int kPrefetchRows = 8;  // packed B rows prefetched ahead
 
 template <int R, int V>
 void kernel_avx512(int64_t kc, const float* a, const float* b, const int64_t* b_offsets, float* c, int64_t ldc,
@@ -22,7 +23,12 @@ void kernel_avx512(int64_t kc, const float* a, const float* b, const int64_t* b_
     for (int v = 0; v < V; ++v) acc[i][v] = _mm512_setzero_ps();
   for (int64_t d = 0; d < kc; ++d, a += kMr) {
     const float* brow = b_offsets ? b + b_offsets[d] : b + d * kNr;
-    if (!b_offsets) _mm_prefetch(reinterpret_cast<const char*>(brow + 8 * kNr), _MM_HINT_T0);
+    _mm_prefetch(reinterpret_cast<const char*>(a + 32 * kMr), _MM_HINT_T0);
+    if (!b_offsets) {
+      _mm_prefetch(reinterpret_cast<const char*>(brow + kPrefetchRows * kNr), _MM_HINT_T0);
+      _mm_prefetch(reinterpret_cast<const char*>(brow + kPrefetchRows * kNr + 16), _MM_HINT_T0);
+      _mm_prefetch(reinterpret_cast<const char*>(brow + kPrefetchRows * kNr + 32), _MM_HINT_T0);
+    }
     __m512 bv[V];
 #pragma GCC unroll 3
     for (int v = 0; v < V; ++v) bv[v] = _mm512_loadu_ps(brow + 16 * v);
@@ -47,6 +53,61 @@ void kernel_avx512(int64_t kc, const float* a, const float* b, const int64_t* b_
   }
 }
 
+// R rows x V vectors with A read in place (rows of a padded image plane) through per-depth offsets.
+template <int R, int V>
+void kernel_a_in_place(int64_t kc, const float* a, const int64_t* a_offsets, const float* b, float* c, int64_t ldc,
+                       int accumulate) {
+  __m512 acc[R][V];
+#pragma GCC unroll 8
+  for (int i = 0; i < R; ++i)
+#pragma GCC unroll 3
+    for (int v = 0; v < V; ++v) acc[i][v] = _mm512_setzero_ps();
+  for (int64_t d = 0; d < kc; ++d, b += kNr) {
+    const float* arow = a + a_offsets[d];
+    _mm_prefetch(reinterpret_cast<const char*>(b + kPrefetchRows * kNr), _MM_HINT_T0);
+    _mm_prefetch(reinterpret_cast<const char*>(b + kPrefetchRows * kNr + 16), _MM_HINT_T0);
+    _mm_prefetch(reinterpret_cast<const char*>(b + kPrefetchRows * kNr + 32), _MM_HINT_T0);
+    __m512 bv[V];
+#pragma GCC unroll 3
+    for (int v = 0; v < V; ++v) bv[v] = _mm512_loadu_ps(b + 16 * v);
+#pragma GCC unroll 8
+    for (int i = 0; i < R; ++i) {
+      const __m512 ai = _mm512_set1_ps(arow[i]);
+#pragma GCC unroll 3
+      for (int v = 0; v < V; ++v) acc[i][v] = _mm512_fmadd_ps(ai, bv[v], acc[i][v]);
+    }
+  }
+#pragma GCC unroll 8
+  for (int i = 0; i < R; ++i) {
+    float* row = c + i * ldc;
+#pragma GCC unroll 3
+    for (int v = 0; v < V; ++v)
+      _mm512_storeu_ps(row + 16 * v, accumulate ? _mm512_add_ps(_mm512_loadu_ps(row + 16 * v), acc[i][v]) : acc[i][v]);
+  }
+}
+
+// K pieces per vector, unrolled: no branches in the row loop.
+template <int K>
+void gather_rows(const float* base, const int64_t* offsets, int64_t dn, const GatherPiece* pieces, float* dst) {
+  __mmask16 mask[3][K];
+  int64_t delta[3][K];
+  for (int v = 0; v < 3; ++v)
+    for (int i = 0; i < K; ++i) {
+      mask[v][i] = static_cast<__mmask16>(pieces[v * K + i].mask);
+      delta[v][i] = pieces[v * K + i].delta + 16 * v;
+    }
+  for (int64_t d = 0; d < dn; ++d, dst += kNr) {
+    const float* src = base + offsets[d];
+#pragma GCC unroll 3
+    for (int v = 0; v < 3; ++v) {
+      __m512 acc = _mm512_maskz_loadu_ps(mask[v][0], src + delta[v][0]);
+#pragma GCC unroll 3
+      for (int i = 1; i < K; ++i) acc = _mm512_mask_loadu_ps(acc, mask[v][i], src + delta[v][i]);
+      _mm512_store_ps(dst + 16 * v, acc);
+    }
+  }
+}
+
 // B panel rows from output rows of a padded plane: per row d, the three vectors are assembled from masked loads
 // (masked-off lanes are not read, so the addresses they would have may lie outside the source) and stored whole.
 void gather_panel_avx512(const float* base, const int64_t* offsets, int64_t dn, const GatherPiece* pieces,
@@ -62,34 +123,21 @@ void gather_panel_avx512(const float* base, const int64_t* offsets, int64_t dn, 
     }
     return;
   }
-  int count[3] = {0, 0, 0};
-  for (int p = 0; p < npieces; ++p) ++count[pieces[p].vec];
-  const GatherPiece* p0 = pieces;
-  const GatherPiece* p1 = p0 + count[0];
-  const GatherPiece* p2 = p1 + count[1];
-  if (count[0] == 1 && count[1] == 1 && count[2] == 1 && p0->mask == 0xFFFFu && p1->mask == 0xFFFFu &&
-      p2->mask == 0xFFFFu && p0->delta == p1->delta && p1->delta == p2->delta) {  // one contiguous run
-    const int64_t delta = p0->delta;
-    for (int64_t d = 0; d < dn; ++d, dst += kNr) {
-      const float* src = base + offsets[d] + delta;
-      _mm512_store_ps(dst, _mm512_loadu_ps(src));
-      _mm512_store_ps(dst + 16, _mm512_loadu_ps(src + 16));
-      _mm512_store_ps(dst + 32, _mm512_loadu_ps(src + 32));
-    }
-    return;
+  switch (npieces) {
+    case 3: return gather_rows<1>(base, offsets, dn, pieces, dst);
+    case 6: return gather_rows<2>(base, offsets, dn, pieces, dst);
+    case 9: return gather_rows<3>(base, offsets, dn, pieces, dst);
+    default: break;
   }
+  const int per = npieces / 3;
   for (int64_t d = 0; d < dn; ++d, dst += kNr) {
     const float* src = base + offsets[d];
-    __m512 v0 = _mm512_setzero_ps(), v1 = _mm512_setzero_ps(), v2 = _mm512_setzero_ps();
-    for (int i = 0; i < count[0]; ++i)
-      v0 = _mm512_mask_loadu_ps(v0, static_cast<__mmask16>(p0[i].mask), src + p0[i].delta);
-    for (int i = 0; i < count[1]; ++i)
-      v1 = _mm512_mask_loadu_ps(v1, static_cast<__mmask16>(p1[i].mask), src + p1[i].delta + 16);
-    for (int i = 0; i < count[2]; ++i)
-      v2 = _mm512_mask_loadu_ps(v2, static_cast<__mmask16>(p2[i].mask), src + p2[i].delta + 32);
-    _mm512_store_ps(dst, v0);
-    _mm512_store_ps(dst + 16, v1);
-    _mm512_store_ps(dst + 32, v2);
+    for (int v = 0; v < 3; ++v) {
+      __m512 acc = _mm512_setzero_ps();
+      for (int i = v * per; i < (v + 1) * per; ++i)
+        acc = _mm512_mask_loadu_ps(acc, static_cast<__mmask16>(pieces[i].mask), src + pieces[i].delta + 16 * v);
+      _mm512_store_ps(dst + 16 * v, acc);
+    }
   }
 }
 
@@ -99,12 +147,16 @@ void gather_panel_avx512(const float* base, const int64_t* offsets, int64_t dn, 
 void depthwise_plane_avx512(const DepthwisePlaneArgs& args);
 
 #define INQ_EDGE_ROW(r) {kernel_avx512<r, 1>, kernel_avx512<r, 2>, kernel_avx512<r, 3>, nullptr}
+#define INQ_A_ROW(r) {kernel_a_in_place<r, 1>, kernel_a_in_place<r, 2>, kernel_a_in_place<r, 3>, nullptr}
 
 extern const MicroKernel kAvx512Kernel;
 const MicroKernel kAvx512Kernel = {kMr, kNr, kernel_avx512<kMr, 3>, "avx512", 16,
                                    {INQ_EDGE_ROW(1), INQ_EDGE_ROW(2), INQ_EDGE_ROW(3), INQ_EDGE_ROW(4),
                                     INQ_EDGE_ROW(5), INQ_EDGE_ROW(6), INQ_EDGE_ROW(7), INQ_EDGE_ROW(8)},
-                                   depthwise_plane_avx512, gather_panel_avx512};
+                                   depthwise_plane_avx512, gather_panel_avx512,
+                                   {INQ_A_ROW(1), INQ_A_ROW(2), INQ_A_ROW(3), INQ_A_ROW(4), INQ_A_ROW(5), INQ_A_ROW(6),
+                                    INQ_A_ROW(7), INQ_A_ROW(8)}};
 #undef INQ_EDGE_ROW
+#undef INQ_A_ROW
 
 }  // namespace inq
