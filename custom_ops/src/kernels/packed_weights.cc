@@ -2,6 +2,7 @@
 #include "kernels/packed_weights.h"
 
 #include <cmath>
+#include <cstdint>
 #include <limits>
 
 namespace inq {
@@ -103,18 +104,30 @@ std::string decode_levels(const uint8_t* packed, int64_t packed_bytes, int bits,
                           std::vector<float>* unit) {
   const std::string base_err = check_exponent_base(exponent_base);
   if (!base_err.empty()) return base_err;
+  const std::string size_err = check_packed_size(packed_bytes, bits, shape);
+  if (!size_err.empty()) return size_err;
+  const int rank = static_cast<int>(shape.size());
+  if (exponent_base.size() != 1 && (channel_axis < 0 || channel_axis >= rank ||
+                                    static_cast<int64_t>(exponent_base.size()) != shape[channel_axis]))
+    return "exponent_base has " + std::to_string(exponent_base.size()) + " values; expected 1 or one per channel";
+  // Level of each code: 0, or +-2^(m - 1) relative to the channel's unit; written straight into `levels` (no
+  // float copy of the tensor: sessions load large layers, and a transient copy would stay in the heap).
+  const unsigned ncodes = 1u << bits, sign = 1u << (bits - 1);
+  int16_t table[256];
+  for (unsigned code = 0; code < ncodes; ++code) {
+    const unsigned m = code & (sign - 1);
+    if (m > 8) table[code] = INT16_MAX;  // beyond +-128: refused below if used
+    else table[code] = m == 0 ? 0 : static_cast<int16_t>((code & sign ? -1 : 1) * (1 << (m - 1)));
+  }
   const int64_t count = element_count(shape);
-  if (count < 0) return "weight_shape has a negative or too large dimension";
-  // Decoding with every base 0 gives the levels themselves, exactly, as floats.
-  std::vector<float> values(static_cast<size_t>(count));
-  const std::string err = decode_weights(packed, packed_bytes, bits, shape,
-                                         std::vector<int64_t>(exponent_base.size(), 0), channel_axis, values.data());
-  if (!err.empty()) return err;
   for (int64_t i = 0; i < count; ++i) {
-    if (!(std::fabs(values[i]) <= 128.0f))
-      return "level " + std::to_string(values[i]) + " (relative to its channel's 2^exponent_base) exceeds 128: "
-             "integer mode takes at most 5-bit levels";
-    levels[i] = static_cast<int16_t>(values[i]);
+    const int64_t bit = i * bits, byte = bit >> 3;
+    unsigned word = packed[byte];
+    if (byte + 1 < packed_bytes) word |= static_cast<unsigned>(packed[byte + 1]) << 8;
+    const int16_t level = table[(word >> (bit & 7)) & (ncodes - 1u)];
+    if (level == INT16_MAX)
+      return "a level beyond 128 times its channel's 2^exponent_base: integer mode takes at most 5-bit levels";
+    levels[i] = level;
   }
   unit->resize(exponent_base.size());
   for (size_t c = 0; c < exponent_base.size(); ++c) {
