@@ -4,7 +4,6 @@
 
 #include <algorithm>
 #include <cstdlib>
-#include <cstring>
 #include <string>
 #include <vector>
 
@@ -568,10 +567,7 @@ int64_t output_row_panel(const ConvGeometry& g, const MicroKernel& uk) {
   if (uk.vector <= 0 || uk.mr > 8 || g.ow <= 0) return 0;
   int64_t r = std::min<int64_t>(uk.mr, g.ow);
   while (g.ow % r != 0) --r;
-  if (r * 8 < uk.mr * 7) return 0;
-  for (int v = 1; v * uk.vector <= uk.nr && v <= 4; ++v)
-    if (!uk.edge[r - 1][v - 1]) return 0;  // every tile must have its exact rp-row variant
-  return r;
+  return r * 8 >= uk.mr * 7 ? r : 0;
 }
 
 // Whether the output-row variant of the pixel-rows GEMM suits `g` (see conv_output_rows): small planes (the
@@ -581,7 +577,7 @@ bool output_rows_suit(const ConvGeometry& g, const MicroKernel& uk, ImplicitLayo
   const int64_t rp = output_row_panel(g, uk);
   if (force_im2col() || rp == 0 || g.mg() < uk.nr || g.kg() < 16) return false;
   for (int v = 1; v * uk.vector <= uk.nr && v <= 4; ++v)
-    if (!uk.a_in_place[rp - 1][v - 1]) return false;
+    if (!uk.a_in_place[rp - 1][v - 1]) return false;  // every tile needs its rp-row variant
   if (!implicit_layout(g, uk, l)) return false;
   if (pixel_rows_suit(g, uk)) return true;
   return g.kh * g.kw > 1 && g.out_plane() <= 256 && g.out_plane() * g.kg() <= (int64_t{1} << 20);
@@ -633,16 +629,15 @@ void conv_output_rows(const ConvGeometry& g, const ImplicitLayout& l, const Conv
           int64_t stride = 0;
           const float* bpan = wp.panels(jr, nw, pc, kc, static_cast<int>(nr), nullptr, &stride);
           const InPlaceAKernelFn fn = uk.a_in_place[rp - 1][(nw + uk.vector - 1) / uk.vector - 1];
-          // The next depth block of this weight panel follows the current one: fetch it into L2 while the row
-          // panels after the first reuse the current block (a cold weight stream is then read ahead).
+          // The next depth block of this weight panel follows the current one: the kernels fetch it into L2,
+          // spread over the row panels (a cold weight stream is then read ahead of its use).
           const float* next = bpan + kc * nr;
           const int64_t next_lines = pc + kc < kg ? std::min(kc_max, kg - pc - kc) * nr / 16 : 0;
-          const int64_t per_call = (next_lines + std::max<int64_t>(1, q1 - q0 - 1) - 1) / std::max<int64_t>(1, q1 - q0 - 1);
+          const int64_t per_call = (next_lines + (q1 - q0) - 1) / (q1 - q0);
           for (int64_t q = q0; q < q1; ++q) {
-            fn(kc, padded + q / per_row * l.wph + q % per_row * rp, offsets.data() + pc, bpan, c + q * rp * cw + jr,
-               cw, pc > 0 ? 1 : 0);
             const int64_t l0 = (q - q0) * per_call, l1 = std::min(next_lines, l0 + per_call);
-            for (int64_t line = l0; line < l1; ++line) __builtin_prefetch(next + 16 * line, 0, 2);
+            fn(kc, padded + q / per_row * l.wph + q % per_row * rp, offsets.data() + pc, bpan, c + q * rp * cw + jr,
+               cw, pc > 0 ? 1 : 0, next + 16 * l0, std::min(kc, std::max<int64_t>(0, l1 - l0)));
           }
         }
       }

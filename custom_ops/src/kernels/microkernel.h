@@ -50,9 +50,10 @@ using GatherPanelFn = void (*)(const float* base, const int64_t* offsets, int64_
                                int npieces, int width, float* dst);
 
 // Micro-kernel variant reading A in place: c[i*ldc + j] = (accumulate ? c : 0) + sum_d a[a_offsets[d] + i] *
-// b[d*nr + j] for the variant's rows i and columns j (B a packed panel).
+// b[d*nr + j] for the variant's rows i and columns j (B a packed panel). While it runs it also prefetches
+// `prefetch_lines` 64-byte lines from `prefetch` into L2 (data needed next, e.g. the next weight block).
 using InPlaceAKernelFn = void (*)(int64_t kc, const float* a, const int64_t* a_offsets, const float* b, float* c,
-                                  int64_t ldc, int accumulate);
+                                  int64_t ldc, int accumulate, const float* prefetch, int64_t prefetch_lines);
 
 struct MicroKernel {
   int mr;

@@ -7,6 +7,7 @@
 #endif
 #include <immintrin.h>
 
+#include <algorithm>
 #include <cstring>
 
 #include "kernels/quantize.h"
@@ -59,6 +60,66 @@ void tile(int64_t kqn, const int8_t* a, const uint8_t* b, const int64_t* boff, i
   for (; j + 48 <= ncols; j += 48) tile_cols<3>(kqn, a, b + 4 * j, boff, c + j, ldc);
   if (ncols - j == 32) tile_cols<2>(kqn, a, b + 4 * j, boff, c + j, ldc);
   else if (ncols - j == 16) tile_cols<1>(kqn, a, b + 4 * j, boff, c + j, ldc);
+}
+
+// tile() for R < 16 columns, weights as the vector operand: one ymm of 8 rows x 4 depth per depth quad, each
+// column's quad broadcast, acc[j] holds rows 0..7 of column j (stored transposed at the end).
+template <int R>
+void tail_cols(int64_t kqn, const int8_t* a, const uint8_t* b, const int64_t* boff, int32_t* c, int64_t ldc) {
+  static_assert(kQMR == 8, "tail written for 8 rows");
+  // U depth quads per step into separate accumulators (exact integer sums in any order): >= 8 independent
+  // chains to cover the vpdpbusd latency.
+  constexpr int U = R >= 8 ? 1 : (8 + R - 1) / R;
+  __m256i acc[U][R];
+#pragma GCC unroll 16
+  for (int u = 0; u < U; ++u)
+#pragma GCC unroll 16
+    for (int j = 0; j < R; ++j) acc[u][j] = _mm256_setzero_si256();
+  int64_t kq = 0;
+  for (; kq + U <= kqn; kq += U) {
+#pragma GCC unroll 16
+    for (int u = 0; u < U; ++u) {
+      const uint8_t* x = b + boff[kq + u];
+      const __m256i w = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a + (kq + u) * kQMR * 4));
+#pragma GCC unroll 16
+      for (int j = 0; j < R; ++j) acc[u][j] = _mm256_dpbusd_epi32(acc[u][j], _mm256_set1_epi32(load32(x + 4 * j)), w);
+    }
+  }
+  for (; kq < kqn; ++kq) {
+    const uint8_t* x = b + boff[kq];
+    const __m256i w = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a + kq * kQMR * 4));
+#pragma GCC unroll 16
+    for (int j = 0; j < R; ++j) acc[0][j] = _mm256_dpbusd_epi32(acc[0][j], _mm256_set1_epi32(load32(x + 4 * j)), w);
+  }
+  alignas(32) int32_t t[R][8];
+#pragma GCC unroll 16
+  for (int j = 0; j < R; ++j) {
+    __m256i v = acc[0][j];
+#pragma GCC unroll 16
+    for (int u = 1; u < U; ++u) v = _mm256_add_epi32(v, acc[u][j]);
+    _mm256_store_si256(reinterpret_cast<__m256i*>(t[j]), v);
+  }
+  for (int r = 0; r < 8; ++r)
+    for (int j = 0; j < R; ++j) c[r * ldc + j] = t[j][r];
+}
+
+void tile_tail(int64_t kqn, const int8_t* a, const uint8_t* b, const int64_t* boff, int32_t* c, int64_t ldc,
+               int64_t ncols) {
+  // Up to 8 columns per pass (8 accumulators + loads stay in registers).
+  for (int64_t j = 0; j < ncols;) {
+    const int64_t n = std::min<int64_t>(8, ncols - j);
+    switch (n) {
+      case 1: tail_cols<1>(kqn, a, b + 4 * j, boff, c + j, ldc); break;
+      case 2: tail_cols<2>(kqn, a, b + 4 * j, boff, c + j, ldc); break;
+      case 3: tail_cols<3>(kqn, a, b + 4 * j, boff, c + j, ldc); break;
+      case 4: tail_cols<4>(kqn, a, b + 4 * j, boff, c + j, ldc); break;
+      case 5: tail_cols<5>(kqn, a, b + 4 * j, boff, c + j, ldc); break;
+      case 6: tail_cols<6>(kqn, a, b + 4 * j, boff, c + j, ldc); break;
+      case 7: tail_cols<7>(kqn, a, b + 4 * j, boff, c + j, ldc); break;
+      default: tail_cols<8>(kqn, a, b + 4 * j, boff, c + j, ldc); break;
+    }
+    j += n;
+  }
 }
 
 inline __m512i quantize16(__m512 x, __m512 scale, __m512 zpf) {
@@ -169,7 +230,7 @@ void dequantize_u8(const uint8_t* src, int64_t n, float scale, int32_t zp, float
 const QKernels& avx512vnni_qkernels() {
   static const QKernels k{"avx512vnni",   4,           tile,           quantize4,          minmax,
                           epilogue,       dw_quantize_avx512, dw_conv_avx512, interleave4_u8, epilogue_u8,
-                          quantize_u8,    dequantize_u8};
+                          quantize_u8,    dequantize_u8, tile_tail};
   return k;
 }
 

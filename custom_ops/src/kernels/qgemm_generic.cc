@@ -93,7 +93,7 @@ void dequantize_u8(const uint8_t* src, int64_t n, float scale, int32_t zp, float
 const QKernels& generic_qkernels() {
   static const QKernels k{"generic",       4,           tile,           quantize4,          minmax,
                           epilogue,        dw_quantize_generic, dw_conv_generic, interleave4_u8, epilogue_u8,
-                          quantize_u8,     dequantize_u8};
+                          quantize_u8,     dequantize_u8, nullptr};
   return k;
 }
 

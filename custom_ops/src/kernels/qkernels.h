@@ -78,6 +78,10 @@ struct QKernels {
   void (*quantize_u8)(const float* src, int64_t n, float scale, int32_t zp, uint8_t* dst);
   // dst[j] = float(src[j] - zp) * scale (a u8 summand).
   void (*dequantize_u8)(const uint8_t* src, int64_t n, float scale, int32_t zp, float* dst);
+  // Optional (may be null): tile() for 0 < ncols < kQCols columns, writing only those (the last, partial column
+  // group of a GEMM, instead of a whole kQCols group of which most would be dropped).
+  void (*tile_tail)(int64_t kqn, const int8_t* a, const uint8_t* b, const int64_t* boff, int32_t* c, int64_t ldc,
+                    int64_t ncols);
 };
 
 // Direct-path kernels of each ISA (qdepthwise_*.cc), referenced by the tables.

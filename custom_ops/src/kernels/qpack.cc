@@ -125,19 +125,29 @@ std::string QPackedWeights::pack(const QKernels& k, int64_t groups, int64_t rows
 }
 
 void QPackedWeights::run_block(const QBlock& b, const uint8_t* act, const int64_t* boff, int64_t ncols,
-                               int32_t* acc) const {
+                               int32_t* acc, int64_t valid) const {
   const int8_t* a = panels(b);
   const int64_t panel_bytes = kqn_ * kQMR * k_->wbytes;
+  // Columns computed: all of them, or up to `valid` when the kernels have a tail tile.
+  int64_t full = ncols, tail = 0;
+  if (valid >= 0 && valid < ncols && k_->tile_tail) {
+    full = valid / kQCols * kQCols;
+    tail = valid - full;
+  }
   // Column chunks outer: one chunk of activations stays in L1 while every panel of the block passes over it.
-  for (int64_t j = 0; j < ncols; j += kQChunk) {
-    const int64_t n = std::min<int64_t>(kQChunk, ncols - j);
+  for (int64_t j = 0; j < full; j += kQChunk) {
+    const int64_t n = std::min<int64_t>(kQChunk, full - j);
     for (int64_t p = 0; p < b.panels; ++p)
       k_->tile(kqn_, a + p * panel_bytes, act + 4 * j, boff, acc + p * kQMR * ncols + j, ncols, n);
   }
+  if (tail > 0)
+    for (int64_t p = 0; p < b.panels; ++p)
+      k_->tile_tail(kqn_, a + p * panel_bytes, act + 4 * full, boff, acc + p * kQMR * ncols + full, ncols, tail);
+  const int64_t used = full + tail;
   for (const auto& c : b.corr) {
     const int32_t* s = acc + c.first * ncols;
     int32_t* d = acc + c.second * ncols;
-    for (int64_t j = 0; j < ncols; ++j) d[j] += s[j];
+    for (int64_t j = 0; j < used; ++j) d[j] += s[j];
   }
 }
 

@@ -79,7 +79,10 @@ class QPackedWeights {
 
   // acc[e*ldc + j] (ldc = ncols, a multiple of kQCols) for every row e of `b`, corrections added into their
   // main rows; column j reads quads at act[boff[kq] + 4*j].
-  void run_block(const QBlock& b, const uint8_t* act, const int64_t* boff, int64_t ncols, int32_t* acc) const;
+  // Only the first `valid` columns (default: all) are needed: with the kernels' tile_tail, the others past the
+  // last full kQCols group are not computed (left unset).
+  void run_block(const QBlock& b, const uint8_t* act, const int64_t* boff, int64_t ncols, int32_t* acc,
+                 int64_t valid = -1) const;
 
  private:
   const QKernels* k_ = nullptr;

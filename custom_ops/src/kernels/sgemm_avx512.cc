@@ -56,7 +56,7 @@ void kernel_avx512(int64_t kc, const float* a, const float* b, const int64_t* b_
 // R rows x V vectors with A read in place (rows of a padded image plane) through per-depth offsets.
 template <int R, int V>
 void kernel_a_in_place(int64_t kc, const float* a, const int64_t* a_offsets, const float* b, float* c, int64_t ldc,
-                       int accumulate) {
+                       int accumulate, const float* prefetch, int64_t prefetch_lines) {
   __m512 acc[R][V];
 #pragma GCC unroll 8
   for (int i = 0; i < R; ++i)
@@ -64,6 +64,7 @@ void kernel_a_in_place(int64_t kc, const float* a, const int64_t* a_offsets, con
     for (int v = 0; v < V; ++v) acc[i][v] = _mm512_setzero_ps();
   for (int64_t d = 0; d < kc; ++d, b += kNr) {
     const float* arow = a + a_offsets[d];
+    if (d < prefetch_lines) _mm_prefetch(reinterpret_cast<const char*>(prefetch + 16 * d), _MM_HINT_T1);
     _mm_prefetch(reinterpret_cast<const char*>(b + kPrefetchRows * kNr), _MM_HINT_T0);
     _mm_prefetch(reinterpret_cast<const char*>(b + kPrefetchRows * kNr + 16), _MM_HINT_T0);
     _mm_prefetch(reinterpret_cast<const char*>(b + kPrefetchRows * kNr + 32), _MM_HINT_T0);
