@@ -219,6 +219,7 @@ void ShiftGemm::float_gemm(const GemmWeights& w, const float* ad, int64_t m, con
     const OffsetPanels a_blk(a_src, i0);
     const OffsetPanels b_blk(*bp, j0);
     GemmArgs args;
+    args.scratch = &w.pool;
     args.m = mi;
     args.n = nj;
     args.k = k;

@@ -26,6 +26,7 @@ struct GemmWeights {
   mutable Status packed_status;
   mutable PrepackedPanels panels;  // float mode: B as n x k panels
   mutable QGemmWeights levels;     // integer mode
+  ScratchPool pool;                // the float GEMM's packing buffers
 };
 
 class ShiftGemm {

@@ -71,6 +71,7 @@ static void test_decode() {
 }
 
 static void test_gemm(const MicroKernel& uk) {
+  const ScratchPool pool;
   std::mt19937 rng(1);
   std::normal_distribution<float> nd;
   const int64_t shapes[][3] = {{1, 1, 1}, {7, 5, 3}, {8, 48, 16}, {33, 300, 97}, {200, 70, 130}, {5, 600, 9}};
@@ -91,6 +92,7 @@ static void test_gemm(const MicroKernel& uk) {
     ap.pack(a.data(), k, 1, m, k, uk.mr);
     StridedPanels bs(b.data(), 1, n);
     GemmArgs g;
+    g.scratch = &pool;
     g.m = m, g.n = n, g.k = k, g.a = &ap, g.b = &bs, g.c = c.data(), g.ldc = n, g.alpha = 0.5f;
     g.row_bias = bias.data();
     gemm(uk, g);

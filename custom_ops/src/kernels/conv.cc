@@ -19,6 +19,11 @@ bool parse_auto_pad(const std::string& s, AutoPad* out) {
 }
 
 namespace {
+// `count` floats of scratch from the weights' pool, held until the lease goes out of scope.
+ScratchPool::Lease scratch_floats(const ConvWeights& w, int64_t count) {
+  return w.pool().acquire(static_cast<size_t>(std::max<int64_t>(count, 1)) * sizeof(float));
+}
+
 bool add_ok(int64_t a, int64_t b, int64_t* r) { return !__builtin_add_overflow(a, b, r); }
 bool mul_ok(int64_t a, int64_t b, int64_t* r) { return !__builtin_mul_overflow(a, b, r); }
 }  // namespace
@@ -303,7 +308,8 @@ void conv_implicit(const ConvGeometry& g, const ImplicitLayout& l, const ConvWei
   const int64_t cg = g.cg(), mg = g.mg(), kg = g.kg();
   const int64_t wph = l.wph, pplane = l.pplane, cplane = l.cplane;
   const int64_t image = l.image;  // cg planes plus slack for reads of dropped columns
-  float* padded = thread_scratch(3, static_cast<size_t>(image));
+  const ScratchPool::Lease padded_lease = scratch_floats(weights, image);
+  float* padded = padded_lease.as<float>();
   std::vector<int64_t> offsets(static_cast<size_t>(kg));
   for (int64_t c = 0, d = 0; c < cg; ++c)
     for (int64_t ki = 0; ki < g.kh; ++ki)
@@ -334,6 +340,7 @@ void conv_implicit(const ConvGeometry& g, const ImplicitLayout& l, const ConvWei
       const OffsetPanels a(weights.row_panels(grp), r0);
       const int64_t at = (n * g.m + grp * mg + r0) * out_plane + q0;
       GemmArgs args;
+      args.scratch = &weights.pool();
       args.m = rn;
       args.n = qn;
       args.k = kg;
@@ -348,11 +355,13 @@ void conv_implicit(const ConvGeometry& g, const ImplicitLayout& l, const ConvWei
                     out_plane);
       return;
     }
-    float* out = thread_scratch(4, static_cast<size_t>(rn * qn));
+    const ScratchPool::Lease out_lease = scratch_floats(weights, rn * qn);
+    float* out = out_lease.as<float>();
     const PaddedImage src(padded, offsets.data());
     const OffsetPanels b(src, q0);
     const OffsetPanels a(weights.row_panels(grp), r0);
     GemmArgs args;
+    args.scratch = &weights.pool();
     args.m = rn;
     args.n = qn;
     args.k = kg;
@@ -384,7 +393,8 @@ void conv_implicit(const ConvGeometry& g, const ImplicitLayout& l, const ConvWei
   if (images > 1 && cols * mg * kg < (int64_t{1} << 21)) {
     runner.run(static_cast<size_t>(images), [&](size_t t) {
       const int64_t img = static_cast<int64_t>(t);
-      float* own = thread_scratch(5, static_cast<size_t>(image));
+      const ScratchPool::Lease own_lease = scratch_floats(weights, image);
+      float* own = own_lease.as<float>();
       for (int64_t c = 0; c < cg; ++c) pad_channel(g, l, image_input(img), own, c);
       for (int64_t j = cg * cplane; j < image; ++j) own[j] = 0.0f;
       gemm_columns(own, img, 0, cols, 0, mg);
@@ -418,7 +428,8 @@ void conv_pixel_rows(const ConvGeometry& g, const ConvWeights& weights, const fl
   const MicroKernel& uk = weights.kernel();
   const int64_t cg = g.cg(), mg = g.mg(), kg = g.kg(), plane = g.out_plane();
   const int64_t row_panels = (plane + uk.mr - 1) / uk.mr, padded_plane = row_panels * uk.mr;
-  float* packed = thread_scratch(3, static_cast<size_t>(padded_plane * kg));
+  const ScratchPool::Lease packed_lease = scratch_floats(weights, padded_plane * kg);
+  float* packed = packed_lease.as<float>();
   // Input offset within a channel plane for each (tap, output position), -1 for padding and past the plane.
   const int64_t taps = g.kh * g.kw;
   std::vector<int32_t> sources(static_cast<size_t>(taps * padded_plane), -1);
@@ -429,7 +440,8 @@ void conv_pixel_rows(const ConvGeometry& g, const ConvWeights& weights, const fl
         if (ih >= 0 && ih < g.h && iw >= 0 && iw < g.w)
           sources[tap * padded_plane + p] = static_cast<int32_t>(ih * g.w + iw);
       }
-  float* c = thread_scratch(4, static_cast<size_t>(plane * mg));
+  const ScratchPool::Lease c_lease = scratch_floats(weights, plane * mg);
+  float* c = c_lease.as<float>();
   const int64_t nb = row_block(mg, uk.nr, 16);  // fine tasks of whole nr-wide channel panels: even thread loads
   const int64_t col_blocks = (mg + nb - 1) / nb;
   for (int64_t img = 0; img < g.n * g.group; ++img) {
@@ -454,6 +466,7 @@ void conv_pixel_rows(const ConvGeometry& g, const ConvWeights& weights, const fl
       const int64_t c0 = static_cast<int64_t>(t) * nb, cn = std::min(nb, mg - c0);
       const OffsetPanels b(weights.column_panels(grp), c0);
       GemmArgs args;
+      args.scratch = &weights.pool();
       args.m = plane;
       args.n = cn;
       args.k = kg;
@@ -596,9 +609,10 @@ void conv_output_rows(const ConvGeometry& g, const ImplicitLayout& l, const Conv
   const int64_t cg = g.cg(), mg = g.mg(), kg = g.kg(), plane = g.out_plane(), ow = g.ow;
   const int64_t rp = output_row_panel(g, uk), per_row = ow / rp, panels = g.oh * per_row;
   const int64_t cw = (mg + nr - 1) / nr * nr;  // C row stride: edge tiles may write up to a whole panel
-  float* c = thread_scratch(4, static_cast<size_t>(plane * cw));
-  // gemm() is not called here, so its scratch slot is free.
-  float* padded = thread_scratch(0, static_cast<size_t>(l.image));
+  const ScratchPool::Lease c_lease = scratch_floats(weights, plane * cw);
+  float* c = c_lease.as<float>();
+  const ScratchPool::Lease padded_lease = scratch_floats(weights, l.image);
+  float* padded = padded_lease.as<float>();
   std::vector<int64_t> offsets(static_cast<size_t>(kg));
   for (int64_t ch = 0, d = 0; ch < cg; ++ch)
     for (int64_t ki = 0; ki < g.kh; ++ki)
@@ -682,7 +696,8 @@ void conv_forward(const ConvGeometry& g, const ConvWeights& weights, const float
         a.summand = ep.summand ? ep.summand + at : nullptr;
         a.lo = ep.lower(), a.hi = ep.upper();
         a.y = y + at;
-        a.scratch = thread_scratch(5, static_cast<size_t>(phases));
+        const ScratchPool::Lease phases_lease = scratch_floats(weights, phases);
+        a.scratch = phases_lease.as<float>();
         a.h = g.h, a.w_in = g.w, a.kh = g.kh, a.kw = g.kw, a.sh = g.sh, a.sw = g.sw, a.dh = g.dh, a.dw = g.dw;
         a.pad_t = g.pad_t, a.pad_l = g.pad_l, a.oh = g.oh, a.ow = g.ow;
         uk.depthwise(a);
@@ -695,7 +710,7 @@ void conv_forward(const ConvGeometry& g, const ConvWeights& weights, const float
       float* yc = y + static_cast<int64_t>(t) * out_plane;
       const float b = bias ? bias[c] : 0.0f;
       if (padded) {
-        depthwise_plane_padded(g, xc, w + c * ksize, b, yc, thread_scratch(5, static_cast<size_t>(plane)));
+        depthwise_plane_padded(g, xc, w + c * ksize, b, yc, scratch_floats(weights, plane).as<float>());
       } else {
         depthwise_plane_direct(g, xc, w + c * ksize, b, yc);
       }
@@ -712,7 +727,8 @@ void conv_forward(const ConvGeometry& g, const ConvWeights& weights, const float
       g.pad_r <= 0 && !force_im2col()) {
     ConvGeometry sub = g;
     sub.h = g.oh, sub.w = g.ow, sub.sh = sub.sw = 1, sub.pad_b = sub.pad_r = 0;
-    float* xs = thread_scratch(5, static_cast<size_t>(g.n * g.c * out_plane));
+    const ScratchPool::Lease xs_lease = scratch_floats(weights, g.n * g.c * out_plane);
+    float* xs = xs_lease.as<float>();
     runner.run(static_cast<size_t>(g.n * g.c), [&](size_t t) {
       const float* src = x + static_cast<int64_t>(t) * in_plane;
       float* dst = xs + static_cast<int64_t>(t) * out_plane;
@@ -771,6 +787,7 @@ void conv_forward(const ConvGeometry& g, const ConvWeights& weights, const float
     const int64_t at = (n * g.m + grp * mg + r0) * out_plane + p0;
     const OffsetPanels a(weights.row_panels(grp), r0);
     GemmArgs args;
+    args.scratch = &weights.pool();
     args.m = rn;
     args.n = pn;
     args.k = kg;

@@ -8,6 +8,7 @@
 
 #include "kernels/epilogue.h"
 #include "kernels/im2col.h"
+#include "kernels/scratch.h"
 #include "kernels/sgemm.h"
 #include "kernels/thread_pool.h"
 
@@ -47,6 +48,8 @@ class ConvWeights {
   const PrepackedPanels& row_panels(int64_t g) const;
   const PrepackedPanels& column_panels(int64_t g) const;
   const MicroKernel& kernel() const { return *uk_; }
+  // Scratch of the forward passes over these weights: bounded, released with them (with the session).
+  const ScratchPool& pool() const { return pool_; }
 
  private:
   const MicroKernel* uk_ = nullptr;
@@ -55,6 +58,7 @@ class ConvWeights {
   std::vector<float> dense_;
   mutable std::once_flag rows_once_, columns_once_;
   mutable std::vector<PrepackedPanels> rows_, columns_;
+  ScratchPool pool_;
 };
 
 // y (n, m, oh, ow) = activation(conv(x (n, c, h, w), weights) + bias + summand), each part of `ep` optional.

@@ -1,4 +1,4 @@
-// Weight packing for the integer kernels and the scratch pool.
+// Weight packing for the integer kernels.
 #include "kernels/qpack.h"
 
 #include <algorithm>
@@ -6,44 +6,6 @@
 #include <new>
 
 namespace inq {
-
-ScratchPool::~ScratchPool() {
-  for (auto& b : free_) std::free(b.first);
-}
-
-ScratchPool::Lease ScratchPool::acquire(size_t bytes) const {
-  bytes = (std::max<size_t>(bytes, 64) + 63) / 64 * 64;
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    if (!free_.empty()) {
-      // Best fit; if nothing fits, replace the largest buffer (the pool never holds more buffers than users).
-      auto best = free_.end(), largest = free_.begin();
-      for (auto it = free_.begin(); it != free_.end(); ++it) {
-        if (it->second >= bytes && (best == free_.end() || it->second < best->second)) best = it;
-        if (it->second > largest->second) largest = it;
-      }
-      if (best != free_.end()) {
-        const auto buf = *best;
-        free_.erase(best);
-        return Lease(this, buf.first, buf.second);
-      }
-      std::free(largest->first);
-      free_.erase(largest);
-    }
-  }
-  void* p = std::aligned_alloc(64, bytes);
-  if (!p) throw std::bad_alloc();
-  return Lease(this, p, bytes);
-}
-
-void ScratchPool::give_back(void* p, size_t n) const noexcept {
-  std::lock_guard<std::mutex> lock(mu_);
-  try {
-    free_.emplace_back(p, n);
-  } catch (...) {
-    std::free(p);
-  }
-}
 
 std::string QPackedWeights::pack(const QKernels& k, int64_t groups, int64_t rows, int64_t depth,
                                  const int16_t* levels, const float* unit) {
@@ -54,6 +16,7 @@ std::string QPackedWeights::pack(const QKernels& k, int64_t groups, int64_t rows
   kqn_ = (depth + 3) / 4;
   bpg_ = (rows + kBlockRows - 1) / kBlockRows;
   corrections_ = 0;
+  dense_corrections_ = 0;
   blocks_.assign(static_cast<size_t>(groups * bpg_), QBlock());
   rowsum_.assign(static_cast<size_t>(groups * rows), 0);
   unit_.assign(unit, unit + groups * rows);
@@ -89,12 +52,38 @@ std::string QPackedWeights::pack(const QKernels& k, int64_t groups, int64_t rows
           e[d] = static_cast<int8_t>(std::min(v, 127));
         }
         rowsum_[static_cast<size_t>(row)] = sum;
+        if (pos && neg && k.sparse_add) {
+          // Sparse when the +128 fall in few depth quads: one vpdpbusd-like step per such quad and column
+          // group (plus the accumulator's load/store), against kqn / kQMR for a correction row's share of a panel.
+          int64_t quads = 0;
+          for (int64_t kq = 0; kq < kqn_; ++kq) {
+            bool any = false;
+            for (int64_t d = kq * 4; d < std::min(depth, kq * 4 + 4); ++d) any |= l[d] == 128;
+            quads += any;
+          }
+          if (kQMR * (quads + 2) <= kqn_) {
+            QBlock::Sparse sp{static_cast<int32_t>(r), static_cast<int32_t>(b.sparse_kq.size()), 0};
+            for (int64_t kq = 0; kq < kqn_; ++kq) {
+              uint32_t w4 = 0;
+              for (int64_t d = kq * 4; d < std::min(depth, kq * 4 + 4); ++d)
+                if (l[d] == 128) w4 |= 1u << (8 * (d - kq * 4));
+              if (!w4) continue;
+              b.sparse_kq.push_back(static_cast<int32_t>(kq));
+              b.sparse_w4.push_back(w4);
+            }
+            sp.end = static_cast<int32_t>(b.sparse_kq.size());
+            b.sparse.push_back(sp);
+            ++corrections_;
+            continue;
+          }
+        }
         if (pos && neg) {
           const size_t at = extra.size();
           extra.resize(at + static_cast<size_t>(kd), 0);
           for (int64_t d = 0; d < depth; ++d) extra[at + static_cast<size_t>(d)] = l[d] == 128 ? 1 : 0;
           b.corr.emplace_back(static_cast<int32_t>(b.rows + static_cast<int64_t>(at) / kd), static_cast<int32_t>(r));
           ++corrections_;
+          ++dense_corrections_;
         }
       }
       eff.insert(eff.end(), extra.begin(), extra.end());
@@ -149,6 +138,9 @@ void QPackedWeights::run_block(const QBlock& b, const uint8_t* act, const int64_
     int32_t* d = acc + c.second * ncols;
     for (int64_t j = 0; j < used; ++j) d[j] += s[j];
   }
+  for (const auto& s : b.sparse)
+    k_->sparse_add(b.sparse_kq.data() + s.begin, b.sparse_w4.data() + s.begin, s.end - s.begin, act, boff,
+                   acc + static_cast<int64_t>(s.row) * ncols, used);
 }
 
 }  // namespace inq

@@ -1,5 +1,5 @@
 // Integer weight panels shared by QConvWeights and QGemmWeights (levels as exact s8, with the +128 route), the
-// block runner both drivers use, and a bounded scratch pool owned by the weights.
+// block runner both drivers use; scratch comes from a pool owned by the weights (kernels/scratch.h).
 #pragma once
 
 #include <cstddef>
@@ -11,47 +11,21 @@
 #include <vector>
 
 #include "kernels/qkernels.h"
+#include "kernels/scratch.h"
 
 namespace inq {
-
-// Reusable 64-byte aligned buffers: one per concurrent user at most, each grown to the largest request, all
-// freed with the pool (that is, with the weights of one session node).
-class ScratchPool {
- public:
-  ScratchPool() = default;
-  ScratchPool(const ScratchPool&) = delete;
-  ScratchPool& operator=(const ScratchPool&) = delete;
-  ~ScratchPool();
-
-  class Lease {
-   public:
-    Lease(const ScratchPool* pool, void* p, size_t n) : pool_(pool), p_(p), n_(n) {}
-    Lease(Lease&& o) noexcept : pool_(o.pool_), p_(o.p_), n_(o.n_) { o.pool_ = nullptr; }
-    Lease(const Lease&) = delete;
-    Lease& operator=(const Lease&) = delete;
-    Lease& operator=(Lease&&) = delete;
-    ~Lease() { if (pool_) pool_->give_back(p_, n_); }
-    template <class T>
-    T* as() const { return static_cast<T*>(p_); }
-
-   private:
-    const ScratchPool* pool_;
-    void* p_;
-    size_t n_;
-  };
-  Lease acquire(size_t bytes) const;  // throws std::bad_alloc
-
- private:
-  void give_back(void* p, size_t n) const noexcept;
-  mutable std::mutex mu_;
-  mutable std::vector<std::pair<void*, size_t>> free_;
-};
 
 // Main rows [row0, row0 + rows) of one group plus the correction rows of those rows, in `panels` panels of kQMR.
 struct QBlock {
   int64_t row0 = 0, rows = 0, panels = 0;
   int64_t offset = 0;                               // bytes into the panel data
   std::vector<std::pair<int32_t, int32_t>> corr;    // (correction row, main row), both block-local
+  // Sparse corrections (kernels with sparse_add): main row (block-local) and its entries [begin, end) of
+  // sparse_kq / sparse_w4 (depth quad, s8 x 4 weights 0/1).
+  struct Sparse { int32_t row, begin, end; };
+  std::vector<Sparse> sparse;
+  std::vector<int32_t> sparse_kq;
+  std::vector<uint32_t> sparse_w4;
 };
 
 class QPackedWeights {
@@ -60,9 +34,10 @@ class QPackedWeights {
 
   // levels: groups*rows rows of `depth` integers in [-128, 128], each already in the kernel's depth order
   // (depth quad kq holds depth values 4kq..4kq+3); unit: groups*rows scales. A row with +128 and no -128 is
-  // stored negated; a row with both stores +128 as 127 plus a correction row (1 where
-  // the level is +128) whose sum is added to it (negated rows flip the sign of their difference back in the
-  // epilogue, see QRowEpilogue). Returns "" or an error.
+  // stored negated; a row with both stores +128 as 127 plus a correction (1 where the level is +128) whose sum
+  // is added to it: a correction row in the panels, or, when the +128 fall in few depth quads and the kernels
+  // have sparse_add, a sparse pass over those quads only (negated rows flip the sign of their difference back
+  // in the epilogue, see QRowEpilogue). Returns "" or an error.
   std::string pack(const QKernels& k, int64_t groups, int64_t rows, int64_t depth, const int16_t* levels,
                    const float* unit);
 
@@ -74,7 +49,8 @@ class QPackedWeights {
   int32_t rowsum(int64_t row) const { return rowsum_[static_cast<size_t>(row)]; }  // row = group*rows + r
   float unit(int64_t row) const { return unit_[static_cast<size_t>(row)]; }
   bool negated(int64_t row) const { return negated_[static_cast<size_t>(row)] != 0; }
-  int64_t correction_rows() const { return corrections_; }
+  int64_t correction_rows() const { return corrections_; }  // rows holding both +128 and -128
+  int64_t dense_correction_rows() const { return dense_corrections_; }  // of those, the ones with panel rows
   const ScratchPool& pool() const { return *pool_; }
 
   // acc[e*ldc + j] (ldc = ncols, a multiple of kQCols) for every row e of `b`, corrections added into their
@@ -86,7 +62,7 @@ class QPackedWeights {
 
  private:
   const QKernels* k_ = nullptr;
-  int64_t kqn_ = 0, bpg_ = 0, corrections_ = 0;
+  int64_t kqn_ = 0, bpg_ = 0, corrections_ = 0, dense_corrections_ = 0;
   std::vector<QBlock> blocks_;
   std::vector<int8_t> data_;
   std::vector<int32_t> rowsum_;

@@ -63,13 +63,6 @@ void AlignedBuffer::resize(size_t count) {
   size_ = count;
 }
 
-float* thread_scratch(int slot, size_t count) {
-  thread_local AlignedBuffer buffers[kScratchSlots];
-  AlignedBuffer& b = buffers[slot];
-  if (b.size() < count) b.resize(count <= SIZE_MAX / 2 ? count + count / 4 : count);
-  return b.data();
-}
-
 void pack_panels(const float* src, int64_t r_stride, int64_t d_stride, int64_t r0, int64_t rn, int64_t d0, int64_t dn,
                  int width, float* dst) {
   for (int64_t p = 0; p < rn; p += width, dst += dn * width) {
@@ -138,9 +131,13 @@ void gemm(const MicroKernel& uk, const GemmArgs& g) {
   const int64_t mc_max = std::max<int64_t>(mr, kMc / mr * mr);
   const int64_t npan_b = (g.n + nr - 1) / nr;
   const int64_t* probe = nullptr;
-  float* scratch_b = g.b->in_place(0, 0, &probe) ? nullptr : thread_scratch(0, static_cast<size_t>(npan_b * nr * kc_max));
-  float* scratch_a = thread_scratch(1, static_cast<size_t>((mc_max / mr + 1) * mr * kc_max));
-  float* tile = thread_scratch(2, static_cast<size_t>(mr * nr));
+  // One lease for the B block (unless B is read in place), the A block and the edge tile.
+  const size_t b_floats = g.b->in_place(0, 0, &probe) ? 0 : static_cast<size_t>(npan_b * nr * kc_max);
+  const size_t a_floats = static_cast<size_t>((mc_max / mr + 1) * mr * kc_max), tile_floats = mr * nr;
+  const ScratchPool::Lease lease = g.scratch->acquire((b_floats + a_floats + tile_floats) * sizeof(float) + 128);
+  float* scratch_a = lease.as<float>();
+  float* tile = scratch_a + (a_floats + 15) / 16 * 16;
+  float* scratch_b = b_floats ? tile + (tile_floats + 15) / 16 * 16 : nullptr;
 
   for (int64_t pc = 0; pc < g.k; pc += kc_max) {
     const int64_t kc = std::min(kc_max, g.k - pc);

@@ -11,6 +11,7 @@
 #include <memory>
 
 #include "kernels/microkernel.h"
+#include "kernels/scratch.h"
 
 namespace inq {
 
@@ -34,10 +35,6 @@ class AlignedBuffer {
   std::unique_ptr<float, Free> data_;
   size_t size_ = 0;
 };
-
-// Scratch per calling thread (thread_local), grown on demand. Slots 0-2 belong to gemm(); 3-5 to its callers.
-constexpr int kScratchSlots = 6;
-float* thread_scratch(int slot, size_t count);
 
 // Packs rows [r0, r0+rn) x depth [d0, d0+dn) of the matrix element(r, d) = src[r*r_stride + d*d_stride]
 // into ceil(rn/width) panels of dn*width floats; rows past rn are zero.
@@ -128,6 +125,7 @@ struct GemmArgs {
   float alpha = 1.0f;
   const float* row_bias = nullptr;  // m values added when !accumulate
   bool accumulate = false;          // add to the existing contents of C
+  const ScratchPool* scratch = nullptr;  // required: where the packing buffers come from
 };
 
 // Single-threaded blocked GEMM with kernel `uk`. Callers parallelize by splitting m / n into tasks.

@@ -1,0 +1,48 @@
+// The scratch pool's buffers (kernels/scratch.h).
+#include "kernels/scratch.h"
+
+#include <algorithm>
+#include <cstdlib>
+#include <new>
+
+namespace inq {
+
+ScratchPool::~ScratchPool() {
+  for (auto& b : free_) std::free(b.first);
+}
+
+ScratchPool::Lease ScratchPool::acquire(size_t bytes) const {
+  bytes = (std::max<size_t>(bytes, 64) + 63) / 64 * 64;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!free_.empty()) {
+      // Best fit; if nothing fits, replace the largest buffer (the pool never holds more buffers than users).
+      auto best = free_.end(), largest = free_.begin();
+      for (auto it = free_.begin(); it != free_.end(); ++it) {
+        if (it->second >= bytes && (best == free_.end() || it->second < best->second)) best = it;
+        if (it->second > largest->second) largest = it;
+      }
+      if (best != free_.end()) {
+        const auto buf = *best;
+        free_.erase(best);
+        return Lease(this, buf.first, buf.second);
+      }
+      std::free(largest->first);
+      free_.erase(largest);
+    }
+  }
+  void* p = std::aligned_alloc(64, bytes);
+  if (!p) throw std::bad_alloc();
+  return Lease(this, p, bytes);
+}
+
+void ScratchPool::give_back(void* p, size_t n) const noexcept {
+  std::lock_guard<std::mutex> lock(mu_);
+  try {
+    free_.emplace_back(p, n);
+  } catch (...) {
+    std::free(p);
+  }
+}
+
+}  // namespace inq
