@@ -94,7 +94,8 @@ def profile_pair(paths: dict[str, tuple[Path, str]], feed: dict, threads: int, r
     # The warm-up runs are in the profile too: keep the last `runs` times of each node.
     result = {}
     for name, s in sessions.items():
-        result[name] = {n: (op, statistics.median(t[-runs:])) for n, (op, t) in node_times(Path(s.end_profiling())).items()}
+        times = node_times(Path(s.end_profiling()))
+        result[name] = {n: (op, statistics.median(t[-runs:])) for n, (op, t) in times.items()}
     return result
 
 

@@ -105,8 +105,8 @@ def test_uint8_single_layer_variants(library):
     for x_u8 in (False, True):
         for z_kind in ("none", "float", "uint8"):
             for y_u8 in (False, True):
-                node, inits = conv_node("c", np.random.default_rng(3), "x", "y", 6, 10, x_u8=(0.04, 7) if x_u8 else None,
-                                        z="z" if z_kind != "none" else None,
+                node, inits = conv_node("c", np.random.default_rng(3), "x", "y", 6, 10,
+                                        x_u8=(0.04, 7) if x_u8 else None, z="z" if z_kind != "none" else None,
                                         z_u8=(0.1, 130) if z_kind == "uint8" else None,
                                         y_u8=(0.05, 40) if y_u8 else None, activation="Relu")
                 inputs = [vinfo("x", U8 if x_u8 else TensorProto.FLOAT, [1, 6, 7, 7])]

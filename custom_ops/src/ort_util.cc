@@ -308,7 +308,8 @@ Status read_packed_shape(const OrtApi* api, const OrtKernelInfo* info, const std
     return Status::Invalid(prefix + "weight_shape " + shape_str(out->shape) + " must have rank " + allowed);
   }
   for (int64_t d : out->shape)
-    if (d <= 0) return Status::Invalid(prefix + "weight_shape " + shape_str(out->shape) + " dimensions must be positive");
+    if (d <= 0)
+      return Status::Invalid(prefix + "weight_shape " + shape_str(out->shape) + " dimensions must be positive");
   if (element_count(out->shape) < 0)
     return Status::Invalid(prefix + "weight_shape " + shape_str(out->shape) + " has too many elements");
   return Status();
@@ -376,7 +377,8 @@ Status read_integer_mode(const OrtApi* api, const OrtKernelInfo* info, const std
   INQ_RETURN_IF_ERROR(with_prefix(prefix, attr_int(api, info, "x_zero_point", &zero_point, &zp_present)));
   *integer = false;
   if (mode.empty()) {
-    if (scale_present || zp_present) return Status::Invalid(prefix + "x_scale / x_zero_point need quantize_input uint8");
+    if (scale_present || zp_present)
+      return Status::Invalid(prefix + "x_scale / x_zero_point need quantize_input uint8");
     return Status();
   }
   if (mode != "uint8") return Status::Invalid(prefix + "unknown quantize_input '" + mode + "' (uint8, or empty)");

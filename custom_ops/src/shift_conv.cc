@@ -152,7 +152,8 @@ Status ShiftConv::compute(OrtKernelContext* ctx) const {
     return Status::Invalid(prefix() + "uint8 X / Z and Y_zero_point need integer mode (quantize_input uint8)");
   if (x_u8 && x_quant_.dynamic())
     return Status::Invalid(prefix() + "X is uint8: x_scale (and x_zero_point) must describe it");
-  if (z_u8 && z_quant_.dynamic()) return Status::Invalid(prefix() + "Z is uint8: z_scale (and z_zero_point) must describe it");
+  if (z_u8 && z_quant_.dynamic())
+    return Status::Invalid(prefix() + "Z is uint8: z_scale (and z_zero_point) must describe it");
   if (z.present && !z_u8 && !z_quant_.dynamic())
     return Status::Invalid(prefix() + "z_scale is set but Z is float (z_scale describes a uint8 Z)");
   QuantParams yq;
@@ -160,7 +161,8 @@ Status ShiftConv::compute(OrtKernelContext* ctx) const {
     if (yzp.type != u8 || yzp.count != 1 || yzp.shape.size() > 1)
       return Status::Invalid(prefix() + "Y_zero_point must be one uint8 value (shape [] or [1]), got shape " +
                              shape_str(yzp.shape) + (yzp.type != u8 ? " of another element type" : ""));
-    if (!(y_scale_ > 0.0f)) return Status::Invalid(prefix() + "Y_zero_point (uint8 output) needs the y_scale attribute");
+    if (!(y_scale_ > 0.0f))
+      return Status::Invalid(prefix() + "Y_zero_point (uint8 output) needs the y_scale attribute");
     yq.scale = y_scale_;
     yq.zero_point = *static_cast<const uint8_t*>(yzp.data);
   } else if (y_scale_ > 0.0f) {

@@ -203,7 +203,8 @@ void ShiftGemm::float_gemm(const GemmWeights& w, const float* ad, int64_t m, con
   const int64_t n = n_, k = k_;
   const float alpha = alpha_, beta = beta_;
   const Epilogue& fused = fused_;
-  runner.run(static_cast<size_t>(row_blocks * col_blocks), [&](size_t t) {    const int64_t i0 = static_cast<int64_t>(t) / col_blocks * mb, j0 = static_cast<int64_t>(t) % col_blocks * nb;
+  runner.run(static_cast<size_t>(row_blocks * col_blocks), [&](size_t t) {
+    const int64_t i0 = static_cast<int64_t>(t) / col_blocks * mb, j0 = static_cast<int64_t>(t) % col_blocks * nb;
     const int64_t mi = std::min(mb, m - i0), nj = std::min(nb, n - j0);
     if (cd) {
       for (int64_t i = 0; i < mi; ++i) {

@@ -223,7 +223,9 @@ CodeIsa code_int_isa() {
   static const CodeIsa isa = [] {
     // detected_qisa() applies INQ_ONNX_QISA (generic | avx2 | avx512vnni).
     const QIsa qcap = detected_qisa();
-    const CodeIsa cap = qcap == QIsa::kAvx512Vnni ? CodeIsa::kAvx512 : (qcap == QIsa::kAvx2 ? CodeIsa::kAvx2 : CodeIsa::kGeneric);
+    const CodeIsa cap = qcap == QIsa::kAvx512Vnni ? CodeIsa::kAvx512
+                        : qcap == QIsa::kAvx2     ? CodeIsa::kAvx2
+                                                  : CodeIsa::kGeneric;
     if (cap == CodeIsa::kAvx512 && code_isa_supported(CodeIsa::kAvx512, true)) return CodeIsa::kAvx512;
     if (cap >= CodeIsa::kAvx2 && code_isa_supported(CodeIsa::kAvx2, true)) return CodeIsa::kAvx2;
     return CodeIsa::kGeneric;

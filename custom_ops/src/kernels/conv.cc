@@ -403,7 +403,8 @@ void conv_implicit(const ConvGeometry& g, const ImplicitLayout& l, const ConvWei
   }
   // One (image, group) at a time so that its padded copy stays in cache while the GEMM reads it.
   for (int64_t img = 0; img < images; ++img) {
-    runner.run(static_cast<size_t>(cg), [&](size_t t) { pad_channel(g, l, image_input(img), padded, static_cast<int64_t>(t)); });
+    runner.run(static_cast<size_t>(cg),
+               [&](size_t t) { pad_channel(g, l, image_input(img), padded, static_cast<int64_t>(t)); });
     for (int64_t j = cg * cplane; j < image; ++j) padded[j] = 0.0f;
     runner.run(static_cast<size_t>(col_blocks * row_blocks), [&](size_t t) {
       const int64_t q0 = static_cast<int64_t>(t) / row_blocks * nc, r0 = static_cast<int64_t>(t) % row_blocks * mb;

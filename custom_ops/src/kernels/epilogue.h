@@ -16,7 +16,10 @@ struct Epilogue {
   float clip_min = 0.0f, clip_max = 0.0f;  // kClip only
 
   bool any() const { return bias || summand || activation != Activation::kNone; }
-  float lower() const { return activation == Activation::kNone ? -__builtin_inff() : activation == Activation::kRelu ? 0.0f : clip_min; }
+  float lower() const {
+    if (activation == Activation::kNone) return -__builtin_inff();
+    return activation == Activation::kRelu ? 0.0f : clip_min;
+  }
   float upper() const { return activation == Activation::kClip ? clip_max : __builtin_inff(); }
 
   // y = activation(v + bias[channel] + summand[index]) for one element (the scalar reference of the fused ops).

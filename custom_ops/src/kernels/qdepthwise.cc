@@ -142,8 +142,8 @@ void qconv_direct(const ConvGeometry& g, const QConvWeights& w, const QConvOpera
           k.dequantize_u8(io.z_u8 + at, out_plane, io.zq.scale, io.zq.zero_point, zbuf);
           summand = zbuf;
         }
-        QDwArgs a{planes, offs, levels, taps, shape, g.oh, g.ow, l.wph, w.unit(ch) * p.scale, ep.bias ? ep.bias[ch] : 0.0f,
-                  ep.bias != nullptr, summand, lo, hi, io.y_u8 ? ybuf : y + at};
+        QDwArgs a{planes, offs, levels, taps, shape, g.oh, g.ow, l.wph, w.unit(ch) * p.scale,
+                  ep.bias ? ep.bias[ch] : 0.0f, ep.bias != nullptr, summand, lo, hi, io.y_u8 ? ybuf : y + at};
         k.dw_conv(a);
         if (io.y_u8) k.quantize_u8(ybuf, out_plane, io.yq.scale, io.yq.zero_point, io.y_u8 + at);
       }

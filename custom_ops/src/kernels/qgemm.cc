@@ -13,7 +13,8 @@ std::string QGemmWeights::prepare(int64_t k, int64_t n, bool trans_b, const int1
   k_ = k, n_ = n;
   std::vector<int16_t> rows(static_cast<size_t>(n * k));
   for (int64_t j = 0; j < n; ++j)
-    for (int64_t d = 0; d < k; ++d) rows[static_cast<size_t>(j * k + d)] = trans_b ? levels[j * k + d] : levels[d * n + j];
+    for (int64_t d = 0; d < k; ++d)
+      rows[static_cast<size_t>(j * k + d)] = trans_b ? levels[j * k + d] : levels[d * n + j];
   std::vector<float> u(unit, unit + n);
   for (auto& v : u) v *= alpha;
   return packed_.pack(kern ? *kern : active_qkernels(), 1, n, k, rows.data(), u.data());
