@@ -3,6 +3,8 @@
 // threads (wall time). Usage: bench_qconv [min seconds per measurement] [resnet|dw|all] [name filter] [1t]
 #include <algorithm>
 #include <atomic>
+#include <condition_variable>
+#include <mutex>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -62,6 +64,62 @@ class SpinPool {
   std::thread worker_;
 };
 
+// As SpinPool, but the helper sleeps on a condition variable between calls (onnxruntime's pool with spinning
+// off, as bench_speed.py runs it): every parallel_for pays a wake-up.
+class SleepPool {
+ public:
+  SleepPool() : worker_([this] { loop(); }) {}
+  ~SleepPool() {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      stop_ = true;
+    }
+    cv_.notify_one();
+    worker_.join();
+  }
+  static void parallel_for(void* self, void (*fn)(void*, size_t), size_t total, void* usr) {
+    auto* p = static_cast<SleepPool*>(self);
+    p->fn_ = fn, p->usr_ = usr, p->total_ = total;
+    p->next_.store(0);
+    p->done_.store(0);
+    {
+      std::lock_guard<std::mutex> lock(p->mu_);
+      ++p->gen_;
+    }
+    p->cv_.notify_one();
+    p->work();
+    while (p->done_.load(std::memory_order_acquire) != 1) std::this_thread::yield();
+  }
+
+ private:
+  void work() {
+    for (size_t i; (i = next_.fetch_add(1)) < total_;) fn_(usr_, i);
+  }
+  void loop() {
+    unsigned seen = 0;
+    for (;;) {
+      {
+        std::unique_lock<std::mutex> lock(mu_);
+        cv_.wait(lock, [&] { return stop_ || gen_ != seen; });
+        if (stop_) return;
+        seen = gen_;
+      }
+      work();
+      done_.store(1, std::memory_order_release);
+    }
+  }
+  void (*fn_)(void*, size_t) = nullptr;
+  void* usr_ = nullptr;
+  size_t total_ = 0;
+  std::atomic<size_t> next_{0};
+  std::atomic<int> done_{0};
+  std::mutex mu_;
+  std::condition_variable cv_;
+  unsigned gen_ = 0;
+  bool stop_ = false;
+  std::thread worker_;
+};
+
 static double thread_cpu_s() {
   timespec ts;
   clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
@@ -112,7 +170,10 @@ int main(int argc, char** argv) {
   if (std::strcmp(set, "dw") != 0) layers.insert(layers.end(), std::begin(resnet), std::end(resnet));
   if (std::strcmp(set, "resnet") != 0) layers.insert(layers.end(), std::begin(dw), std::end(dw));
   SpinPool spin;
-  const TaskRunner serial, two(&SpinPool::parallel_for, &spin);
+  SleepPool sleep_pool;
+  const bool sleeping = std::getenv("BENCH_SLEEP_POOL") != nullptr;  // 2t through SleepPool
+  const TaskRunner serial, two = sleeping ? TaskRunner(&SleepPool::parallel_for, &sleep_pool)
+                                          : TaskRunner(&SpinPool::parallel_for, &spin);
   std::mt19937 rng(1);
   std::normal_distribution<float> nd;
   std::printf("int8 path: %s, float kernel: %s; 1t: thread CPU ms, 2t: wall ms (best of runs)\n", active_qkernels().name,

@@ -480,6 +480,64 @@ static void test_u8_operands(int trials) {
   }
 }
 
+// Channels holding both +128 and -128 with few +128 (sparse corrections where the kernels have sparse_add)
+// and with many (correction rows in the panels), in one layer: every row kind, odd column counts.
+static void test_corrections(int trials) {
+  std::mt19937 rng(31);
+  std::normal_distribution<float> nd;
+  const auto ks = paths();
+  const TaskRunner pool(parallel_for, nullptr);
+  for (int t = 0; t < trials; ++t) {
+    ConvGeometry g;
+    g.n = 1 + rng() % 2;
+    const int64_t cg = 8 + rng() % 60;
+    g.c = cg;
+    g.m = 1 + rng() % 140;
+    g.kh = g.kw = rng() % 2 ? 3 : 1;
+    g.sh = g.sw = 1 + rng() % 2;
+    g.pad_t = g.pad_l = g.pad_b = g.pad_r = g.kh / 2;
+    g.h = 1 + rng() % 15, g.w = 1 + rng() % 23;
+    g.oh = (g.h + 2 * g.pad_t - g.kh) / g.sh + 1, g.ow = (g.w + 2 * g.pad_l - g.kw) / g.sw + 1;
+    const int64_t depth = cg * g.kh * g.kw;
+    std::vector<float> x(static_cast<size_t>(g.n * g.c * g.h * g.w)), unit(static_cast<size_t>(g.m)),
+        bias(static_cast<size_t>(g.m)), z(static_cast<size_t>(g.n * g.m * g.oh * g.ow));
+    for (auto& v : x) v = nd(rng) + 0.3f;
+    for (auto& v : unit) v = std::ldexp(1.0f, -9 + static_cast<int>(rng() % 6));
+    for (auto& v : bias) v = nd(rng);
+    for (auto& v : z) v = nd(rng);
+    std::vector<int16_t> lv(static_cast<size_t>(g.m * depth));
+    for (int64_t r = 0; r < g.m; ++r) {
+      int16_t* l = lv.data() + r * depth;
+      for (int64_t d = 0; d < depth; ++d) l[d] = static_cast<int16_t>(static_cast<int>(rng() % 255) - 127);
+      const unsigned kind = rng() % 4;  // 0: none, 1: few +128, 2: many +128, 3: +128 only
+      if (kind == 0) continue;
+      if (kind != 3) l[rng() % depth] = -128;
+      const int64_t np = kind == 2 ? depth / 3 : 1 + rng() % 3;
+      for (int64_t i = 0; i < np; ++i) {
+        const int64_t d = static_cast<int64_t>(rng() % depth);
+        if (l[d] != -128) l[d] = 128;
+      }
+    }
+    const QuantParams q = random_quant(rng);
+    const Epilogue ep = random_epilogue(rng, bias, z);
+    const std::vector<float> want = ref_conv(g, lv, unit, x, q, ep);
+    for (const QKernels* k : ks) {
+      QConvWeights w;
+      const std::string perr = w.prepare(g.m, 1, cg, g.kh, g.kw, lv.data(), unit.data(), k, QConvWeights::Path::kGemm);
+      CHECK(perr.empty(), "prepare: %s", perr.c_str());
+      for (int threaded = 0; threaded < 2; ++threaded) {
+        std::vector<float> y(want.size(), -7.0f);
+        qconv_forward(g, w, x.data(), q, ep, y.data(), threaded ? pool : TaskRunner());
+        CHECK(std::memcmp(y.data(), want.data(), want.size() * sizeof(float)) == 0,
+              "corrections %s%s trial %d: c%lld %lldx%lld m%lld k%lld s%lld corr %lld dense %lld", k->name,
+              threaded ? " threaded" : "", t, (long long)g.c, (long long)g.h, (long long)g.w, (long long)g.m,
+              (long long)g.kh, (long long)g.sh, (long long)w.correction_rows(),
+              (long long)w.packed().dense_correction_rows());
+      }
+    }
+  }
+}
+
 int main(int argc, char** argv) {
   const int trials = argc > 1 ? std::atoi(argv[1]) : 300;
   std::printf("integer paths:");
@@ -490,6 +548,7 @@ int main(int argc, char** argv) {
   test_direct_random(trials);
   test_gemm_random(trials);
   test_u8_operands(trials);
+  test_corrections(trials / 3 + 1);
   if (g_failures) {
     std::printf("%d failure(s)\n", g_failures);
     return 1;

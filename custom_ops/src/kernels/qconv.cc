@@ -6,8 +6,11 @@
 #include "kernels/qconv.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cstdlib>
 #include <cstring>
+#include <stdexcept>
+#include <thread>
 #include <vector>
 
 namespace inq {
@@ -55,6 +58,9 @@ std::string QConvWeights::prepare(int64_t m, int64_t group, int64_t cg, int64_t 
 }
 
 namespace {
+
+// Worker calls of a fused parallel section: at least the pool's thread count (the extra calls find no task).
+constexpr size_t kMaxWorkers = 16;
 
 // Two layouts of the activation planes (per channel quad, u8 quads, zero-point padded):
 //  - wide: one plane per used (row phase, column phase) of the padded input, wph = ceil(wp / sw) columns; output
@@ -159,15 +165,16 @@ Layout make_layout(const ConvGeometry& g, bool compact) {
 // Quantizes channel quad `cq` of one (image, group) into its zero-point-padded phase planes.
 // xg8 (u8 codes, then xg is null) is copied instead.
 void quantize_quad(const ConvGeometry& g, const Layout& l, const QKernels& k, const float* xg, const uint8_t* xg8,
-                   int64_t cq, QuantParams p, uint8_t* image) {
+                   int64_t cq, int64_t i0, int64_t i1, QuantParams p, uint8_t* image) {
   const uint32_t zq = static_cast<uint32_t>(p.zero_point) * 0x01010101u;
   uint32_t* planes = reinterpret_cast<uint32_t*>(image) + cq * l.cplane;
-  std::fill(planes, planes + l.cplane, zq);
+  for (int64_t pl = 0; pl < l.na * l.nb; ++pl)
+    std::fill(planes + pl * l.pplane + i0 * l.wph, planes + pl * l.pplane + i1 * l.wph, zq);
   const int64_t cg = g.cg(), hw = g.h * g.w;
   std::vector<uint32_t> tmp;  // one quantized input row, for strided column phases
   for (int64_t a = 0; a < g.sh; ++a) {
     if (l.pa[static_cast<size_t>(a)] < 0) continue;
-    for (int64_t i = 0; i < l.hph; ++i) {
+    for (int64_t i = i0; i < i1; ++i) {
       const int64_t ih = i * g.sh + a - g.pad_t;
       if (ih < 0 || ih >= g.h) continue;
       const float* src[4];
@@ -215,7 +222,7 @@ void quantize_quad(const ConvGeometry& g, const Layout& l, const QKernels& k, co
 // quantize_quad for the compact layout: each input row quantized once into a zero-point padded row, then
 // copied (column stride sw, shift kj * dw) into the row of each kj plane.
 void quantize_quad_compact(const ConvGeometry& g, const Layout& l, const QKernels& k, const float* xg,
-                           const uint8_t* xg8, int64_t cq, QuantParams p, uint8_t* image) {
+                           const uint8_t* xg8, int64_t cq, int64_t i0, int64_t i1, QuantParams p, uint8_t* image) {
   const uint32_t zq = static_cast<uint32_t>(p.zero_point) * 0x01010101u;
   uint32_t* planes = reinterpret_cast<uint32_t*>(image) + cq * l.cplane;
   const int64_t cg = g.cg(), hw = g.h * g.w, wp = g.w + g.pad_l + g.pad_r;
@@ -224,7 +231,7 @@ void quantize_quad_compact(const ConvGeometry& g, const Layout& l, const QKernel
   for (int64_t a = 0; a < g.sh; ++a) {
     if (l.pa[static_cast<size_t>(a)] < 0) continue;
     uint32_t* pbase = planes + l.pa[static_cast<size_t>(a)] * l.nb * l.pplane;
-    for (int64_t i = 0; i < l.hph; ++i) {
+    for (int64_t i = i0; i < i1; ++i) {
       const int64_t ih = i * g.sh + a - g.pad_t;
       if (ih < 0 || ih >= g.h) {
         for (int64_t kj = 0; kj < g.kw; ++kj) {
@@ -256,6 +263,38 @@ void quantize_quad_compact(const ConvGeometry& g, const Layout& l, const QKernel
   }
 }
 
+// Runs first(i) for i < n1, then second(i) for i < n2, in one parallel section (one wake-up of the pool instead
+// of two): a few worker calls claim tasks from shared counters; a worker that runs out of first-phase tasks
+// waits for the ones others have claimed (always running, so it never waits on a task nobody took) before it
+// claims second-phase tasks. Works on any pool, serial included (the first call does everything).
+template <class F1, class F2>
+void run_two_phases(const TaskRunner& runner, size_t n1, const F1& first, size_t n2, const F2& second) {
+  std::atomic<size_t> next1{0}, done1{0}, next2{0};
+  std::atomic<bool> failed{false};
+  const size_t workers = std::min<size_t>(kMaxWorkers, std::max(n1, n2));
+  runner.run(workers, [&](size_t) {
+    for (size_t t; (t = next1.fetch_add(1, std::memory_order_relaxed)) < n1;) {
+      try {
+        first(t);
+      } catch (...) {
+        failed.store(true);
+      }
+      done1.fetch_add(1, std::memory_order_release);
+    }
+    for (int spins = 0; done1.load(std::memory_order_acquire) < n1; ++spins) {
+      if (spins < 64) {
+#if defined(__x86_64__) || defined(__i386__)
+        __builtin_ia32_pause();
+#endif
+      } else {
+        std::this_thread::yield();
+      }
+    }
+    if (failed.load()) throw std::runtime_error("integer conv: a parallel task failed");
+    for (size_t t; (t = next2.fetch_add(1, std::memory_order_relaxed)) < n2;) second(t);
+  });
+}
+
 }  // namespace
 
 void qconv_forward(const ConvGeometry& g, const QConvWeights& w, const float* x, QuantParams xq, const Epilogue& ep,
@@ -275,33 +314,44 @@ void qconv_run(const ConvGeometry& g, const QConvWeights& w, const QConvOperands
   const float* x = io.x;
   float* y = io.y;
   const QPackedWeights& pw = w.packed();
-  const int64_t m_rows = g.mg() + pw.correction_rows() / std::max<int64_t>(1, g.group);
+  const int64_t m_rows = g.mg() + pw.dense_correction_rows() / std::max<int64_t>(1, g.group);
   const Layout l = make_layout(g, want_compact(g, m_rows, k.tile_tail != nullptr));
   const int64_t images = g.n * g.group, cg = g.cg(), mg = g.mg(), out_plane = g.out_plane();
   ScratchPool::Lease buf = pw.pool().acquire(static_cast<size_t>(images * l.image));
   uint8_t* act = buf.as<uint8_t>();
 
-  runner.run(static_cast<size_t>(images * l.cq), [&](size_t t) {
-    const int64_t img = static_cast<int64_t>(t) / l.cq, cq = static_cast<int64_t>(t) % l.cq;
+  // Copy tasks over (image, group, channel quad, run of plane rows): at least ~8 of them, so that a layer with
+  // few channel quads (a stem conv) does not copy its input on one thread while the others wait.
+  const int64_t qunits = images * l.cq;
+  const int64_t rchunks = std::min(l.hph, std::max<int64_t>(1, (8 + qunits - 1) / qunits));
+  const int64_t rper = (l.hph + rchunks - 1) / rchunks;
+  auto quantize_task = [&](size_t t) {
+    const int64_t rc = static_cast<int64_t>(t) % rchunks, u = static_cast<int64_t>(t) / rchunks;
+    const int64_t img = u / l.cq, cq = u % l.cq;
+    const int64_t i0 = std::min(l.hph, rc * rper), i1 = std::min(l.hph, i0 + rper);
     uint8_t* image = act + img * l.image;
     const int64_t at = ((img / g.group) * g.c + (img % g.group) * cg) * g.h * g.w;
     if (l.compact)
-      quantize_quad_compact(g, l, k, x ? x + at : nullptr, io.x_u8 ? io.x_u8 + at : nullptr, cq, p, image);
+      quantize_quad_compact(g, l, k, x ? x + at : nullptr, io.x_u8 ? io.x_u8 + at : nullptr, cq, i0, i1, p, image);
     else
-      quantize_quad(g, l, k, x ? x + at : nullptr, io.x_u8 ? io.x_u8 + at : nullptr, cq, p, image);
-    if (cq == l.cq - 1) std::fill(image + 4 * l.cq * l.cplane, image + l.image, static_cast<uint8_t>(p.zero_point));
-  });
+      quantize_quad(g, l, k, x ? x + at : nullptr, io.x_u8 ? io.x_u8 + at : nullptr, cq, i0, i1, p, image);
+    if (cq == l.cq - 1 && rc == rchunks - 1)
+      std::fill(image + 4 * l.cq * l.cplane, image + l.image, static_cast<uint8_t>(p.zero_point));
+  };
 
-  // Tasks over (image, group, 64-row block, column block): column blocks of ~128 columns, more of them when
-  // there are too few tasks (a 7x7 layer splits over output channels instead).
+  // Tasks over (image, group, 64-row block, column block): column blocks of ~256 columns (fewer, larger tasks
+  // measured faster on two threads than ~128), more of them when there are too few tasks (a 7x7 layer splits
+  // over output channels instead), and an even count where the columns allow it (two threads end together).
   const int64_t bpg = pw.blocks_per_group();
-  int64_t cbn = (l.wpad + 127) / 128;
+  const int64_t groups16 = l.wpad / kQCols;
+  int64_t cbn = (l.wpad + 255) / 256;
   const int64_t min_tasks = 8;
-  if (images * bpg * cbn < min_tasks) cbn = std::min(l.wpad / kQCols, (min_tasks + images * bpg - 1) / (images * bpg));
-  int64_t nc = (l.wpad / kQCols + cbn - 1) / cbn * kQCols;
+  if (images * bpg * cbn < min_tasks) cbn = std::min(groups16, (min_tasks + images * bpg - 1) / (images * bpg));
+  if ((images * bpg * cbn) % 2 == 1 && cbn < groups16) ++cbn;
+  int64_t nc = (groups16 + cbn - 1) / cbn * kQCols;
   cbn = (l.wpad + nc - 1) / nc;
   const float lo = ep.lower(), hi = ep.upper();
-  runner.run(static_cast<size_t>(images * bpg * cbn), [&](size_t t) {
+  auto gemm_task = [&](size_t t) {
     const int64_t cb = static_cast<int64_t>(t) % cbn, rest = static_cast<int64_t>(t) / cbn;
     const int64_t bi = rest % bpg, img = rest / bpg, n = img / g.group, grp = img % g.group;
     const QBlock& b = pw.block(grp, bi);
@@ -336,7 +386,9 @@ void qconv_run(const ConvGeometry& g, const QConvWeights& w, const QConvOperands
         q += len;
       }
     }
-  });
+  };
+  run_two_phases(runner, static_cast<size_t>(qunits * rchunks), quantize_task, static_cast<size_t>(images * bpg * cbn),
+                 gemm_task);
 }
 
 }  // namespace inq

@@ -122,6 +122,36 @@ void tile_tail(int64_t kqn, const int8_t* a, const uint8_t* b, const int64_t* bo
   }
 }
 
+// Lanes of a 16-column group with `left` columns to go (any sign).
+inline __mmask16 cols_mask(int64_t left) {
+  return left >= 16 ? __mmask16(0xFFFF) : left <= 0 ? __mmask16(0) : __mmask16((1u << left) - 1);
+}
+
+// Up to 4 column groups of 16 per pass, accumulators in registers across the entries (masked past ncols).
+void sparse_add(const int32_t* kq, const uint32_t* w4, int64_t n, const uint8_t* b, const int64_t* boff, int32_t* c,
+                int64_t ncols) {
+  for (int64_t j = 0; j < ncols; j += 64) {
+    const int64_t left = ncols - j;
+    const __mmask16 m0 = cols_mask(left), m1 = cols_mask(left - 16), m2 = cols_mask(left - 32),
+                    m3 = cols_mask(left - 48);
+    int32_t* cj = c + j;
+    __m512i a0 = _mm512_maskz_loadu_epi32(m0, cj), a1 = _mm512_maskz_loadu_epi32(m1, cj + 16);
+    __m512i a2 = _mm512_maskz_loadu_epi32(m2, cj + 32), a3 = _mm512_maskz_loadu_epi32(m3, cj + 48);
+    for (int64_t e = 0; e < n; ++e) {
+      const uint8_t* x = b + boff[kq[e]] + 4 * j;
+      const __m512i w = _mm512_set1_epi32(static_cast<int32_t>(w4[e]));
+      a0 = _mm512_dpbusd_epi32(a0, _mm512_maskz_loadu_epi32(m0, x), w);
+      a1 = _mm512_dpbusd_epi32(a1, _mm512_maskz_loadu_epi32(m1, x + 64), w);
+      a2 = _mm512_dpbusd_epi32(a2, _mm512_maskz_loadu_epi32(m2, x + 128), w);
+      a3 = _mm512_dpbusd_epi32(a3, _mm512_maskz_loadu_epi32(m3, x + 192), w);
+    }
+    _mm512_mask_storeu_epi32(cj, m0, a0);
+    _mm512_mask_storeu_epi32(cj + 16, m1, a1);
+    _mm512_mask_storeu_epi32(cj + 32, m2, a2);
+    _mm512_mask_storeu_epi32(cj + 48, m3, a3);
+  }
+}
+
 inline __m512i quantize16(__m512 x, __m512 scale, __m512 zpf) {
   __m512 f = _mm512_roundscale_ps(_mm512_div_ps(x, scale), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
   f = _mm512_add_ps(f, zpf);
@@ -230,7 +260,7 @@ void dequantize_u8(const uint8_t* src, int64_t n, float scale, int32_t zp, float
 const QKernels& avx512vnni_qkernels() {
   static const QKernels k{"avx512vnni",   4,           tile,           quantize4,          minmax,
                           epilogue,       dw_quantize_avx512, dw_conv_avx512, interleave4_u8, epilogue_u8,
-                          quantize_u8,    dequantize_u8, tile_tail};
+                          quantize_u8,    dequantize_u8, tile_tail,      sparse_add};
   return k;
 }
 

@@ -90,10 +90,26 @@ void dequantize_u8(const uint8_t* src, int64_t n, float scale, int32_t zp, float
 
 }  // namespace
 
+namespace {
+
+void sparse_add(const int32_t* kq, const uint32_t* w4, int64_t n, const uint8_t* b, const int64_t* boff, int32_t* c,
+                int64_t ncols) {
+  for (int64_t e = 0; e < n; ++e) {
+    const uint8_t* x = b + boff[kq[e]];
+    for (int i = 0; i < 4; ++i) {
+      const int32_t w = static_cast<int8_t>(static_cast<uint8_t>(w4[e] >> (8 * i)));
+      if (w == 0) continue;
+      for (int64_t j = 0; j < ncols; ++j) c[j] += w * x[4 * j + i];
+    }
+  }
+}
+
+}  // namespace
+
 const QKernels& generic_qkernels() {
   static const QKernels k{"generic",       4,           tile,           quantize4,          minmax,
                           epilogue,        dw_quantize_generic, dw_conv_generic, interleave4_u8, epilogue_u8,
-                          quantize_u8,     dequantize_u8, nullptr};
+                          quantize_u8,     dequantize_u8, nullptr,         sparse_add};
   return k;
 }
 

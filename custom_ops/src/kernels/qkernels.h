@@ -82,6 +82,12 @@ struct QKernels {
   // group of a GEMM, instead of a whole kQCols group of which most would be dropped).
   void (*tile_tail)(int64_t kqn, const int8_t* a, const uint8_t* b, const int64_t* boff, int32_t* c, int64_t ldc,
                     int64_t ncols);
+  // Optional (may be null): one sparse weight row added into an accumulator row,
+  //   c[j] += sum_{e < n, i < 4} w_i(e) * b[boff[kq[e]] + 4*j + i] for j < ncols (any ncols >= 0),
+  // w_i(e) = s8 byte i of w4[e]. Carries the +128 corrections of rows that hold only a few of them (see qpack.h);
+  // without it they take whole correction rows in the panels.
+  void (*sparse_add)(const int32_t* kq, const uint32_t* w4, int64_t n, const uint8_t* b, const int64_t* boff,
+                     int32_t* c, int64_t ncols);
 };
 
 // Direct-path kernels of each ISA (qdepthwise_*.cc), referenced by the tables.
