@@ -226,3 +226,30 @@ def _unchain(model):
             del node.attribute[:]
             node.attribute.extend(keep)
     return model
+
+
+def test_uint8_passes_through_maxpool_between_shiftconvs():
+    rng = np.random.default_rng(6)
+    nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], name="stem", pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c1"], ["r1"], name="relu"),
+             helper.make_node("MaxPool", ["r1"], ["p"], name="pool", kernel_shape=[3, 3], strides=[2, 2],
+                              pads=[1, 1, 1, 1]),
+             helper.make_node("Conv", ["p", "w2", "b2"], ["y"], name="next", pads=[1, 1, 1, 1])]
+    inits = [numpy_helper.from_array((rng.standard_normal(s) * 0.3).astype(np.float32), n)
+             for n, s in (("w1", (8, 3, 3, 3)), ("b1", (8,)), ("w2", (6, 8, 3, 3)), ("b2", (6,)))]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 12, 12])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    result = quantize_model(model, QuantizeConfig(bits=4, retrain=False))
+    x = rng.standard_normal((16, 3, 12, 12)).astype(np.float32)
+    chained, report = set_activations(result.model, "int8", {"x": x})
+    assert report.uint8_values == ["r1", "p"]
+    stem, after = (next(n for n in chained.graph.node if n.name == k) for k in ("stem", "next"))
+    y_scale = next(a.f for a in stem.attribute if a.name == "y_scale")
+    assert next(a.f for a in after.attribute if a.name == "x_scale") == y_scale  # reads the pool with its scale
+    # MaxPool of the codes equals the codes of MaxPool: the same as float tensors quantized with that scale.
+    unchained = _unchain(chained)
+    np.testing.assert_array_equal(make_session(chained).run(None, {"x": x})[0],
+                                  make_session(unchained).run(None, {"x": x})[0])
+    back, _ = set_activations(chained, "float")
+    assert [n.SerializeToString() for n in back.graph.node] == [n.SerializeToString() for n in result.model.graph.node]
