@@ -14,33 +14,9 @@
 
 #include "kernels/code_gemv.h"
 #include "kernels/packed_weights.h"
+#include "native_check.h"
 
 using namespace inq;
-
-static int g_failures = 0;
-static int g_checks = 0;
-#define CHECK(cond, ...)                               \
-  do {                                                 \
-    ++g_checks;                                        \
-    if (!(cond)) {                                     \
-      ++g_failures;                                    \
-      std::printf("FAIL %s:%d: ", __FILE__, __LINE__); \
-      std::printf(__VA_ARGS__);                        \
-      std::printf("\n");                               \
-    }                                                  \
-  } while (0)
-
-// ParallelFor on 3 fresh threads (more than this machine's cores, to shake out races).
-static void parallel_for(void*, void (*fn)(void*, size_t), size_t total, void* usr) {
-  std::atomic<size_t> next{0};
-  auto work = [&] {
-    for (size_t i; (i = next.fetch_add(1)) < total;) fn(usr, i);
-  };
-  std::thread t1(work), t2(work);
-  work();
-  t1.join();
-  t2.join();
-}
 
 struct Weights {
   int bits = 0;

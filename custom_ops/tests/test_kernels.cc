@@ -10,19 +10,9 @@
 #include "kernels/conv.h"
 #include "kernels/packed_weights.h"
 #include "kernels/sgemm.h"
+#include "native_check.h"
 
 using namespace inq;
-
-static int g_failures = 0;
-#define CHECK(cond, ...)                                   \
-  do {                                                     \
-    if (!(cond)) {                                         \
-      ++g_failures;                                        \
-      std::printf("FAIL %s:%d: ", __FILE__, __LINE__);     \
-      std::printf(__VA_ARGS__);                            \
-      std::printf("\n");                                   \
-    }                                                      \
-  } while (0)
 
 // Within float rounding of `want`, relative to its largest magnitude (or to `scale` when the values were clipped).
 static bool close(const std::vector<float>& got, const std::vector<float>& want, double scale = 0) {

@@ -14,30 +14,9 @@
 #include "kernels/cpu_features.h"
 #include "kernels/qconv.h"
 #include "kernels/qgemm.h"
+#include "native_check.h"
 
 using namespace inq;
-
-static int g_failures = 0;
-#define CHECK(cond, ...)                               \
-  do {                                                 \
-    if (!(cond)) {                                     \
-      ++g_failures;                                    \
-      std::printf("FAIL %s:%d: ", __FILE__, __LINE__); \
-      std::printf(__VA_ARGS__);                        \
-      std::printf("\n");                               \
-    }                                                  \
-  } while (0)
-
-// A two-thread ParallelFor, as onnxruntime's pool would call it.
-static void parallel_for(void*, void (*fn)(void*, size_t), size_t total, void* usr) {
-  std::atomic<size_t> next{0};
-  auto work = [&] {
-    for (size_t i; (i = next.fetch_add(1)) < total;) fn(usr, i);
-  };
-  std::thread t(work);
-  work();
-  t.join();
-}
 
 // ---- reference ----
 static QuantParams ref_params(const std::vector<float>& x, QuantParams q) {
