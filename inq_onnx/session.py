@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 
 import onnx
 
@@ -76,6 +77,14 @@ class InferenceSession(_ort.InferenceSession):
                  activations: str = "auto", **kwargs):
         proto, source = _load(path_or_bytes)
         expanded, self.inq_activations, self.inq_notes = expand_model(proto, activations)
-        if expanded is not None:
-            source = expanded.SerializeToString()
-        super().__init__(source, sess_options, providers, provider_options, **kwargs)
+        del proto
+        if expanded is None:
+            super().__init__(source, sess_options, providers, provider_options, **kwargs)
+            return
+        # From a file, not bytes: onnxruntime's Python session keeps model bytes it is given for its whole life,
+        # which would hold a second float copy of the weights.
+        with tempfile.TemporaryDirectory(prefix="inq-onnx-") as tmp:
+            path = os.path.join(tmp, "expanded.onnx")
+            onnx.save(expanded, path)
+            del expanded
+            super().__init__(path, sess_options, providers, provider_options, **kwargs)
