@@ -24,6 +24,18 @@ ScratchPool::Lease scratch_floats(const ConvWeights& w, int64_t count) {
   return w.pool().acquire(static_cast<size_t>(std::max<int64_t>(count, 1)) * sizeof(float));
 }
 
+// C (m x n, row stride ldc) = A * B + row_bias, with the weights' scratch pool.
+GemmArgs conv_gemm(const ConvWeights& w, int64_t m, int64_t n, int64_t k, const PanelSource& a,
+                   const PanelSource& b, float* c, int64_t ldc, const float* row_bias) {
+  GemmArgs args;
+  args.scratch = &w.pool();
+  args.m = m, args.n = n, args.k = k;
+  args.a = &a, args.b = &b;
+  args.c = c, args.ldc = ldc;
+  args.row_bias = row_bias;
+  return args;
+}
+
 bool add_ok(int64_t a, int64_t b, int64_t* r) { return !__builtin_add_overflow(a, b, r); }
 bool mul_ok(int64_t a, int64_t b, int64_t* r) { return !__builtin_mul_overflow(a, b, r); }
 }  // namespace
@@ -339,17 +351,7 @@ void conv_implicit(const ConvGeometry& g, const ImplicitLayout& l, const ConvWei
       const ExactPlanePanels b(uk, padded, offsets.data(), q0, g.ow, wph);
       const OffsetPanels a(weights.row_panels(grp), r0);
       const int64_t at = (n * g.m + grp * mg + r0) * out_plane + q0;
-      GemmArgs args;
-      args.scratch = &weights.pool();
-      args.m = rn;
-      args.n = qn;
-      args.k = kg;
-      args.a = &a;
-      args.b = &b;
-      args.c = y + at;
-      args.ldc = out_plane;
-      args.row_bias = bias ? bias + grp * mg + r0 : nullptr;
-      gemm(uk, args);
+      gemm(uk, conv_gemm(weights, rn, qn, kg, a, b, y + at, out_plane, bias ? bias + grp * mg + r0 : nullptr));
       if (ep.summand || ep.activation != Activation::kNone)
         finish_rows(ep, y + at, out_plane, y + at, out_plane, rn, qn, ep.summand ? ep.summand + at : nullptr,
                     out_plane);
@@ -360,17 +362,7 @@ void conv_implicit(const ConvGeometry& g, const ImplicitLayout& l, const ConvWei
     const PaddedImage src(padded, offsets.data());
     const OffsetPanels b(src, q0);
     const OffsetPanels a(weights.row_panels(grp), r0);
-    GemmArgs args;
-    args.scratch = &weights.pool();
-    args.m = rn;
-    args.n = qn;
-    args.k = kg;
-    args.a = &a;
-    args.b = &b;
-    args.c = out;
-    args.ldc = qn;
-    args.row_bias = bias ? bias + grp * mg + r0 : nullptr;
-    gemm(uk, args);
+    gemm(uk, conv_gemm(weights, rn, qn, kg, a, b, out, qn, bias ? bias + grp * mg + r0 : nullptr));
     // Keep the columns ow < OW of the wide block.
     const int64_t y_off = (n * g.m + grp * mg + r0) * out_plane;
     for (int64_t q = q0; q < q0 + qn;) {
@@ -466,16 +458,7 @@ void conv_pixel_rows(const ConvGeometry& g, const ConvWeights& weights, const fl
     runner.run(static_cast<size_t>(col_blocks), [&](size_t t) {
       const int64_t c0 = static_cast<int64_t>(t) * nb, cn = std::min(nb, mg - c0);
       const OffsetPanels b(weights.column_panels(grp), c0);
-      GemmArgs args;
-      args.scratch = &weights.pool();
-      args.m = plane;
-      args.n = cn;
-      args.k = kg;
-      args.a = &a;
-      args.b = &b;
-      args.c = c + c0;
-      args.ldc = mg;
-      gemm(uk, args);
+      gemm(uk, conv_gemm(weights, plane, cn, kg, a, b, c + c0, mg, nullptr));
       // Transposed store: channel rows of the output from channel columns of C.
       const int64_t ch0 = grp * mg + c0;
       const int64_t at = (n * g.m + ch0) * plane;
