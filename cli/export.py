@@ -7,7 +7,7 @@ import warnings
 import click
 
 from inq_onnx.api import export as export_file
-from inq_onnx.export import EXPORT_FORMATS
+from inq_onnx.export import EXPORT_FORMATS, QdqNote
 
 
 @click.command("export")
@@ -24,8 +24,9 @@ from inq_onnx.export import EXPORT_FORMATS
 def command(quantized, fmt, data, batch_size, strict, output):
     """Write QUANTIZED with standard Conv/Gemm in place of ShiftConv/ShiftGemm."""
     with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
+        warnings.simplefilter("always", QdqNote)
         path = export_file(quantized, output, fmt, data, strict, batch_size)
     for w in caught:
-        click.echo(f"Note: {w.message}", err=True)
+        if issubclass(w.category, QdqNote):
+            click.echo(f"Note: {w.message}", err=True)
     click.echo(f"Wrote {path}")

@@ -15,11 +15,12 @@ register_schemas()
 
 __all__ = ["__version__", "get_library_path", "quantize", "validate", "info", "export", "convert", "QuantizeConfig",
            "RetrainConfig", "InqError", "ModelError", "DataError", "ConfigError", "RuntimeUnavailableError",
-           "TrainingError", "ValidationError", "InferenceSession"]
+           "TrainingError", "ValidationError"]
 
 
 def __getattr__(name):
-    # InferenceSession subclasses onnxruntime's: imported on first use, so inq_onnx imports without onnxruntime.
+    # InferenceSession subclasses onnxruntime's: imported on first use (and left out of __all__, so that a star
+    # import does not need onnxruntime either).
     if name == "InferenceSession":
         from .session import InferenceSession
 

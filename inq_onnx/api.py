@@ -10,7 +10,7 @@ from typing import Callable
 
 from .data import check_dataset, load_dataset
 from .errors import ConfigError, ModelError
-from .export import EXPORT_FORMATS, export_float, export_qdq
+from .export import EXPORT_FORMATS, QdqNote, export_float, export_qdq
 from .integer_mode import ModeReport, set_activations
 from .model_info import ModelInfo, model_info
 from .model_io import check_output_path, default_output_path, load_model, model_sha256, save_model
@@ -106,6 +106,6 @@ def export(quantized_path: str | os.PathLike, output_path: str | os.PathLike, fm
     inputs = check_dataset(load_dataset(data_path), model).inputs if data_path else None
     exported = export_qdq(model, inputs=inputs, batch_size=batch_size, strict=strict)
     for note in exported.notes:
-        warnings.warn(note, stacklevel=2)
+        warnings.warn(note, QdqNote, stacklevel=2)
     save_model(exported.model, output)
     return output

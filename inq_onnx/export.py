@@ -15,16 +15,20 @@ from .integer_mode import float_mode_copy
 from .packed_nodes import STANDARD_OP, packed_weight, shift_nodes
 from .schemas import DOMAIN, FUSION_ATTRIBUTES, INTEGER_ATTRIBUTES, PACKING_ATTRIBUTES
 
-__all__ = ["export_float", "export_qdq", "QdqExport", "EXPORT_FORMATS"]
+__all__ = ["export_float", "export_qdq", "QdqExport", "QdqNote", "EXPORT_FORMATS"]
 
 EXPORT_FORMATS = ("float", "qdq")
+
+
+class QdqNote(UserWarning):
+    """A layer the QDQ form keeps float, and why (warned by api.export, printed by the CLI)."""
 
 
 def _unfused(node: onnx.NodeProto, weight: str, taken: set[str], opset: int,
              constants: list[onnx.TensorProto]) -> list[onnx.NodeProto]:
     """The standard nodes a ShiftConv/ShiftGemm stands for: Conv/Gemm, then Add of its summand, then Relu/Clip.
 
-    Intermediate values are named `<node>_conv_out` / `<node>_sum_out` (made unique), so calibration ranges
+    Intermediate values are named `<node>_op_out` / `<node>_add_out` (made unique), so calibration ranges
     recorded on one export apply to the next. Clip's bounds are appended to `constants` (opset 11+) or
     become attributes (older opsets).
     """
@@ -53,7 +57,11 @@ def _unfused(node: onnx.NodeProto, weight: str, taken: set[str], opset: int,
     if activation == "Relu":
         nodes.append(helper.make_node("Relu", [nodes[-1].output[0]], [outputs[len(nodes)]], name=f"{node.name}_relu"))
     elif activation == "Clip":
-        low, high = (float(v) for v in attrs["activation_params"])
+        params = [float(v) for v in attrs.get("activation_params", ())]
+        if len(params) != 2 or not params[0] <= params[1]:
+            raise ModelError(f"node {node.name}: activation Clip needs activation_params [min, max] with min <= max, "
+                             f"got {params}")
+        low, high = params
         if opset < 11:
             clip = helper.make_node("Clip", [nodes[-1].output[0]], [outputs[-1]], name=f"{node.name}_clip",
                                     min=low, max=high)

@@ -126,3 +126,14 @@ def test_op_rejects_summand_of_another_shape(result):
     node.input[3] = "x"  # (N, 2, 6, 6), not the output's (N, 4, 6, 6)
     with pytest.raises(Exception, match=r"Z must have the output's shape \[5, 4, 6, 6\], got \[5, 2, 6, 6\]"):
         make_session(model).run(None, feed())
+
+
+def test_export_refuses_a_clip_without_its_bounds(result):
+    model = onnx.ModelProto()
+    model.CopyFrom(result.model)
+    node = next(n for n in model.graph.node if n.name == "six")
+    keep = [a for a in node.attribute if a.name != "activation_params"]
+    del node.attribute[:]
+    node.attribute.extend(keep)
+    with pytest.raises(ModelError, match=r"node six: activation Clip needs activation_params \[min, max\]"):
+        export_float(model)

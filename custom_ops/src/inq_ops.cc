@@ -5,6 +5,7 @@
 #include <cstdlib>
 #include <mutex>
 #include <string>
+#include <vector>
 
 #include "ort_util.h"
 #include "shift_conv.h"
@@ -41,30 +42,29 @@ const OrtApi* newest_api(const OrtApiBase* base, uint32_t lowest, uint32_t* vers
 }
 
 std::mutex g_mutex;
-CustomOp g_conv_op;  // ShiftConv, float X / Z / Y
-CustomOp g_conv_variants[7];  // ShiftConv with uint8 X / Z / Y (ShiftConv::specs() after the first)
-CustomOp g_gemm_op;
+// ShiftConv once per element-type variant (ShiftConv::specs(): float X / Z / Y first), then ShiftGemm. Sized
+// once; onnxruntime keeps pointers to the entries.
+std::vector<CustomOp> g_ops;
 // Created once and kept for the process: sessions must not outlive the domain, and onnxruntime accepts the
 // same domain object in several SessionOptions.
 OrtCustomOpDomain* g_domain = nullptr;
 
 OrtStatus* register_ops(const OrtApi* api, OrtSessionOptions* options, uint32_t version) {
   std::lock_guard<std::mutex> lock(g_mutex);
-  if (g_conv_op.version == 0) {
-    const std::vector<OpSpec> conv = ShiftConv::specs();
-    init_custom_op(&g_conv_op, conv[0], version);
-    for (size_t i = 1; i < conv.size() && i <= 7; ++i) init_custom_op(&g_conv_variants[i - 1], conv[i], version);
-    init_custom_op(&g_gemm_op, ShiftGemm::spec(), version);
+  if (g_ops.empty()) {
+    std::vector<OpSpec> specs = ShiftConv::specs();
+    specs.push_back(ShiftGemm::spec());
+    g_ops.resize(specs.size());
+    for (size_t i = 0; i < specs.size(); ++i) init_custom_op(&g_ops[i], specs[i], version);
     g_api_version = version;
-  } else if (g_conv_op.version != version) {
+  } else if (g_ops[0].version != version) {
     return api->CreateStatus(ORT_FAIL, "inq_onnx_ops: already registered with another onnxruntime API version");
   }
   if (!g_domain) {
     OrtCustomOpDomain* domain = nullptr;
     if (OrtStatus* s = api->CreateCustomOpDomain(kDomain, &domain)) return s;
-    OrtStatus* s = api->CustomOpDomain_Add(domain, &g_conv_op);
-    for (size_t i = 0; i < 7 && !s; ++i) s = api->CustomOpDomain_Add(domain, &g_conv_variants[i]);
-    if (!s) s = api->CustomOpDomain_Add(domain, &g_gemm_op);
+    OrtStatus* s = nullptr;
+    for (size_t i = 0; i < g_ops.size() && !s; ++i) s = api->CustomOpDomain_Add(domain, &g_ops[i]);
     if (s) {
       api->ReleaseCustomOpDomain(domain);
       return s;

@@ -328,13 +328,19 @@ Status read_exponent_base(const OrtApi* api, const OrtKernelInfo* info, const st
   return Status();
 }
 
+Status check_packed_input(const TensorRef& packed, const PackedWeightAttrs& attrs, const std::string& prefix,
+                          const char* input_name) {
+  const std::string where = prefix + input_name + " shape " + shape_str(packed.shape);
+  if (packed.shape.size() != 1) return Status::Invalid(where + ": must be 1-D");
+  const std::string size_err = check_packed_size(packed.count, attrs.bits, attrs.shape);
+  if (!size_err.empty()) return Status::Invalid(where + ": " + size_err);
+  return Status();
+}
+
 Status decode_packed(const TensorRef& packed, const PackedWeightAttrs& attrs, const std::string& prefix,
                      const char* input_name, std::vector<float>* dense) {
   const std::string where = prefix + input_name + " shape " + shape_str(packed.shape);
-  if (packed.shape.size() != 1) return Status::Invalid(where + ": must be 1-D");
-  // Sizes first, so that a wrong buffer never leads to allocating the (possibly huge) decoded tensor.
-  const std::string size_err = check_packed_size(packed.count, attrs.bits, attrs.shape);
-  if (!size_err.empty()) return Status::Invalid(where + ": " + size_err);
+  INQ_RETURN_IF_ERROR(check_packed_input(packed, attrs, prefix, input_name));
   dense->assign(static_cast<size_t>(element_count(attrs.shape)), 0.0f);
   const std::string err = decode_weights(static_cast<const uint8_t*>(packed.data), packed.count, attrs.bits,
                                          attrs.shape, attrs.exponent_base, attrs.channel_axis, dense->data());

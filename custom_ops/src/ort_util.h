@@ -165,7 +165,10 @@ Status read_activation(const OrtApi* api, const OrtKernelInfo* info, const std::
 // `x_zero_point` (0..255). *integer = false and *q untouched in float mode.
 Status read_integer_mode(const OrtApi* api, const OrtKernelInfo* info, const std::string& prefix, bool* integer,
                          QuantParams* q);
-// Decodes a packed weight input (checked: 1-D, byte count) into dense floats in the weight's layout.
+// Checks a packed weight input before anything is allocated for it: 1-D, and the byte count of its codes.
+Status check_packed_input(const TensorRef& packed, const PackedWeightAttrs& attrs, const std::string& prefix,
+                          const char* input_name);
+// Decodes a packed weight input (checked as above) into dense floats in the weight's layout.
 Status decode_packed(const TensorRef& packed, const PackedWeightAttrs& attrs, const std::string& prefix,
                      const char* input_name, std::vector<float>* dense);
 

@@ -114,14 +114,12 @@ Status ShiftConv::init(const OrtKernelInfo* info) {
 }
 
 Status ShiftConv::decode_integer(const TensorRef& packed, QConvWeights* out) const {
+  INQ_RETURN_IF_ERROR(check_packed_input(packed, weight_, prefix(), "W_packed"));
   const std::string where = prefix() + "W_packed";
-  if (packed.shape.size() != 1) return Status::Invalid(where + ": must be 1-D");
-  const std::string size_err = check_packed_size(packed.count, weight_.bits, weight_.shape);
-  if (!size_err.empty()) return Status::Invalid(where + ": " + size_err);
   std::vector<int16_t> levels(static_cast<size_t>(element_count(weight_.shape)));
   std::vector<float> unit;
   std::string err = decode_levels(static_cast<const uint8_t*>(packed.data), packed.count, weight_.bits,
-                                  weight_.shape, weight_.exponent_base, 0, levels.data(), &unit);
+                                  weight_.shape, weight_.exponent_base, weight_.channel_axis, levels.data(), &unit);
   if (!err.empty()) return Status::Invalid(where + ": " + err);
   const int64_t m = weight_.shape[0];
   if (unit.size() == 1) unit.assign(static_cast<size_t>(m), unit[0]);

@@ -51,10 +51,7 @@ Status ShiftGemm::init(const OrtKernelInfo* info) {
 }
 
 Status ShiftGemm::prepare(const TensorRef& packed, GemmWeights* out) const {
-  const std::string where = prefix() + "B_packed";
-  if (packed.shape.size() != 1) return Status::Invalid(where + ": must be 1-D");
-  const std::string size_err = check_packed_size(packed.count, weight_.bits, weight_.shape);
-  if (!size_err.empty()) return Status::Invalid(where + ": " + size_err);
+  INQ_RETURN_IF_ERROR(check_packed_input(packed, weight_, prefix(), "B_packed"));
   const auto* bytes = static_cast<const uint8_t*>(packed.data);
   out->codes.assign(bytes, bytes + packed.count);
   CodeWeights codes;
