@@ -105,42 +105,20 @@ Layout make_layout(const ConvGeometry& g, bool compact) {
   Layout l;
   const int64_t hp = g.h + g.pad_t + g.pad_b, wp = g.w + g.pad_l + g.pad_r;
   l.hph = (hp + g.sh - 1) / g.sh;
-  l.wph = (wp + g.sw - 1) / g.sw;
-  if (compact) {
-    l.compact = true;
-    l.wph = g.ow;
-    l.pa.assign(static_cast<size_t>(g.sh), -1);
-    for (int64_t ki = 0; ki < g.kh; ++ki) l.pa[static_cast<size_t>((ki * g.dh) % g.sh)] = 0;
-    for (auto& v : l.pa) if (v == 0) v = static_cast<int>(l.na++);
-    l.nb = g.kw;
-    l.pplane = l.hph * l.wph;
-    l.cplane = l.na * l.nb * l.pplane;
-    l.cq = (g.cg() + 3) / 4;
-    const int64_t taps = g.kh * g.kw;
-    l.off.resize(static_cast<size_t>(l.cq * taps));
-    int64_t max_off = 0;
-    for (int64_t c = 0; c < l.cq; ++c)
-      for (int64_t ki = 0; ki < g.kh; ++ki)
-        for (int64_t kj = 0; kj < g.kw; ++kj) {
-          const int64_t r = ki * g.dh;
-          const int64_t plane = l.pa[static_cast<size_t>(r % g.sh)] * l.nb + kj;
-          const int64_t o = 4 * (c * l.cplane + plane * l.pplane + (r / g.sh) * l.wph);
-          l.off[static_cast<size_t>(c * taps + ki * g.kw + kj)] = o;
-          max_off = std::max(max_off, o);
-        }
-    l.wide = g.oh * l.wph;
-    l.wpad = (l.wide + kQCols - 1) / kQCols * kQCols;
-    l.image = (std::max(4 * l.cq * l.cplane, max_off + 4 * l.wpad) + 63) / 64 * 64;
-    return l;
-  }
+  l.wph = compact ? g.ow : (wp + g.sw - 1) / g.sw;
+  l.compact = compact;
   l.pplane = l.hph * l.wph;
   // Only the stride phases some tap reads get a plane (a 1x1 stride-2 conv copies a quarter of its input).
   l.pa.assign(static_cast<size_t>(g.sh), -1);
-  l.pb.assign(static_cast<size_t>(g.sw), -1);
   for (int64_t ki = 0; ki < g.kh; ++ki) l.pa[static_cast<size_t>((ki * g.dh) % g.sh)] = 0;
-  for (int64_t kj = 0; kj < g.kw; ++kj) l.pb[static_cast<size_t>((kj * g.dw) % g.sw)] = 0;
   for (auto& v : l.pa) if (v == 0) v = static_cast<int>(l.na++);
-  for (auto& v : l.pb) if (v == 0) v = static_cast<int>(l.nb++);
+  if (compact) {
+    l.nb = g.kw;  // one plane per kernel column, holding the input already shifted by it
+  } else {
+    l.pb.assign(static_cast<size_t>(g.sw), -1);
+    for (int64_t kj = 0; kj < g.kw; ++kj) l.pb[static_cast<size_t>((kj * g.dw) % g.sw)] = 0;
+    for (auto& v : l.pb) if (v == 0) v = static_cast<int>(l.nb++);
+  }
   l.cplane = l.na * l.nb * l.pplane;
   l.cq = (g.cg() + 3) / 4;
   const int64_t taps = g.kh * g.kw;
@@ -149,9 +127,12 @@ Layout make_layout(const ConvGeometry& g, bool compact) {
   for (int64_t c = 0; c < l.cq; ++c)
     for (int64_t ki = 0; ki < g.kh; ++ki)
       for (int64_t kj = 0; kj < g.kw; ++kj) {
+        // The plane of the tap's row phase and column (compact: kj; wide: its column phase), and where in the
+        // plane's row the tap starts (compact: 0, the plane is shifted; wide: kj * dw / sw).
         const int64_t r = ki * g.dh, q = kj * g.dw;
-        const int64_t phase = l.pa[static_cast<size_t>(r % g.sh)] * l.nb + l.pb[static_cast<size_t>(q % g.sw)];
-        const int64_t o = 4 * (c * l.cplane + phase * l.pplane + (r / g.sh) * l.wph + q / g.sw);
+        const int64_t column_plane = compact ? kj : l.pb[static_cast<size_t>(q % g.sw)];
+        const int64_t plane = l.pa[static_cast<size_t>(r % g.sh)] * l.nb + column_plane;
+        const int64_t o = 4 * (c * l.cplane + plane * l.pplane + (r / g.sh) * l.wph + (compact ? 0 : q / g.sw));
         l.off[static_cast<size_t>(c * taps + ki * g.kw + kj)] = o;
         max_off = std::max(max_off, o);
       }
