@@ -18,12 +18,14 @@ resident (VmRSS) memory after creating the session and running it 3 times, minus
     python benchmarks/bench_speed.py                                   # all models, batch 1, threads 1 and 2
     python benchmarks/bench_speed.py --model resnet18 --batch 1 8 --threads 2 --runs 50 --bits 5 4 3
     python benchmarks/bench_speed.py --no-memory                       # skip the subprocesses
+    python benchmarks/bench_speed.py --model resnet18 --variants 'inq4-*' --threads 2   # some variants only
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime
+import fnmatch
 import functools
 import json
 import logging
@@ -345,7 +347,10 @@ def bench(name: str, args, rng) -> None:
     name = Path(name).stem if name not in MODELS else name
     with tempfile.TemporaryDirectory() as tmp:
         ctx = Context(model, feed_name, random_inputs(model, args.calibration, rng), args.bits[0], Path(tmp), {})
-        built = build_variants(variant_specs(args.bits), ctx)
+        specs = [v for v in variant_specs(args.bits)
+                 if v.name in ("fp32", "ort-int8") or not args.variants
+                 or any(fnmatch.fnmatch(v.name, p) for p in args.variants)]
+        built = build_variants(specs, ctx)
         ready = [b for b in built if not b.error]
         for batch in args.batch:
             x = random_inputs(model, batch, rng)
@@ -389,6 +394,8 @@ def main(argv=None) -> None:
     ap.add_argument("--calibration", type=int, default=8, help="random samples for int8 calibration")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--no-memory", action="store_true", help="skip the per-variant memory subprocesses")
+    ap.add_argument("--variants", nargs="+", metavar="GLOB",
+                    help="only these inq variants (e.g. 'inq4-int8' '*-float'); fp32 and ort-int8 always run")
     ap.add_argument("--measure-rss", nargs=2, metavar=("OPENER", "PATH"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.measure_rss:

@@ -13,7 +13,7 @@ from onnx import helper, numpy_helper
 from .errors import ConfigError, ModelError
 from .integer_mode import float_mode_copy
 from .packed_nodes import STANDARD_OP, packed_weight, shift_nodes
-from .schemas import DOMAIN, FUSION_ATTRIBUTES, INTEGER_ATTRIBUTES, PACKING_ATTRIBUTES
+from .schemas import DOMAIN, FUSION_ATTRIBUTES, INTEGER_ATTRIBUTES, PACKING_ATTRIBUTES, POOL_ATTRIBUTES
 
 __all__ = ["export_float", "export_qdq", "QdqExport", "QdqNote", "EXPORT_FORMATS"]
 
@@ -26,9 +26,11 @@ class QdqNote(UserWarning):
 
 def _unfused(node: onnx.NodeProto, weight: str, taken: set[str], opset: int,
              constants: list[onnx.TensorProto]) -> list[onnx.NodeProto]:
-    """The standard nodes a ShiftConv/ShiftGemm stands for: Conv/Gemm, then Add of its summand, then Relu/Clip.
+    """The standard nodes a ShiftConv/ShiftGemm stands for: Conv/Gemm, then Add of its summand, then Relu/Clip,
+    then MaxPool.
 
-    Intermediate values are named `<node>_op_out` / `<node>_add_out` (made unique), so calibration ranges
+    Intermediate values are named `<node>_op_out` / `<node>_add_out` / `<node>_act_out` (made unique), so
+    calibration ranges
     recorded on one export apply to the next. Clip's bounds are appended to `constants` (opset 11+) or
     become attributes (older opsets).
     """
@@ -36,7 +38,8 @@ def _unfused(node: onnx.NodeProto, weight: str, taken: set[str], opset: int,
     activation = attrs.get("activation", b"")
     activation = activation.decode() if isinstance(activation, bytes) else activation
     summand = node.input[3] if len(node.input) > 3 and node.input[3] else None
-    steps = ["op"] + (["add"] if summand else []) + (["act"] if activation else [])
+    pool = [attrs.get(name) for name in POOL_ATTRIBUTES]
+    steps = ["op"] + (["add"] if summand else []) + (["act"] if activation else []) + (["pool"] if pool[0] else [])
 
     def fresh(suffix: str) -> str:
         name = f"{node.name}_{suffix}"
@@ -49,7 +52,8 @@ def _unfused(node: onnx.NodeProto, weight: str, taken: set[str], opset: int,
     inputs = [node.input[0], weight, *[i for i in node.input[2:3] if i]]
     op = helper.make_node(STANDARD_OP[node.op_type], inputs, [outputs[0]], name=node.name)
     op.attribute.extend(copy.deepcopy(a) for a in node.attribute
-                        if a.name not in (*PACKING_ATTRIBUTES, *FUSION_ATTRIBUTES, *INTEGER_ATTRIBUTES))
+                        if a.name not in (*PACKING_ATTRIBUTES, *FUSION_ATTRIBUTES, *POOL_ATTRIBUTES,
+                                          *INTEGER_ATTRIBUTES))
     nodes = [op]
     if summand:
         nodes.append(helper.make_node("Add", [nodes[-1].output[0], summand], [outputs[len(nodes)]],
@@ -72,6 +76,10 @@ def _unfused(node: onnx.NodeProto, weight: str, taken: set[str], opset: int,
         nodes.append(clip)
     elif activation:
         raise ModelError(f"node {node.name}: unknown fused activation {activation!r}")
+    if pool[0]:
+        window = {k: list(v) for k, v in zip(("kernel_shape", "strides", "pads"), pool) if v is not None}
+        nodes.append(helper.make_node("MaxPool", [nodes[-1].output[0]], [outputs[-1]], name=f"{node.name}_pool",
+                                      **window))
     return nodes
 
 

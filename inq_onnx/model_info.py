@@ -29,7 +29,7 @@ class LayerInfo:
     parameters: int
     packed_bytes: int
     activations: str = "float"  # "int8" when the node quantizes its input (integer mode)
-    fused: str = ""  # what the node computes after the product: "+Z", "Relu", "+Z,Relu", ...
+    fused: str = ""  # what the node computes after the product: "+Z", "Relu", "+Z,Relu", "Relu,MaxPool3x3", ...
 
     @property
     def float_bytes(self) -> int:
@@ -83,6 +83,8 @@ def _fused(node: onnx.NodeProto) -> str:
     parts = ["+Z"] if len(node.input) > 3 and node.input[3] else []
     if activation:
         parts.append(activation.decode() if isinstance(activation, bytes) else activation)
+    if "pool_kernel_shape" in attrs:
+        parts.append("MaxPool" + "x".join(str(k) for k in attrs["pool_kernel_shape"]))
     return ",".join(parts)
 
 

@@ -44,13 +44,27 @@ def _dequantized(q: np.ndarray, scale, zero_point) -> np.ndarray:
     return ((q.astype(np.int32) - int(zero_point or 0)).astype(np.float32) * np.float32(scale)).astype(np.float32)
 
 
+def _max_pool(y: np.ndarray, kernel, strides, pads) -> np.ndarray:
+    """2-D MaxPool (floor mode, padding ignored) of an NCHW tensor."""
+    kh, kw = kernel
+    sh, sw = strides or (1, 1)
+    pt, pl, pb, pr = pads or (0, 0, 0, 0)
+    n, c, h, w = y.shape
+    padded = np.full((n, c, h + pt + pb, w + pl + pr), -np.inf, dtype=y.dtype)
+    padded[:, :, pt:pt + h, pl:pl + w] = y
+    oh, ow = (h + pt + pb - kh) // sh + 1, (w + pl + pr - kw) // sw + 1
+    windows = [padded[:, :, i:i + sh * (oh - 1) + 1:sh, j:j + sw * (ow - 1) + 1:sw] for i in range(kh) for j in range(kw)]
+    return np.max(np.stack(windows), axis=0)
+
+
 class ShiftConv(OpRun):
     op_domain = DOMAIN
 
     def _run(self, X, W_packed, B=None, Z=None, Y_zero_point=None, auto_pad=None, dilations=None, group=None,
              kernel_shape=None, pads=None, strides=None, bits=None, weight_shape=None, exponent_base=None,
              activation=None, activation_params=None, quantize_input=None, x_scale=None, x_zero_point=None,
-             y_scale=None, z_scale=None, z_zero_point=None):
+             y_scale=None, z_scale=None, z_zero_point=None, pool_kernel_shape=None, pool_strides=None,
+             pool_pads=None):
         weight = _decode(W_packed, bits, weight_shape, exponent_base, 0)
         if X.dtype == np.uint8:  # integer mode: codes described by x_scale / x_zero_point
             X = _dequantized(X, x_scale, x_zero_point)
@@ -63,6 +77,8 @@ class ShiftConv(OpRun):
             z = _dequantized(Z, z_scale, z_zero_point) if Z.dtype == np.uint8 else Z
             y = (y + z).astype(y.dtype)
         y = _activate(y, activation, activation_params)
+        if pool_kernel_shape is not None:
+            y = _max_pool(y, pool_kernel_shape, pool_strides, pool_pads)
         if Y_zero_point is not None:  # uint8 output: QuantizeLinear with y_scale and Y_zero_point
             zp = int(np.asarray(Y_zero_point).reshape(-1)[0])
             y = np.clip(np.rint(y / np.float32(y_scale)) + zp, 0, 255).astype(np.uint8)

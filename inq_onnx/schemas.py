@@ -6,7 +6,8 @@ import onnx
 from onnx import defs, helper, shape_inference
 
 __all__ = ["DOMAIN", "OPSET_VERSION", "SHIFT_CONV", "SHIFT_GEMM", "PACKING_ATTRIBUTES", "FUSION_ATTRIBUTES",
-           "INTEGER_ATTRIBUTES", "UINT8_IO_ATTRIBUTES", "FUSED_ACTIVATIONS", "register_schemas", "opset_import"]
+           "POOL_ATTRIBUTES", "INTEGER_ATTRIBUTES", "UINT8_IO_ATTRIBUTES", "FUSED_ACTIVATIONS", "register_schemas",
+           "opset_import"]
 
 DOMAIN = "com.inq"
 OPSET_VERSION = 1
@@ -17,6 +18,8 @@ SHIFT_GEMM = "ShiftGemm"
 PACKING_ATTRIBUTES = ("bits", "weight_shape", "exponent_base")
 # The fused activation applied last (docs/ops.md), as onnxruntime's FusedConv names it.
 FUSION_ATTRIBUTES = ("activation", "activation_params")
+# A 2-D MaxPool fused after the activation (ShiftConv only): MaxPool's kernel_shape, strides and pads.
+POOL_ATTRIBUTES = ("pool_kernel_shape", "pool_strides", "pool_pads")
 # The attributes that put a node in integer mode: its input is quantized to uint8 (docs/ops.md).
 INTEGER_ATTRIBUTES = ("quantize_input", "x_scale", "x_zero_point")
 # Integer-mode ShiftConv with uint8 tensors between layers: uint8 output scale, uint8 summand parameters.
@@ -46,11 +49,14 @@ def _as_float(type_proto: onnx.TypeProto) -> onnx.TypeProto:
     return out
 
 
+_MAX_POOL = defs.get_schema("MaxPool", 12)
+
+
 def _infer_like(standard_op: str, attribute_names: tuple[str, ...], input_names: tuple[str, ...],
-                output_type_input: int | None = None):
-    """Shape inference that runs the standard op's own inference on the decoded weight's type. With
-    `output_type_input`, the output's element type is that input's when it is given (ShiftConv's Y_zero_point:
-    uint8 output), else float."""
+                output_type_input: int | None = None, pooled: bool = False):
+    """Shape inference that runs the standard op's own inference on the decoded weight's type (then MaxPool's,
+    when `pooled` and the node has a fused pool). With `output_type_input`, the output's element type is that
+    input's when it is given (ShiftConv's Y_zero_point: uint8 output), else float."""
     schema = defs.get_schema(standard_op, 13)
 
     def infer(ctx: shape_inference.InferenceContext) -> None:
@@ -67,6 +73,12 @@ def _infer_like(standard_op: str, attribute_names: tuple[str, ...], input_names:
             node.input[:] = node.input[:2]
         outputs = shape_inference.infer_node_outputs(schema, node, types)
         y = outputs["y"]
+        pool = [ctx.get_attribute(name) for name in POOL_ATTRIBUTES] if pooled else []
+        if pool and pool[0] is not None:  # the fused MaxPool's own inference on the conv's output
+            pool_node = helper.make_node("MaxPool", ["y"], ["p"])
+            pool_node.attribute.extend(onnx.helper.make_attribute(k, list(a.ints))
+                                       for k, a in zip(("kernel_shape", "strides", "pads"), pool) if a is not None)
+            y = shape_inference.infer_node_outputs(_MAX_POOL, pool_node, {"y": y})["p"]
         if (output_type_input is not None and ctx.get_num_inputs() > output_type_input
                 and ctx.has_input(output_type_input) and y.HasField("tensor_type")):
             y.tensor_type.elem_type = ctx.get_input_type(output_type_input).tensor_type.elem_type
@@ -145,10 +157,15 @@ def _shift_conv_schema() -> defs.OpSchema:
             *_packing_attributes(),
             *_runtime_attributes(),
             *_uint8_io_attributes(),
+            defs.OpSchema.Attribute("pool_kernel_shape", A.INTS,
+                                    "Fused 2-D MaxPool after the activation: its kernel_shape.", required=False),
+            defs.OpSchema.Attribute("pool_strides", A.INTS, "Fused MaxPool: its strides (default 1).",
+                                    required=False),
+            defs.OpSchema.Attribute("pool_pads", A.INTS, "Fused MaxPool: its pads (default 0).", required=False),
         ],
     )
     schema.set_type_and_shape_inference_function(_infer_like("Conv", _CONV_ATTRIBUTES, ("x", "w", "b"),
-                                                             output_type_input=4))
+                                                             output_type_input=4, pooled=True))
     return schema
 
 

@@ -228,28 +228,56 @@ def _unchain(model):
     return model
 
 
-def test_uint8_passes_through_maxpool_between_shiftconvs():
+def _stem_model(residual: bool, ceil_mode: int = 0) -> onnx.ModelProto:
+    """ResNet's stem: Conv, Relu, MaxPool 3x3/2, then a conv reading the pool (and adding it back: `residual`)."""
     rng = np.random.default_rng(6)
     nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], name="stem", pads=[1, 1, 1, 1]),
              helper.make_node("Relu", ["c1"], ["r1"], name="relu"),
              helper.make_node("MaxPool", ["r1"], ["p"], name="pool", kernel_shape=[3, 3], strides=[2, 2],
-                              pads=[1, 1, 1, 1]),
-             helper.make_node("Conv", ["p", "w2", "b2"], ["y"], name="next", pads=[1, 1, 1, 1])]
+                              pads=[1, 1, 1, 1], ceil_mode=ceil_mode),
+             helper.make_node("Conv", ["p", "w2", "b2"], ["c2"], name="block", pads=[1, 1, 1, 1])]
+    nodes += ([helper.make_node("Add", ["c2", "p"], ["s"], name="add"),
+               helper.make_node("Relu", ["s"], ["y"], name="out")] if residual else
+              [helper.make_node("Relu", ["c2"], ["y"], name="out")])
     inits = [numpy_helper.from_array((rng.standard_normal(s) * 0.3).astype(np.float32), n)
-             for n, s in (("w1", (8, 3, 3, 3)), ("b1", (8,)), ("w2", (6, 8, 3, 3)), ("b2", (6,)))]
+             for n, s in (("w1", (8, 3, 3, 3)), ("b1", (8,)), ("w2", (8, 8, 3, 3)), ("b2", (8,)))]
     graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 12, 12])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
-    result = quantize_model(model, QuantizeConfig(bits=4, retrain=False))
-    x = rng.standard_normal((16, 3, 12, 12)).astype(np.float32)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+
+
+@pytest.mark.parametrize("residual", [False, True])
+def test_pooled_stem_passes_uint8_to_the_block_as_x_and_summand(residual):
+    result = quantize_model(_stem_model(residual), QuantizeConfig(bits=4, retrain=False))
+    stem = next(n for n in result.model.graph.node if n.name == "stem")
+    assert stem.output[0] == "p" and "MaxPool" not in [n.op_type for n in result.model.graph.node]
+    x = np.random.default_rng(7).standard_normal((16, 3, 12, 12)).astype(np.float32)
     chained, report = set_activations(result.model, "int8", {"x": x})
-    assert report.uint8_values == ["r1", "p"]
-    stem, after = (next(n for n in chained.graph.node if n.name == k) for k in ("stem", "next"))
+    assert report.uint8_values == ["p"]
+    stem, block = (next(n for n in chained.graph.node if n.name == k) for k in ("stem", "block"))
     y_scale = next(a.f for a in stem.attribute if a.name == "y_scale")
-    assert next(a.f for a in after.attribute if a.name == "x_scale") == y_scale  # reads the pool with its scale
-    # MaxPool of the codes equals the codes of MaxPool: the same as float tensors quantized with that scale.
-    unchained = _unchain(chained)
-    np.testing.assert_array_equal(make_session(chained).run(None, {"x": x})[0],
-                                  make_session(unchained).run(None, {"x": x})[0])
+    assert next(a.f for a in block.attribute if a.name == "x_scale") == y_scale  # reads the pool with its scale
+    got = make_session(chained).run(None, {"x": x})[0]
+    want = make_session(_unchain(chained)).run(None, {"x": x})[0]
+    if residual:
+        assert block.input[3] == "p"
+        y_zero_point = next(t for t in chained.graph.initializer if t.name == stem.input[4])
+        assert next(a.f for a in block.attribute if a.name == "z_scale") == y_scale
+        assert next(a.i for a in block.attribute if a.name == "z_zero_point") == numpy_helper.to_array(y_zero_point)
+        # X reads the same codes either way; Z is the pooled codes instead of the float pool: half a step of
+        # rounding, and a little more where the integer stem's values overshoot the float model's calibrated range.
+        assert np.max(np.abs(got - want)) <= y_scale
+    else:
+        # Pooling the codes gives the codes of the pooled floats (quantization is monotone): the same bits.
+        np.testing.assert_array_equal(got, want)
     back, _ = set_activations(chained, "float")
     assert [n.SerializeToString() for n in back.graph.node] == [n.SerializeToString() for n in result.model.graph.node]
+
+
+def test_unfused_maxpool_keeps_float_between_integer_convs():
+    """ceil_mode 1 is not fused: onnxruntime's uint8 MaxPool is slower than its float one, so no uint8 there."""
+    result = quantize_model(_stem_model(residual=False, ceil_mode=1), QuantizeConfig(bits=4, retrain=False))
+    assert "MaxPool" in [n.op_type for n in result.model.graph.node]
+    x = np.random.default_rng(8).standard_normal((16, 3, 12, 12)).astype(np.float32)
+    chained, report = set_activations(result.model, "int8", {"x": x})
+    assert report.uint8_values == [] and len(report.integer_nodes) == 2

@@ -99,6 +99,8 @@ Status ShiftConv::init(const OrtKernelInfo* info) {
   z_quant_.scale = z_scale_present ? z_scale : 0.0f;
   z_quant_.zero_point = static_cast<int32_t>(z_zp);
 
+  INQ_RETURN_IF_ERROR(read_pool(info, nd));
+
   TensorRef packed;
   INQ_RETURN_IF_ERROR(constant_input(api_, info, 1, &packed));
   if (packed.present && integer_) {
@@ -110,6 +112,41 @@ Status ShiftConv::init(const OrtKernelInfo* info) {
     INQ_RETURN_IF_ERROR(decode(packed, w.get()));
     constant_weights_ = std::move(w);
   }
+  return Status();
+}
+
+// The fused MaxPool: pool_kernel_shape (2 values) turns it on; pool_strides and pool_pads as MaxPool's strides
+// and pads (ceil_mode 0, no dilation: the fusion rule only fuses those).
+Status ShiftConv::read_pool(const OrtKernelInfo* info, size_t spatial_axes) {
+  std::vector<int64_t> kernel, strides, pads;
+  bool has_kernel = false, has_strides = false, has_pads = false;
+  INQ_RETURN_IF_ERROR(with_prefix(prefix(), attr_ints(api_, info, "pool_kernel_shape", &kernel, &has_kernel)));
+  INQ_RETURN_IF_ERROR(with_prefix(prefix(), attr_ints(api_, info, "pool_strides", &strides, &has_strides)));
+  INQ_RETURN_IF_ERROR(with_prefix(prefix(), attr_ints(api_, info, "pool_pads", &pads, &has_pads)));
+  if (!has_kernel) {
+    if (has_strides || has_pads) return Status::Invalid(prefix() + "pool_strides / pool_pads need pool_kernel_shape");
+    return Status();
+  }
+  if (spatial_axes != 2 || kernel.size() != 2)
+    return Status::Invalid(prefix() + "pool_kernel_shape " + shape_str(kernel) +
+                           " must have 2 values, on a 2-D convolution");
+  if (!has_strides) strides.assign(2, 1);
+  if (!has_pads) pads.assign(4, 0);
+  if (strides.size() != 2 || pads.size() != 4)
+    return Status::Invalid(prefix() + "pool_strides " + shape_str(strides) + " / pool_pads " + shape_str(pads) +
+                           " must have 2 / 4 values");
+  for (int64_t v : kernel)
+    if (v < 1 || v > kMaxConvAttr) return Status::Invalid(prefix() + "pool_kernel_shape " + shape_str(kernel) +
+                                                         " has a value outside [1, " + std::to_string(kMaxConvAttr) + "]");
+  for (int64_t v : strides)
+    if (v < 1 || v > kMaxConvAttr) return Status::Invalid(prefix() + "pool_strides " + shape_str(strides) +
+                                                         " has a value outside [1, " + std::to_string(kMaxConvAttr) + "]");
+  pooled_ = true;
+  pool_.kh = kernel[0], pool_.kw = kernel[1], pool_.sh = strides[0], pool_.sw = strides[1];
+  pool_.pad_t = pads[0], pool_.pad_l = pads[1], pool_.pad_b = pads[2], pool_.pad_r = pads[3];
+  for (size_t i = 0; i < 4; ++i)
+    if (pads[i] < 0 || pads[i] >= kernel[i % 2])
+      return Status::Invalid(prefix() + "pool_pads " + shape_str(pads) + " must be in [0, pool kernel)");
   return Status();
 }
 
@@ -200,11 +237,20 @@ Status ShiftConv::compute(OrtKernelContext* ctx) const {
     g.pad_l = pads[0], g.pad_r = pads[1], g.ow = out_sp[0];
   }
 
-  std::vector<int64_t> y_shape = {g.n, m};
-  y_shape.insert(y_shape.end(), out_sp.begin(), out_sp.end());
-  if (z.present && z.shape != y_shape)
-    return Status::Invalid(prefix() + "Z must have the output's shape " + shape_str(y_shape) + ", got " +
-                           shape_str(z.shape));
+  std::vector<int64_t> conv_shape = {g.n, m};
+  conv_shape.insert(conv_shape.end(), out_sp.begin(), out_sp.end());
+  if (z.present && z.shape != conv_shape)
+    return Status::Invalid(prefix() + "Z must have the convolution's output shape " + shape_str(conv_shape) +
+                           ", got " + shape_str(z.shape));
+  std::vector<int64_t> y_shape = conv_shape;
+  PoolGeometry pg = pool_;
+  if (pooled_) {
+    pg.planes = g.n * m, pg.h = g.oh, pg.w = g.ow;
+    const std::string pool_err = pool_output_size(&pg);
+    if (!pool_err.empty())
+      return Status::Invalid(prefix() + "convolution output " + shape_str(conv_shape) + ": " + pool_err);
+    y_shape = {g.n, m, pg.oh, pg.ow};
+  }
   ConvWeights runtime_weights;
   QConvWeights runtime_qweights;
   const ConvWeights* w = constant_weights_.get();
@@ -230,6 +276,11 @@ Status ShiftConv::compute(OrtKernelContext* ctx) const {
   ep.bias = b.present ? static_cast<const float*>(b.data) : nullptr;
   ep.summand = z.present && !z_u8 ? static_cast<const float*>(z.data) : nullptr;
   OrtTaskRunner pool(api_, ctx);
+  // With a fused MaxPool, the convolution writes its whole output to scratch and the pool reads it from there.
+  const size_t elem = yzp.present ? 1 : sizeof(float);
+  const ScratchPool& scratch = qw ? qw->pool() : w->pool();
+  const ScratchPool::Lease conv_out = scratch.acquire(pooled_ ? static_cast<size_t>(element_count(conv_shape)) * elem : 0);
+  void* conv_y = pooled_ ? conv_out.as<void>() : y.data;
   if (qw) {
     QConvOperands io;
     io.x = x_u8 ? nullptr : static_cast<const float*>(x.data);
@@ -237,13 +288,17 @@ Status ShiftConv::compute(OrtKernelContext* ctx) const {
     io.xq = x_quant_;
     io.z_u8 = z_u8 ? static_cast<const uint8_t*>(z.data) : nullptr;
     io.zq = z_quant_;
-    io.y = yzp.present ? nullptr : static_cast<float*>(y.data);
-    io.y_u8 = yzp.present ? static_cast<uint8_t*>(y.data) : nullptr;
+    io.y = yzp.present ? nullptr : static_cast<float*>(conv_y);
+    io.y_u8 = yzp.present ? static_cast<uint8_t*>(conv_y) : nullptr;
     io.yq = yq;
     qconv_run(g, *qw, io, ep, pool.runner);
   } else {
-    conv_forward(g, *w, static_cast<const float*>(x.data), ep, static_cast<float*>(y.data), pool.runner);
+    conv_forward(g, *w, static_cast<const float*>(x.data), ep, static_cast<float*>(conv_y), pool.runner);
   }
+  if (pooled_ && yzp.present)
+    max_pool(pg, static_cast<const uint8_t*>(conv_y), static_cast<uint8_t*>(y.data), pool.runner);
+  else if (pooled_)
+    max_pool(pg, static_cast<const float*>(conv_y), static_cast<float*>(y.data), pool.runner);
   return Status();
 }
 

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "kernels/conv.h"
+#include "kernels/max_pool.h"
 #include "kernels/qconv.h"
 #include "ort_util.h"
 
@@ -27,6 +28,7 @@ class ShiftConv {
   const OrtApi* api() const { return api_; }
 
  private:
+  Status read_pool(const OrtKernelInfo* info, size_t spatial_axes);
   Status decode(const TensorRef& packed, ConvWeights* out) const;
   Status decode_integer(const TensorRef& packed, QConvWeights* out) const;
   std::string prefix() const;
@@ -41,6 +43,10 @@ class ShiftConv {
   QuantParams x_quant_;   // static input quantization, or dynamic (scale 0)
   float y_scale_ = 0.0f;  // uint8 output scale (attribute y_scale), 0 if absent
   QuantParams z_quant_;   // uint8 summand parameters (z_scale, z_zero_point); scale 0 if absent
+  // A MaxPool fused after the activation (pool_kernel_shape given): its kernel, strides and pads; the sizes
+  // are filled per run.
+  bool pooled_ = false;
+  PoolGeometry pool_;
   // Set when W_packed is a constant initializer: float weights in float mode, integer ones in integer mode.
   std::unique_ptr<ConvWeights> constant_weights_;
   std::unique_ptr<QConvWeights> constant_qweights_;

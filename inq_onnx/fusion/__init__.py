@@ -8,13 +8,15 @@ import onnx
 
 from ._graph import GraphView
 from .activation import FuseActivation
+from .max_pool import FuseMaxPool
 from .residual_add import FuseResidualAdd
 from .rule import Rule
 
 __all__ = ["RULES", "fuse", "Rule"]
 
-# Order matters only for speed of convergence: Add before the activation that usually follows it.
-RULES: tuple[Rule, ...] = (FuseResidualAdd(), FuseActivation())
+# Order matters only for speed of convergence: Add before the activation that usually follows it, then a
+# MaxPool after both (a pooled op takes nothing more after it).
+RULES: tuple[Rule, ...] = (FuseResidualAdd(), FuseActivation(), FuseMaxPool())
 
 
 def fuse(model: onnx.ModelProto, rules: tuple[Rule, ...] = RULES) -> Counter:

@@ -8,6 +8,7 @@ import numpy as np
 import onnx
 
 from ._graph import GraphView, attribute, is_shift_node
+from .max_pool import is_pooled
 
 __all__ = ["FuseActivation"]
 
@@ -42,7 +43,7 @@ class FuseActivation:
     name = "activation"
 
     def match(self, view: GraphView, node: onnx.NodeProto) -> _Match | None:
-        if not is_shift_node(node) or attribute(node, "activation", b"") not in (b"", ""):
+        if not is_shift_node(node) or attribute(node, "activation", b"") not in (b"", "") or is_pooled(node):
             return None
         user = view.sole_consumer(node.output[0])
         if user is None or user.domain not in ("", "ai.onnx") or view.removed(user):

@@ -8,6 +8,7 @@ import onnx
 
 from ..schemas import SHIFT_CONV
 from ._graph import GraphView, attribute, is_shift_node
+from .max_pool import is_pooled
 
 __all__ = ["FuseResidualAdd"]
 
@@ -26,7 +27,7 @@ class FuseResidualAdd:
         # Z is added before the activation, so a conv that already has one cannot take an Add after it.
         if not is_shift_node(node) or node.op_type != SHIFT_CONV or len(node.input) > 3:
             return None
-        if attribute(node, "activation", b"") not in (b"", ""):
+        if attribute(node, "activation", b"") not in (b"", "") or is_pooled(node):
             return None
         add = view.sole_consumer(node.output[0])
         if add is None or add.op_type != "Add" or add.domain not in ("", "ai.onnx") or view.removed(add):

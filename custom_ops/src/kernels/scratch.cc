@@ -7,42 +7,67 @@
 
 namespace inq {
 
-ScratchPool::~ScratchPool() {
-  for (auto& b : free_) std::free(b.first);
-}
+class ScratchPool::Buffers {
+ public:
+  ~Buffers() {
+    for (auto& b : free_) std::free(b.first);
+  }
 
-ScratchPool::Lease ScratchPool::acquire(size_t bytes) const {
-  bytes = (std::max<size_t>(bytes, 64) + 63) / 64 * 64;
-  {
+  Lease acquire(size_t bytes) {
+    bytes = (std::max<size_t>(bytes, 64) + 63) / 64 * 64;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (!free_.empty()) {
+        // Best fit; if nothing fits, replace the largest buffer (never more buffers than users at once).
+        auto best = free_.end(), largest = free_.begin();
+        for (auto it = free_.begin(); it != free_.end(); ++it) {
+          if (it->second >= bytes && (best == free_.end() || it->second < best->second)) best = it;
+          if (it->second > largest->second) largest = it;
+        }
+        if (best != free_.end()) {
+          const auto buf = *best;
+          free_.erase(best);
+          return Lease(this, buf.first, buf.second);
+        }
+        std::free(largest->first);
+        free_.erase(largest);
+      }
+    }
+    void* p = std::aligned_alloc(64, bytes);
+    if (!p) throw std::bad_alloc();
+    return Lease(this, p, bytes);
+  }
+
+  void give_back(void* p, size_t n) noexcept {
     std::lock_guard<std::mutex> lock(mu_);
-    if (!free_.empty()) {
-      // Best fit; if nothing fits, replace the largest buffer (the pool never holds more buffers than users).
-      auto best = free_.end(), largest = free_.begin();
-      for (auto it = free_.begin(); it != free_.end(); ++it) {
-        if (it->second >= bytes && (best == free_.end() || it->second < best->second)) best = it;
-        if (it->second > largest->second) largest = it;
-      }
-      if (best != free_.end()) {
-        const auto buf = *best;
-        free_.erase(best);
-        return Lease(this, buf.first, buf.second);
-      }
-      std::free(largest->first);
-      free_.erase(largest);
+    try {
+      free_.emplace_back(p, n);
+    } catch (...) {
+      std::free(p);
     }
   }
-  void* p = std::aligned_alloc(64, bytes);
-  if (!p) throw std::bad_alloc();
-  return Lease(this, p, bytes);
+
+ private:
+  std::mutex mu_;
+  std::vector<std::pair<void*, size_t>> free_;
+};
+
+ScratchPool::ScratchPool() {
+  // The buffers of the live pools: created with the first pool, freed with the last.
+  static std::mutex mu;
+  static std::weak_ptr<Buffers> live;
+  std::lock_guard<std::mutex> lock(mu);
+  buffers_ = live.lock();
+  if (!buffers_) {
+    buffers_ = std::make_shared<Buffers>();
+    live = buffers_;
+  }
 }
 
-void ScratchPool::give_back(void* p, size_t n) const noexcept {
-  std::lock_guard<std::mutex> lock(mu_);
-  try {
-    free_.emplace_back(p, n);
-  } catch (...) {
-    std::free(p);
-  }
+ScratchPool::Lease ScratchPool::acquire(size_t bytes) const { return buffers_->acquire(bytes); }
+
+ScratchPool::Lease::~Lease() {
+  if (owner_) owner_->give_back(p_, n_);
 }
 
 }  // namespace inq
