@@ -430,7 +430,8 @@ static void test_u8_operands(int trials) {
           }
       }
     std::vector<uint8_t> want8(ny);
-    for (size_t i = 0; i < ny; ++i) want8[i] = quantize_one(v[i], yq.scale, static_cast<float>(yq.zero_point));
+    for (size_t i = 0; i < ny; ++i)
+      want8[i] = requantize_one(v[i], inverse_scale(yq.scale), static_cast<float>(yq.zero_point));
     Epilogue run_ep = ep;
     if (zk == 2) run_ep.summand = nullptr;
     QConvOperands io;

@@ -40,13 +40,15 @@ void tile(int64_t kqn, const int8_t* a, const uint8_t* b, const int64_t* boff, i
   for (int64_t j = 0; j < ncols; j += 8) tile8(kqn, a, b + 4 * j, boff, c + j, ldc);
 }
 
-inline __m256i quantize8(__m256 x, __m256 scale, __m256 zpf) {
-  __m256 f = _mm256_round_ps(_mm256_div_ps(x, scale), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+// saturated_code of 8 quotients.
+inline __m256i codes8(__m256 quotient, __m256 zpf) {
+  __m256 f = _mm256_round_ps(quotient, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
   f = _mm256_add_ps(f, zpf);
   f = _mm256_max_ps(f, _mm256_setzero_ps());  // f > 0 ? f : 0 (NaN -> 0)
   f = _mm256_min_ps(f, _mm256_set1_ps(255.0f));
   return _mm256_cvttps_epi32(f);
 }
+inline __m256i quantize8(__m256 x, __m256 scale, __m256 zpf) { return codes8(_mm256_div_ps(x, scale), zpf); }
 
 void quantize4(const float* const* src, int64_t n, float scale, int32_t zp, uint32_t* dst) {
   const __m256 sv = _mm256_set1_ps(scale), zv = _mm256_set1_ps(static_cast<float>(zp));
@@ -134,7 +136,7 @@ void epilogue_u8(const QRowEpilogue& e, const int32_t* acc, int64_t n, float sca
   const __m256i zprs = _mm256_set1_epi32(e.zprs);
   const __m256 mult = _mm256_set1_ps(e.mult), bias = _mm256_set1_ps(e.bias);
   const __m256 lo = _mm256_set1_ps(e.lo), hi = _mm256_set1_ps(e.hi);
-  const __m256 sv = _mm256_set1_ps(scale), zv = _mm256_set1_ps(static_cast<float>(zp));
+  const __m256 inv = _mm256_set1_ps(inverse_scale(scale)), zv = _mm256_set1_ps(static_cast<float>(zp));
   int64_t j = 0;
   for (; j + 8 <= n; j += 8) {
     const __m256i a = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(acc + j));
@@ -144,7 +146,7 @@ void epilogue_u8(const QRowEpilogue& e, const int32_t* acc, int64_t n, float sca
     if (e.summand) v = _mm256_add_ps(v, _mm256_loadu_ps(e.summand + j));
     v = _mm256_max_ps(lo, v);
     v = _mm256_min_ps(hi, v);
-    store8_u8(quantize8(v, sv, zv), y + j);
+    store8_u8(codes8(_mm256_mul_ps(v, inv), zv), y + j);
   }
   if (j < n) {
     QRowEpilogue t = e;
@@ -154,9 +156,9 @@ void epilogue_u8(const QRowEpilogue& e, const int32_t* acc, int64_t n, float sca
 }
 
 void quantize_u8(const float* src, int64_t n, float scale, int32_t zp, uint8_t* dst) {
-  const __m256 sv = _mm256_set1_ps(scale), zv = _mm256_set1_ps(static_cast<float>(zp));
+  const __m256 inv = _mm256_set1_ps(inverse_scale(scale)), zv = _mm256_set1_ps(static_cast<float>(zp));
   int64_t j = 0;
-  for (; j + 8 <= n; j += 8) store8_u8(quantize8(_mm256_loadu_ps(src + j), sv, zv), dst + j);
+  for (; j + 8 <= n; j += 8) store8_u8(codes8(_mm256_mul_ps(_mm256_loadu_ps(src + j), inv), zv), dst + j);
   if (j < n) generic_qkernels().quantize_u8(src + j, n - j, scale, zp, dst + j);
 }
 

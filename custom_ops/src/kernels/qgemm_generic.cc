@@ -68,20 +68,20 @@ void interleave4_u8(const uint8_t* const* src, int64_t n, int32_t zp, uint32_t* 
 }
 
 void epilogue_u8(const QRowEpilogue& e, const int32_t* acc, int64_t n, float scale, int32_t zp, uint8_t* y) {
-  const float zpf = static_cast<float>(zp);
+  const float zpf = static_cast<float>(zp), inv = inverse_scale(scale);
   float v[64];
   for (int64_t j = 0; j < n; j += 64) {
     const int64_t len = n - j < 64 ? n - j : 64;
     QRowEpilogue t = e;
     if (t.summand) t.summand += j;
     epilogue(t, acc + j, len, v);
-    for (int64_t i = 0; i < len; ++i) y[j + i] = quantize_one(v[i], scale, zpf);
+    for (int64_t i = 0; i < len; ++i) y[j + i] = requantize_one(v[i], inv, zpf);
   }
 }
 
 void quantize_u8(const float* src, int64_t n, float scale, int32_t zp, uint8_t* dst) {
-  const float zpf = static_cast<float>(zp);
-  for (int64_t j = 0; j < n; ++j) dst[j] = quantize_one(src[j], scale, zpf);
+  const float zpf = static_cast<float>(zp), inv = inverse_scale(scale);
+  for (int64_t j = 0; j < n; ++j) dst[j] = requantize_one(src[j], inv, zpf);
 }
 
 void dequantize_u8(const uint8_t* src, int64_t n, float scale, int32_t zp, float* dst) {

@@ -18,12 +18,20 @@ struct QuantParams {
 
 // q = saturate_u8(round_half_even(x / scale) + zp), computed in float: exact for every q in [0, 255] and
 // NaN -> 0. Every ISA path performs these very float operations.
-inline uint8_t quantize_one(float x, float scale, float zpf) {
-  float f = std::nearbyint(x / scale) + zpf;
+inline uint8_t saturated_code(float quotient, float zpf) {
+  float f = std::nearbyint(quotient) + zpf;
   f = f > 0.0f ? f : 0.0f;
   f = f < 255.0f ? f : 255.0f;
   return static_cast<uint8_t>(static_cast<int>(f));
 }
+inline uint8_t quantize_one(float x, float scale, float zpf) { return saturated_code(x / scale, zpf); }
+
+// The requantization of uint8 outputs: q = saturate_u8(round_half_even(v * inv_scale) + zp), inv_scale =
+// 1 / scale computed once in float. A multiply where quantize_one divides: every output value pays it (a
+// vector division costs about as much as the rest of the rescale); the two differ only where float rounding
+// puts the quotient on the other side of a half step. Every ISA path performs these very float operations.
+inline float inverse_scale(float scale) { return 1.0f / scale; }
+inline uint8_t requantize_one(float v, float inv_scale, float zpf) { return saturated_code(v * inv_scale, zpf); }
 
 // DynamicQuantizeLinear's rule: lo = min(0, min x), hi = max(0, max x), scale = (hi - lo) / 255 (1 if 0),
 // zp = round_half_even(clamp(0 - lo / scale, 0, 255)).
