@@ -86,9 +86,10 @@ class QuantizeResult:
 
 
 def trainable_parameters(model: onnx.ModelProto, layers: list[Layer]) -> list[str]:
-    """Conv/Gemm weights and biases and BatchNormalization scale/shift: what retraining may move."""
+    """Conv/Gemm weights and biases, the layers' weights and biases (a MatMul's bias Add included) and
+    BatchNormalization scale/shift: what retraining may move."""
     initializers = {t.name for t in model.graph.initializer if t.data_type == onnx.TensorProto.FLOAT}
-    names = {layer.weight for layer in layers}
+    names = {layer.weight for layer in layers} | {layer.bias for layer in layers if layer.bias}
     for node in model.graph.node:
         if node.op_type in ("Conv", "Gemm"):
             names.update(node.input[1:3])
@@ -123,13 +124,13 @@ def _retrain(model, layers, levels, dataset: Dataset, config: QuantizeConfig, pr
 def quantize_model(model: onnx.ModelProto, config: QuantizeConfig, dataset: Dataset | None = None, *,
                    metadata: dict[str, str] | None = None, progress: ProgressCallback | None = None
                    ) -> QuantizeResult:
-    """INQ-quantize every qualifying Conv/Gemm of `model` and rewrite them into com.inq ops."""
+    """INQ-quantize every qualifying Conv/Gemm/MatMul of `model` and rewrite them into com.inq ops."""
     if any(n.domain == DOMAIN for n in model.graph.node):
         raise ModelError("the model is already quantized (it has com.inq nodes); start from the float model")
     normalized = normalize_model(model)
     layers, skipped = match_layers(normalized, config.exclude)
     if not layers:
-        reasons = "; ".join(f"{s.node}: {s.reason}" for s in skipped) or "the model has no Conv or Gemm node"
+        reasons = "; ".join(f"{s.node}: {s.reason}" for s in skipped) or "the model has no Conv, Gemm or MatMul node"
         raise ModelError(f"nothing to quantize ({reasons})")
     initializers = {t.name: t for t in normalized.graph.initializer}
     originals = {layer.weight: numpy_helper.to_array(initializers[layer.weight]) for layer in layers}
