@@ -5,8 +5,8 @@ from __future__ import annotations
 import onnx
 from onnx import defs, helper, shape_inference
 
-__all__ = ["DOMAIN", "OPSET_VERSION", "SHIFT_CONV", "SHIFT_GEMM", "SHIFT_MATMUL", "PACKING_ATTRIBUTES", "FUSION_ATTRIBUTES",
-           "INTEGER_ATTRIBUTES", "UINT8_IO_ATTRIBUTES", "FUSED_ACTIVATIONS", "register_schemas", "opset_import"]
+__all__ = ["DOMAIN", "OPSET_VERSION", "SHIFT_CONV", "SHIFT_GEMM", "SHIFT_MATMUL", "PACKING_ATTRIBUTES",
+           "FUSION_ATTRIBUTES", "INTEGER_ATTRIBUTES", "UINT8_IO_ATTRIBUTES", "FUSED_ACTIVATIONS", "register_schemas", "opset_import"]
 
 DOMAIN = "com.inq"
 OPSET_VERSION = 1
