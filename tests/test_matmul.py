@@ -16,6 +16,7 @@ from inq_onnx.pipeline import QuantizeConfig, check_rewrite, quantize_model
 from inq_onnx.reference import REFERENCE_OPS
 from inq_onnx.runtime import make_session
 from inq_onnx.schemas import register_schemas
+from inq_onnx.session import InferenceSession
 
 from models import make_model, transformer_block_model, weights
 
@@ -62,6 +63,9 @@ def test_transformer_block_is_rewritten_end_to_end():
     assert histogram(exported)["ai.onnx:MatMul"] == 3 and histogram(exported)["ai.onnx:Gemm"] == 1
     assert not any(n.domain == "com.inq" for n in exported.graph.node)
     assert_outputs_close(make_session(exported).run(None, {"x": x}), want)
+    session = InferenceSession(result.model.SerializeToString())  # stock onnxruntime, no op library
+    assert session.inq_activations == "float"
+    assert_outputs_close(session.run(None, {"x": x}), want)
 
 
 def test_integer_mode_and_qdq_export_of_matmul_layers():

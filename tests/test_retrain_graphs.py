@@ -3,6 +3,8 @@ a trailing Softmax, and an op without a gradient."""
 
 from __future__ import annotations
 
+from contextlib import nullcontext
+
 import numpy as np
 import pytest
 from onnx import TensorProto, helper
@@ -101,3 +103,48 @@ def test_op_without_gradient_stops_retraining_unless_the_layers_before_it_are_ex
         quantize_model(model, QuantizeConfig(training=TRAINING), data)
     result = quantize_model(model, QuantizeConfig(exclude=("fc1",), training=TRAINING), data)
     assert [layer.node for layer in result.layers] == ["fc2"] and result.mode == "labels"
+
+
+def _two_input_two_output_model():
+    """tokens (N, 6, 4) through an N-D MatMul, features (N, 5) through a Gemm, merged; logits and an aux head."""
+    rng = np.random.default_rng(5)
+    nodes = [helper.make_node("MatMul", ["tokens", "w_tok"], ["t"], name="tok_proj"),
+             helper.make_node("ReduceMean", ["t"], ["tm"], axes=[1], keepdims=0, name="pool"),
+             helper.make_node("Gemm", ["feats", "w_f", "b_f"], ["f"], name="feat_proj", transB=1),
+             helper.make_node("Add", ["tm", "f"], ["h"], name="merge"),
+             helper.make_node("Relu", ["h"], ["hr"], name="relu"),
+             helper.make_node("Gemm", ["hr", "w_out", "b_out"], ["logits"], name="cls"),
+             helper.make_node("MatMul", ["hr", "w_aux"], ["aux"], name="aux_head")]
+    return make_model(nodes, [helper.make_tensor_value_info("tokens", TensorProto.FLOAT, ["N", 6, 4]),
+                              helper.make_tensor_value_info("feats", TensorProto.FLOAT, ["N", 5])],
+                      [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 3]),
+                       helper.make_tensor_value_info("aux", TensorProto.FLOAT, ["N", 2])],
+                      {"w_tok": weights(rng, 4, 8), "w_f": weights(rng, 8, 5), "b_f": weights(rng, 8),
+                       "w_out": weights(rng, 8, 3), "b_out": weights(rng, 3), "w_aux": weights(rng, 8, 2)})
+
+
+@pytest.mark.parametrize("labels", [True, False], ids=["labels", "distillation"])
+def test_two_inputs_and_two_outputs_quantize_retrain_and_validate(labels, tmp_path):
+    import onnx
+
+    from inq_onnx.api import quantize, validate
+
+    rng = np.random.default_rng(6)
+    arrays = {"tokens": rng.standard_normal((48, 6, 4)).astype(np.float32),
+              "feats": rng.standard_normal((48, 5)).astype(np.float32)}
+    if labels:
+        arrays["labels"] = rng.integers(0, 3, 48)
+    np.savez(tmp_path / "data.npz", **arrays)
+    onnx.save(_two_input_two_output_model(), tmp_path / "model.onnx")
+    # Cross-entropy reads the first output: the aux head's weight keeps its value (quantized, not retrained).
+    with pytest.warns(UserWarning, match=r"\['w_aux'\] do not affect the loss") if labels else nullcontext():
+        summary = quantize(tmp_path / "model.onnx", QuantizeConfig(bits=4, training=TRAINING),
+                           tmp_path / "data.npz", tmp_path / "model.inq.onnx")
+    result = summary.result
+    assert result.mode == ("labels" if labels else "distillation")
+    assert [layer.node for layer in result.layers] == ["tok_proj", "feat_proj", "cls", "aux_head"]
+    assert [c.name for c in summary.rewrite_check] == ["logits", "aux"]
+    report = validate(tmp_path / "model.onnx", tmp_path / "model.inq.onnx", tmp_path / "data.npz")
+    assert report.samples == 48 and [c.name for c in report.outputs] == ["logits", "aux"]
+    assert all(c.cosine > 0.9 for c in report.outputs)
+    assert (report.accuracy_original is not None) == labels
