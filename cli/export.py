@@ -13,7 +13,7 @@ from inq_onnx.export import EXPORT_FORMATS, QdqNote
 @click.command("export")
 @click.argument("quantized", type=click.Path(dir_okay=False))
 @click.option("--format", "fmt", type=click.Choice(EXPORT_FORMATS), default="float", show_default=True,
-              help="float: Conv/Gemm with the decoded float32 weights. qdq: int8 QuantizeLinear/DequantizeLinear "
+              help="float: Conv/Gemm/MatMul with the decoded float32 weights. qdq: int8 QuantizeLinear/DequantizeLinear "
                    "with the exact INQ weights, for onnxruntime's QLinearConv/QGemm.")
 @click.option("--data", type=click.Path(dir_okay=False),
               help="qdq: .npz of inputs to calibrate activation ranges [default: the model's stored ranges].")
@@ -22,7 +22,7 @@ from inq_onnx.export import EXPORT_FORMATS, QdqNote
 @click.option("--strict", is_flag=True, help="qdq: fail when a layer's weights do not fit int8 exactly.")
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False))
 def command(quantized, fmt, data, batch_size, strict, output):
-    """Write QUANTIZED with standard Conv/Gemm in place of ShiftConv/ShiftGemm."""
+    """Write QUANTIZED with standard Conv/Gemm/MatMul in place of the com.inq ops."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", QdqNote)
         path = export_file(quantized, output, fmt, data, strict, batch_size)

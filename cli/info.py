@@ -14,7 +14,7 @@ from ._output import echo_json, percent, table
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def command(model, as_json):
-    """Describe MODEL's quantized layers and the Conv/Gemm nodes left float."""
+    """Describe MODEL's quantized layers and the layers left float, with the reason."""
     report = model_info(model)
     if as_json:
         echo_json(report.to_dict())

@@ -42,7 +42,7 @@ from ._output import StepProgress, echo_mode, percent, table
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def command(model, bits, data, output, portions, strategy, epochs, batch_size, lr, optimizer, weight_decay, seed,
             exclude, loss, activations, no_retrain, quiet):
-    """Quantize MODEL's Conv/Gemm weights to 0 or ±2^k in BITS bits with INQ and write the rewritten model."""
+    """Quantize MODEL's Conv/Gemm/MatMul weights to 0 or ±2^k in BITS bits with INQ and write the rewritten model."""
     training = RetrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer,
                              weight_decay=weight_decay, strategy=strategy, seed=seed)
     config = QuantizeConfig(bits=bits, portions=parse_portions(portions) if portions else None,
@@ -58,7 +58,7 @@ def command(model, bits, data, output, portions, strategy, epochs, batch_size, l
         click.echo(f"Warning: {w.message}", err=True)
     result = summary.result
     click.echo(f"Quantized {len(result.layers)} layer(s) to {bits} bits ({result.mode}); "
-               f"{len(result.skipped)} Conv/Gemm node(s) left float.")
+               f"{len(result.skipped)} layer(s) left float.")
     if data is not None:  # without data the warning above already said why
         for note in result.notes:
             click.echo(f"Note: {note}")

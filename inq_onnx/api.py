@@ -77,7 +77,7 @@ def convert(quantized_path: str | os.PathLike, output_path: str | os.PathLike, a
     output = check_output_path(output_path, quantized_path, *([data_path] if data_path else []))
     model = load_model(quantized_path)
     if not shift_nodes(model):
-        raise ModelError("the model has no ShiftConv/ShiftGemm nodes: quantize it first")
+        raise ModelError("the model has no ShiftConv/ShiftGemm/ShiftMatMul nodes: quantize it first")
     if data_path is not None and activations != "int8":
         raise ConfigError("--data calibrates int8 activations; it does not apply to --activations float")
     inputs = check_dataset(load_dataset(data_path), model).inputs if data_path else None

@@ -1,4 +1,5 @@
-"""Export: com.inq nodes back to standard Conv/Gemm with decoded float weights, for runtimes without the ops."""
+"""Export: com.inq nodes back to standard Conv/Gemm/MatMul with decoded float weights, for runtimes without the
+ops."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from onnx import helper, numpy_helper
 from .errors import ConfigError, ModelError
 from .integer_mode import float_mode_copy
 from .packed_nodes import STANDARD_OP, packed_weight, shift_nodes
-from .schemas import DOMAIN, FUSION_ATTRIBUTES, INTEGER_ATTRIBUTES, PACKING_ATTRIBUTES, POOL_ATTRIBUTES
+from .schemas import DOMAIN, FUSION_ATTRIBUTES, INTEGER_ATTRIBUTES, PACKING_ATTRIBUTES, POOL_ATTRIBUTES, SHIFT_MATMUL
 
 __all__ = ["export_float", "export_qdq", "QdqExport", "QdqNote", "EXPORT_FORMATS"]
 
@@ -26,20 +27,22 @@ class QdqNote(UserWarning):
 
 def _unfused(node: onnx.NodeProto, weight: str, taken: set[str], opset: int,
              constants: list[onnx.TensorProto]) -> list[onnx.NodeProto]:
-    """The standard nodes a ShiftConv/ShiftGemm stands for: Conv/Gemm, then Add of its summand, then Relu/Clip,
-    then MaxPool.
+    """The standard nodes a com.inq node stands for: Conv/Gemm/MatMul, then Add of ShiftMatMul's bias, then Add
+    of the summand, then Relu/Clip, then MaxPool.
 
-    Intermediate values are named `<node>_op_out` / `<node>_add_out` / `<node>_act_out` (made unique), so
-    calibration ranges
-    recorded on one export apply to the next. Clip's bounds are appended to `constants` (opset 11+) or
-    become attributes (older opsets).
+    Intermediate values are named `<node>_op_out` / `<node>_bias_out` / `<node>_add_out` / `<node>_act_out`
+    (made unique), so ranges recorded on one export apply to the next. Clip's bounds are appended to `constants`
+    (opset 11+) or become attributes (older opsets).
     """
     attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
     activation = attrs.get("activation", b"")
     activation = activation.decode() if isinstance(activation, bytes) else activation
+    matmul = node.op_type == SHIFT_MATMUL
+    bias = node.input[2] if matmul and len(node.input) > 2 and node.input[2] else None  # MatMul has no bias input
     summand = node.input[3] if len(node.input) > 3 and node.input[3] else None
     pool = [attrs.get(name) for name in POOL_ATTRIBUTES]
-    steps = ["op"] + (["add"] if summand else []) + (["act"] if activation else []) + (["pool"] if pool[0] else [])
+    steps = (["op"] + (["bias"] if bias else []) + (["add"] if summand else []) + (["act"] if activation else [])
+             + (["pool"] if pool[0] else []))
 
     def fresh(suffix: str) -> str:
         name = f"{node.name}_{suffix}"
@@ -49,12 +52,15 @@ def _unfused(node: onnx.NodeProto, weight: str, taken: set[str], opset: int,
         return name
 
     outputs = [fresh(f"{step}_out") for step in steps[:-1]] + [node.output[0]]
-    inputs = [node.input[0], weight, *[i for i in node.input[2:3] if i]]
+    inputs = [node.input[0], weight, *[i for i in node.input[2:3] if i and not matmul]]
     op = helper.make_node(STANDARD_OP[node.op_type], inputs, [outputs[0]], name=node.name)
     op.attribute.extend(copy.deepcopy(a) for a in node.attribute
                         if a.name not in (*PACKING_ATTRIBUTES, *FUSION_ATTRIBUTES, *POOL_ATTRIBUTES,
                                           *INTEGER_ATTRIBUTES))
     nodes = [op]
+    if bias:
+        nodes.append(helper.make_node("Add", [nodes[-1].output[0], bias], [outputs[len(nodes)]],
+                                      name=f"{node.name}_bias"))
     if summand:
         nodes.append(helper.make_node("Add", [nodes[-1].output[0], summand], [outputs[len(nodes)]],
                                       name=f"{node.name}_add"))
@@ -67,12 +73,13 @@ def _unfused(node: onnx.NodeProto, weight: str, taken: set[str], opset: int,
                              f"got {params}")
         low, high = params
         if opset < 11:
-            clip = helper.make_node("Clip", [nodes[-1].output[0]], [outputs[-1]], name=f"{node.name}_clip",
+            clip = helper.make_node("Clip", [nodes[-1].output[0]], [outputs[len(nodes)]], name=f"{node.name}_clip",
                                     min=low, max=high)
         else:
             bounds = [fresh("clip_min"), fresh("clip_max")]
             constants += [numpy_helper.from_array(np.array(v, np.float32), b) for v, b in zip((low, high), bounds)]
-            clip = helper.make_node("Clip", [nodes[-1].output[0], *bounds], [outputs[-1]], name=f"{node.name}_clip")
+            clip = helper.make_node("Clip", [nodes[-1].output[0], *bounds], [outputs[len(nodes)]],
+                                    name=f"{node.name}_clip")
         nodes.append(clip)
     elif activation:
         raise ModelError(f"node {node.name}: unknown fused activation {activation!r}")
@@ -84,9 +91,9 @@ def _unfused(node: onnx.NodeProto, weight: str, taken: set[str], opset: int,
 
 
 def export_float(model: onnx.ModelProto) -> onnx.ModelProto:
-    """A copy in which every ShiftConv/ShiftGemm is the standard op with its decoded float32 weight."""
+    """A copy in which every com.inq node is the standard op with its decoded float32 weight."""
     if not shift_nodes(model):
-        raise ModelError("the model has no ShiftConv/ShiftGemm nodes: nothing to export")
+        raise ModelError("the model has no ShiftConv/ShiftGemm/ShiftMatMul nodes: nothing to export")
     model = float_mode_copy(model)  # no uint8 tensors between the nodes
     graph = model.graph
     initializers = {t.name: t for t in graph.initializer}

@@ -13,7 +13,7 @@ from .errors import ModelError
 
 __all__ = ["PackedWeight", "packed_weight", "shift_nodes", "STANDARD_OP"]
 
-STANDARD_OP = {schemas.SHIFT_CONV: "Conv", schemas.SHIFT_GEMM: "Gemm"}
+STANDARD_OP = {schemas.SHIFT_CONV: "Conv", schemas.SHIFT_GEMM: "Gemm", schemas.SHIFT_MATMUL: "MatMul"}
 
 
 @dataclass(frozen=True)
@@ -36,11 +36,12 @@ def shift_nodes(model: onnx.ModelProto) -> list[onnx.NodeProto]:
 
 
 def _packing_attributes(node: onnx.NodeProto) -> tuple[int, tuple[int, ...], tuple[int, ...], int]:
-    """(bits, weight_shape, exponent_base, channel_axis) of a ShiftConv/ShiftGemm node."""
+    """(bits, weight_shape, exponent_base, channel_axis) of a com.inq node."""
     attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
     missing = [k for k in schemas.PACKING_ATTRIBUTES if k not in attrs]
     if missing:
         raise ModelError(f"node {node.name} ({node.op_type}) lacks attribute(s) {', '.join(missing)}")
+    # Output channels: ShiftConv's axis 0, ShiftGemm's N axis (0 with transB), ShiftMatMul's axis 1.
     axis = 0 if node.op_type == schemas.SHIFT_CONV or attrs.get("transB", 0) else 1
     return int(attrs["bits"]), tuple(attrs["weight_shape"]), tuple(attrs["exponent_base"]), axis
 

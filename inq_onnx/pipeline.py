@@ -85,14 +85,14 @@ class QuantizeResult:
         return self.float_mode_model if self.float_mode_model is not None else self.model
 
 
-def trainable_parameters(model: onnx.ModelProto, layers: list[Layer]) -> list[str]:
-    """Conv/Gemm weights and biases and BatchNormalization scale/shift: what retraining may move."""
+def trainable_parameters(model: onnx.ModelProto, layers: list[Layer], exclude: tuple[str, ...] = ()) -> list[str]:
+    """Conv/Gemm weights and biases, the layers' weights and biases (a MatMul's bias Add included) and
+    BatchNormalization scale/shift: what retraining may move. The nodes in `exclude` keep their values (which
+    also keeps retraining out of an op without a gradient that only they lie behind)."""
     initializers = {t.name for t in model.graph.initializer if t.data_type == onnx.TensorProto.FLOAT}
-    names = {layer.weight for layer in layers}
+    names = {layer.weight for layer in layers} | {layer.bias for layer in layers if layer.bias}
     for node in model.graph.node:
-        if node.op_type in ("Conv", "Gemm"):
-            names.update(node.input[1:3])
-        elif node.op_type == "BatchNormalization":
+        if node.name not in exclude and node.op_type in ("Conv", "Gemm", "BatchNormalization"):
             names.update(node.input[1:3])
     return sorted(n for n in names if n in initializers)
 
@@ -115,7 +115,8 @@ def _retrain(model, layers, levels, dataset: Dataset, config: QuantizeConfig, pr
         loss, targets = "cross_entropy", dataset.labels
     else:
         loss, targets = "distillation", run_batched(make_session(model), dataset.inputs)
-    with OrtGradientBackend(model, trainable_parameters(model, layers), loss, dataset.sample_shapes()) as backend:
+    trainable = trainable_parameters(model, layers, config.exclude)
+    with OrtGradientBackend(model, trainable, loss, dataset.sample_shapes()) as backend:
         params, steps = run_inq(backend, levels, config.schedule, dataset.inputs, targets, config.training, progress)
     return params, steps, ("labels" if loss == "cross_entropy" else "distillation")
 
@@ -123,13 +124,13 @@ def _retrain(model, layers, levels, dataset: Dataset, config: QuantizeConfig, pr
 def quantize_model(model: onnx.ModelProto, config: QuantizeConfig, dataset: Dataset | None = None, *,
                    metadata: dict[str, str] | None = None, progress: ProgressCallback | None = None
                    ) -> QuantizeResult:
-    """INQ-quantize every qualifying Conv/Gemm of `model` and rewrite them into com.inq ops."""
+    """INQ-quantize every qualifying Conv/Gemm/MatMul of `model` and rewrite them into com.inq ops."""
     if any(n.domain == DOMAIN for n in model.graph.node):
         raise ModelError("the model is already quantized (it has com.inq nodes); start from the float model")
     normalized = normalize_model(model)
     layers, skipped = match_layers(normalized, config.exclude)
     if not layers:
-        reasons = "; ".join(f"{s.node}: {s.reason}" for s in skipped) or "the model has no Conv or Gemm node"
+        reasons = "; ".join(f"{s.node}: {s.reason}" for s in skipped) or "the model has no Conv, Gemm or MatMul node"
         raise ModelError(f"nothing to quantize ({reasons})")
     initializers = {t.name: t for t in normalized.graph.initializer}
     originals = {layer.weight: numpy_helper.to_array(initializers[layer.weight]) for layer in layers}

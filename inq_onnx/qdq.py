@@ -155,6 +155,9 @@ def insert_qdq(model: onnx.ModelProto, layers: set[str], ranges: Mapping[str, tu
         if node.op_type in ("Relu", "Clip") and node.output[0] in dropped:
             continue
         if node.name not in layers or node.op_type not in ("Conv", "Gemm"):
+            if node.name in layers:  # the MatMul of a ShiftMatMul: onnxruntime fuses per-tensor weights only
+                result.notes.append(f"{node.name} ({node.op_type}) stays float: the QDQ form covers Conv and Gemm "
+                                    f"layers only")
             nodes.append(node)
             continue
         try:

@@ -10,7 +10,7 @@ from onnx.reference.ops.op_gemm import Gemm_7
 from . import packing
 from .schemas import DOMAIN
 
-__all__ = ["ShiftConv", "ShiftGemm", "REFERENCE_OPS"]
+__all__ = ["ShiftConv", "ShiftGemm", "ShiftMatMul", "REFERENCE_OPS"]
 
 
 def _activate(y: np.ndarray, activation, activation_params) -> np.ndarray:
@@ -99,4 +99,17 @@ class ShiftGemm(OpRun):
         return (_activate(y, activation, activation_params),)
 
 
-REFERENCE_OPS = [ShiftConv, ShiftGemm]
+class ShiftMatMul(OpRun):
+    op_domain = DOMAIN
+
+    def _run(self, A, B_packed, Bias=None, bits=None, weight_shape=None, exponent_base=None, activation=None,
+             activation_params=None, quantize_input=None, x_scale=None, x_zero_point=None):
+        weight = _decode(B_packed, bits, weight_shape, exponent_base, 1)
+        A = _quantized_input(A, quantize_input, x_scale, x_zero_point)
+        y = np.matmul(A, weight).astype(np.float32)
+        if Bias is not None:
+            y = (y + Bias).astype(np.float32)
+        return (_activate(y, activation, activation_params),)
+
+
+REFERENCE_OPS = [ShiftConv, ShiftGemm, ShiftMatMul]

@@ -1,4 +1,5 @@
-"""Rewrite: quantized Conv/Gemm nodes become com.inq ShiftConv/ShiftGemm with bit-packed weights."""
+"""Rewrite: quantized Conv/Gemm/MatMul nodes become com.inq ShiftConv/ShiftGemm/ShiftMatMul with bit-packed
+weights."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import copy
 from typing import Mapping
 
 import onnx
-from onnx import helper, numpy_helper
+from onnx import helper, numpy_helper, shape_inference
 
 from . import packing, schemas
 from .errors import ModelError
@@ -16,7 +17,8 @@ from .quantizer import LayerLevels
 
 __all__ = ["rewrite_model", "REPLACEMENT_OP"]
 
-REPLACEMENT_OP = {"Conv": schemas.SHIFT_CONV, "Gemm": schemas.SHIFT_GEMM}
+# A MatMul whose input is known to be 2-D becomes a ShiftGemm instead (`_replacement`).
+REPLACEMENT_OP = {"Conv": schemas.SHIFT_CONV, "Gemm": schemas.SHIFT_GEMM, "MatMul": schemas.SHIFT_MATMUL}
 
 
 def _packed_name(weight: str, bits: int, taken: set[str]) -> str:
@@ -26,9 +28,26 @@ def _packed_name(weight: str, bits: int, taken: set[str]) -> str:
     return name
 
 
-def _replacement(node: onnx.NodeProto, layer: Layer, levels: LayerLevels, packed: str) -> onnx.NodeProto:
-    new = helper.make_node(REPLACEMENT_OP[node.op_type], [node.input[0], packed, *node.input[2:3]],
-                           list(node.output), name=node.name, domain=schemas.DOMAIN,
+def _input_ranks(model: onnx.ModelProto) -> dict[str, int]:
+    """Rank of every value shape inference can tell."""
+    try:
+        inferred = shape_inference.infer_shapes(model, strict_mode=False)
+    except Exception:  # unknown ranks only make the rewrite pick the general op
+        return {}
+    g = inferred.graph
+    return {v.name: len(v.type.tensor_type.shape.dim) for v in (*g.input, *g.value_info, *g.output)
+            if v.type.HasField("tensor_type") and v.type.tensor_type.HasField("shape")}
+
+
+def _replacement(node: onnx.NodeProto, layer: Layer, levels: LayerLevels, packed: str, outputs: list[str],
+                 input_rank: int | None) -> onnx.NodeProto:
+    op = REPLACEMENT_OP[node.op_type]
+    inputs = [node.input[0], packed, *node.input[2:3]]
+    if node.op_type == "MatMul":
+        # x·W + b on a 2-D x is Gemm's product with C = b: ShiftGemm, which the integer QDQ export also covers.
+        op = schemas.SHIFT_GEMM if input_rank == 2 else schemas.SHIFT_MATMUL
+        inputs = [node.input[0], packed, *([layer.bias] if layer.bias else [])]
+    new = helper.make_node(op, inputs, outputs, name=node.name, domain=schemas.DOMAIN,
                            bits=levels.bits, weight_shape=list(layer.shape), exponent_base=[levels.n2])
     # The standard op's own attributes (pads, group, transB, alpha, ...) keep their meaning unchanged.
     new.attribute.extend(copy.deepcopy(a) for a in node.attribute)
@@ -40,16 +59,22 @@ def rewrite_model(model: onnx.ModelProto, layers: list[Layer], levels: Mapping[s
     """A copy of `model` with each layer's node replaced; its weight must already be INQ levels.
 
     `levels` maps a layer's weight name to its levels. The float weights that no node uses any more are dropped.
-    With `fuse`, a residual Add and a Relu/Clip after a replaced node are fused into it (`fusion.RULES`).
+    A MatMul layer's bias Add (`Layer.bias_add`) becomes part of its replacement. With `fuse`, a residual Add
+    and a Relu/Clip after a replaced node are fused into it (`fusion.RULES`).
     """
     model = copy.deepcopy(model)
     graph = model.graph
     initializers = {t.name: t for t in graph.initializer}
     by_node = {layer.node: layer for layer in layers}
+    folded = {layer.bias_add: layer for layer in layers if layer.bias_add}
+    nodes_by_name = {n.name: n for n in graph.node}
+    ranks = _input_ranks(model) if any(layer.op_type == "MatMul" for layer in layers) else {}
     taken = set(initializers) | {v for n in graph.node for v in (*n.input, *n.output)}
     packed_names: dict[str, str] = {}
     new_nodes = []
     for node in graph.node:
+        if node.name in folded:
+            continue
         layer = by_node.get(node.name)
         if layer is None:
             new_nodes.append(node)
@@ -65,7 +90,9 @@ def rewrite_model(model: onnx.ModelProto, layers: list[Layer], levels: Mapping[s
             taken.add(name)
             graph.initializer.append(numpy_helper.from_array(data, name))
             packed_names[layer.weight] = name
-        new_nodes.append(_replacement(node, layer, layer_levels, packed_names[layer.weight]))
+        outputs = list(nodes_by_name[layer.bias_add].output) if layer.bias_add else list(node.output)
+        new_nodes.append(_replacement(node, layer, layer_levels, packed_names[layer.weight], outputs,
+                                      ranks.get(node.input[0])))
     del graph.node[:]
     graph.node.extend(new_nodes)
     if not any(o.domain == schemas.DOMAIN for o in model.opset_import):

@@ -5,16 +5,17 @@ from __future__ import annotations
 import onnx
 from onnx import defs, helper, shape_inference
 
-__all__ = ["DOMAIN", "OPSET_VERSION", "SHIFT_CONV", "SHIFT_GEMM", "PACKING_ATTRIBUTES", "FUSION_ATTRIBUTES",
-           "POOL_ATTRIBUTES", "INTEGER_ATTRIBUTES", "UINT8_IO_ATTRIBUTES", "FUSED_ACTIVATIONS", "register_schemas",
-           "opset_import"]
+__all__ = ["DOMAIN", "OPSET_VERSION", "SHIFT_CONV", "SHIFT_GEMM", "SHIFT_MATMUL", "PACKING_ATTRIBUTES",
+           "FUSION_ATTRIBUTES", "POOL_ATTRIBUTES", "INTEGER_ATTRIBUTES", "UINT8_IO_ATTRIBUTES", "FUSED_ACTIVATIONS",
+           "register_schemas", "opset_import"]
 
 DOMAIN = "com.inq"
 OPSET_VERSION = 1
 SHIFT_CONV = "ShiftConv"
 SHIFT_GEMM = "ShiftGemm"
+SHIFT_MATMUL = "ShiftMatMul"
 
-# The attributes that describe the packed weight (docs/ops.md), shared by both operators.
+# The attributes that describe the packed weight (docs/ops.md), shared by all operators.
 PACKING_ATTRIBUTES = ("bits", "weight_shape", "exponent_base")
 # The fused activation applied last (docs/ops.md), as onnxruntime's FusedConv names it.
 FUSION_ATTRIBUTES = ("activation", "activation_params")
@@ -66,7 +67,7 @@ def _infer_like(standard_op: str, attribute_names: tuple[str, ...], input_names:
         node = helper.make_node(standard_op, list(input_names[: ctx.get_num_inputs()]), ["y"])
         node.attribute.extend(a for a in attributes if a is not None)
         types = {input_names[0]: _as_float(ctx.get_input_type(0)), input_names[1]: _float_weight_type(ctx)}
-        if ctx.get_num_inputs() > 2 and ctx.has_input(2):
+        if len(input_names) > 2 and ctx.get_num_inputs() > 2 and ctx.has_input(2):
             types[input_names[2]] = ctx.get_input_type(2)
             node.input[:] = node.input[:3]
         else:
@@ -191,12 +192,29 @@ def _shift_gemm_schema() -> defs.OpSchema:
     return schema
 
 
+def _shift_matmul_schema() -> defs.OpSchema:
+    schema = defs.OpSchema(
+        SHIFT_MATMUL, DOMAIN, OPSET_VERSION,
+        "ONNX MatMul of an input (..., K) by a 2-D weight stored as bit-packed power-of-two codes, plus an "
+        "optional bias (docs/ops.md).",
+        inputs=[_parameter("A", "T", "Input (..., K)."),
+                _parameter("B_packed", "tensor(uint8)", "Packed weight codes, weight_shape (K, N)."),
+                _parameter("Bias", "T", "Optional bias (N), added to every row.", optional=True)],
+        outputs=[_parameter("Y", "T", "Output (..., N).")],
+        type_constraints=[("T", ["tensor(float)"], "Float activations.")],
+        attributes=[*_packing_attributes(), *_runtime_attributes()],
+    )
+    # The bias (N) never changes MatMul's output shape: MatMul's own inference on (A, decoded weight) says it.
+    schema.set_type_and_shape_inference_function(_infer_like("MatMul", (), ("a", "b")))
+    return schema
+
+
 def register_schemas() -> None:
-    """Register both schemas with onnx once per process (idempotent)."""
+    """Register the schemas with onnx once per process (idempotent)."""
     global _registered
     if _registered:
         return
-    for schema in (_shift_conv_schema(), _shift_gemm_schema()):
+    for schema in (_shift_conv_schema(), _shift_gemm_schema(), _shift_matmul_schema()):
         if not defs.has(schema.name, schema.domain):
             defs.register_schema(schema)
     _registered = True

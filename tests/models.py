@@ -99,3 +99,45 @@ def residual_model(seed: int = 0, channels: int = 4) -> onnx.ModelProto:
                               helper.make_tensor_value_info("x_min", TensorProto.FLOAT, [])],
                       [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3]),
                        helper.make_tensor_value_info("t", TensorProto.FLOAT, ["N", c, 6, 6])], init)
+
+
+def transformer_block_model(seed: int = 0, tokens: int = 5, width: int = 8, hidden: int = 16, classes: int = 3,
+                            layer_norm: bool = False) -> onnx.ModelProto:
+    """A transformer-style MLP block as PyTorch exports nn.Linear on (N, tokens, width): MatMul + Add(bias),
+    Relu, MatMul + Add, Erf-based Gelu, MatMul + Add, a residual Add, [LayerNormalization], mean over the tokens,
+    then a 2-D MatMul + Add head. Outputs: the logits (N, classes) and the block's output (N, tokens, width)."""
+    rng = np.random.default_rng(seed)
+    nodes = [
+        helper.make_node("MatMul", ["x", "w_up"], ["up"], name="up"),
+        helper.make_node("Add", ["up", "b_up"], ["up_b"], name="up_bias"),
+        helper.make_node("Relu", ["up_b"], ["up_r"], name="up_relu"),
+        helper.make_node("MatMul", ["up_r", "w_mid"], ["mid"], name="mid"),
+        helper.make_node("Add", ["b_mid", "mid"], ["mid_b"], name="mid_bias"),
+        # Gelu as exporters write it: x * 0.5 * (1 + erf(x / sqrt 2))
+        helper.make_node("Div", ["mid_b", "sqrt2"], ["g_div"], name="gelu_div"),
+        helper.make_node("Erf", ["g_div"], ["g_erf"], name="gelu_erf"),
+        helper.make_node("Add", ["g_erf", "one"], ["g_add"], name="gelu_add"),
+        helper.make_node("Mul", ["mid_b", "g_add"], ["g_mul"], name="gelu_mul"),
+        helper.make_node("Mul", ["g_mul", "half"], ["gelu"], name="gelu_half"),
+        helper.make_node("MatMul", ["gelu", "w_down"], ["down"], name="down"),
+        helper.make_node("Add", ["down", "b_down"], ["down_b"], name="down_bias"),
+        helper.make_node("Add", ["down_b", "x"], ["block" if not layer_norm else "res"], name="residual"),
+    ]
+    init = {"w_up": weights(rng, width, hidden), "b_up": weights(rng, hidden, scale=0.1),
+            "w_mid": weights(rng, hidden, hidden, scale=0.2), "b_mid": weights(rng, hidden, scale=0.1),
+            "w_down": weights(rng, hidden, width, scale=0.2), "b_down": weights(rng, width, scale=0.1),
+            "w_head": weights(rng, width, classes), "b_head": weights(rng, classes, scale=0.1),
+            "sqrt2": np.array(np.sqrt(2.0), np.float32), "one": np.array(1.0, np.float32),
+            "half": np.array(0.5, np.float32)}
+    if layer_norm:
+        nodes.append(helper.make_node("LayerNormalization", ["res", "ln_scale", "ln_bias"], ["block"], name="norm",
+                                      axis=-1, epsilon=1e-5))
+        init.update(ln_scale=1.0 + weights(rng, width, scale=0.1), ln_bias=weights(rng, width, scale=0.1))
+    nodes += [
+        helper.make_node("ReduceMean", ["block"], ["pooled"], name="pool", axes=[1], keepdims=0),
+        helper.make_node("MatMul", ["pooled", "w_head"], ["head"], name="head"),
+        helper.make_node("Add", ["head", "b_head"], ["logits"], name="head_bias"),
+    ]
+    return make_model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", tokens, width])],
+                      [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", classes]),
+                       helper.make_tensor_value_info("block", TensorProto.FLOAT, ["N", tokens, width])], init)

@@ -82,7 +82,8 @@ def test_integer_mode_from_quantize_and_convert_both_ways(files):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["convert", "{d}/model.onnx", "--activations", "int8", "-o", "{d}/x.onnx"], "no ShiftConv/ShiftGemm nodes"),
+    (["convert", "{d}/model.onnx", "--activations", "int8", "-o", "{d}/x.onnx"],
+     "no ShiftConv/ShiftGemm/ShiftMatMul nodes"),
     (["convert", "{d}/model.onnx", "--activations", "int4", "-o", "{d}/x.onnx"], "'int4' is not one of"),
     (["convert", "{d}/model.onnx", "-o", "{d}/x.onnx"], "Missing option '--activations'"),
     (["quantize", "{d}/model.onnx", "--activations", "int16"], "'int16' is not one of 'float', 'int8'"),
@@ -142,7 +143,7 @@ def test_no_data_warns_and_does_one_shot(files):
     (["export", "{d}/model.onnx", "-o", "{d}/model.onnx"], "is an input; choose another"),
     (["validate", "{d}/model.onnx", "{d}/model.onnx"], "Missing option '--data'"),
     (["info", "{d}/missing.onnx"], "model file not found"),
-    (["export", "{d}/model.onnx", "-o", "{d}/x.onnx"], "no ShiftConv/ShiftGemm nodes"),
+    (["export", "{d}/model.onnx", "-o", "{d}/x.onnx"], "no ShiftConv/ShiftGemm/ShiftMatMul nodes"),
     (["export", "{d}/model.onnx", "--format", "int4", "-o", "{d}/x.onnx"], "'int4' is not one of 'float', 'qdq'"),
     (["frobnicate"], "No such command 'frobnicate'"),
 ])

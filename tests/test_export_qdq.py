@@ -195,7 +195,7 @@ def test_export_qdq_errors():
     model = quantized(4)
     with pytest.raises(ModelError, match="needs --data or a model converted with --activations int8"):
         export_qdq(model)
-    with pytest.raises(ModelError, match="no ShiftConv/ShiftGemm nodes"):
+    with pytest.raises(ModelError, match="no ShiftConv/ShiftGemm/ShiftMatMul nodes"):
         export_qdq(conv_gemm_model(), inputs={"x": random_inputs(0, 4)})
     with pytest.raises(ConfigError, match="not both"):
         export_qdq(model, {"x": (0.0, 1.0)}, {"x": random_inputs(0, 4)})

@@ -25,14 +25,19 @@ WINDOWS = [
 
 
 def pooled_model(kernel, strides, pads, relu=True, **pool_attrs) -> onnx.ModelProto:
+    """Conv, then Relu (relu=True), Clip(0, 0.5) (relu="Clip") or nothing, then MaxPool."""
     rng = np.random.default_rng(len(pool_attrs) + sum(kernel) + sum(pads))
     nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], name="conv", pads=[1, 1, 1, 1])]
-    if relu:
+    if relu == "Clip":
+        nodes.append(helper.make_node("Clip", ["c", "low", "high"], ["r"], name="clip"))
+    elif relu:
         nodes.append(helper.make_node("Relu", ["c"], ["r"], name="relu"))
     nodes.append(helper.make_node("MaxPool", [nodes[-1].output[0]], ["y"], name="pool", kernel_shape=kernel,
                                   strides=strides, pads=pads, **pool_attrs))
     inits = [numpy_helper.from_array((rng.standard_normal((4, 3, 3, 3)) * 0.4).astype(np.float32), "w"),
              numpy_helper.from_array((rng.standard_normal(4) * 0.1).astype(np.float32), "b")]
+    if relu == "Clip":
+        inits += [numpy_helper.from_array(np.array(v, np.float32), n) for n, v in (("low", 0.0), ("high", 0.5))]
     graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 11, 13])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
@@ -113,14 +118,17 @@ def test_nothing_is_fused_after_the_pool():
     assert [n.op_type for n in result.model.graph.node] == ["ShiftConv", "Relu"]
 
 
-def test_export_unfuses_the_pool_and_info_shows_it():
-    result = quantize_model(pooled_model(*WINDOWS[0]), QuantizeConfig(bits=5, retrain=False))
+@pytest.mark.parametrize("activation", ["Relu", "Clip"])
+def test_export_unfuses_the_pool_and_info_shows_it(activation):
+    result = quantize_model(pooled_model(*WINDOWS[0], relu=activation), QuantizeConfig(bits=5, retrain=False))
+    assert [n.op_type for n in result.model.graph.node] == ["ShiftConv"]
     exported = export_float(result.model)
-    assert [n.op_type for n in exported.graph.node] == ["Conv", "Relu", "MaxPool"]
+    assert [n.op_type for n in exported.graph.node] == ["Conv", activation, "MaxPool"]
+    onnx.checker.check_model(exported, full_check=True)
     x = inputs(2)
     np.testing.assert_allclose(make_session(exported).run(None, x)[0], make_session(result.model).run(None, x)[0],
                                rtol=0, atol=1e-5)
-    assert model_info(result.model).layers[0].fused == "Relu,MaxPool3x3"
+    assert model_info(result.model).layers[0].fused == f"{activation},MaxPool3x3"
 
 
 @pytest.mark.parametrize("attrs, message", [

@@ -1,4 +1,5 @@
-"""Conformance of the C++ com.inq ShiftConv / ShiftGemm kernels with onnxruntime's own Conv / Gemm.
+"""Conformance of the C++ com.inq ShiftConv / ShiftGemm / ShiftMatMul kernels with onnxruntime's Conv / Gemm /
+MatMul.
 
 Each case packs random INQ weights with inq_onnx.packing, runs the custom op, and runs onnxruntime's standard
 operator on the decoded float weights in the same onnxruntime. The library comes from $INQ_ONNX_LIBRARY or
@@ -336,6 +337,108 @@ def test_shift_gemm_runtime_weights(library):
     a = rng.standard_normal(a_shape).astype(np.float32)
     got = make_session(custom, library).run(None, {"A": a, "B_packed": packed})[0]
     assert_close(got, make_session(ref, threads=1).run(None, {"A": a})[0])
+
+
+# ---------------------------------------------------------------------------------------------- ShiftMatMul
+
+MATMUL_CASES = {
+    # name: (A shape, N, bias)
+    "rank1": ((19,), 7, False),
+    "rank2": ((5, 12), 9, True),
+    "rank3_tokens": ((2, 7, 16), 24, True),  # (batch, sequence, K): a transformer projection
+    "rank3_one_row": ((1, 1, 64), 40, True),  # few rows: the code GEMV
+    "rank4": ((2, 3, 4, 10), 6, False),
+    "large": ((3, 50, 96), 130, True),  # many rows: the blocked GEMM
+    "empty_rows": ((2, 0, 8), 5, True),
+}
+
+
+def matmul_models(a_shape, n, bias, bits, per_channel, rng, constant_weight=True, attrs=None):
+    k = a_shape[-1]
+    w, base = inq_weight(rng, (k, n), bits, per_channel, 1)
+    packed = pack_weight(w, bits, base, channel_axis=1)
+    np.testing.assert_array_equal(unpack_weight(packed, bits, base, (k, n), channel_axis=1), w)
+    inits = [numpy_helper.from_array(rng.standard_normal(n).astype(np.float32), "Bias")] if bias else []
+    graph_inputs = [vinfo("A", shape=list(a_shape))]
+    custom_inits = list(inits)
+    if constant_weight:
+        custom_inits.append(numpy_helper.from_array(packed, "B_packed"))
+    else:
+        graph_inputs.append(vinfo("B_packed", TensorProto.UINT8, [packed.size]))
+    custom = make_model(
+        [helper.make_node("ShiftMatMul", ["A", "B_packed"] + (["Bias"] if bias else []), ["Y"], domain="com.inq",
+                          bits=bits, weight_shape=[k, n], exponent_base=base, **(attrs or {}))],
+        graph_inputs, [vinfo("Y")], custom_inits)
+    ref_nodes = [helper.make_node("MatMul", ["A", "W"], ["P" if bias else "Y"])]
+    if bias:
+        ref_nodes.append(helper.make_node("Add", ["P", "Bias"], ["Y"]))
+    ref = make_model(ref_nodes, [vinfo("A", shape=list(a_shape))], [vinfo("Y")],
+                     inits + [numpy_helper.from_array(w, "W")])
+    return custom, ref, packed
+
+
+@pytest.mark.parametrize("per_channel", [False, True], ids=["tensor_base", "channel_base"])
+@pytest.mark.parametrize("case", list(MATMUL_CASES))
+def test_shift_matmul_matches_ort_matmul(library, case, per_channel):
+    a_shape, n, bias = MATMUL_CASES[case]
+    rng = np.random.default_rng(zlib.crc32(f"matmul/{case}/{per_channel}".encode()))
+    bits = 2 + (list(MATMUL_CASES).index(case) + 3 * per_channel) % 7
+    custom, ref, _ = matmul_models(a_shape, n, bias, bits, per_channel, rng)
+    a = rng.standard_normal(a_shape).astype(np.float32)
+    want = make_session(ref, threads=1).run(None, {"A": a})[0]
+    got = make_session(custom, library).run(None, {"A": a})[0]
+    assert got.shape == want.shape == (*a_shape[:-1], n)
+    assert_close(got, want)
+
+
+def test_shift_matmul_runtime_weights_and_fused_activation(library):
+    rng = np.random.default_rng(11)
+    custom, ref, packed = matmul_models((2, 5, 20), 12, True, 5, True, rng, constant_weight=False,
+                                        attrs={"activation": "Clip", "activation_params": [-0.5, 0.25]})
+    a = rng.standard_normal((2, 5, 20)).astype(np.float32)
+    got = make_session(custom, library).run(None, {"A": a, "B_packed": packed})[0]
+    assert_close(got, np.clip(make_session(ref, threads=1).run(None, {"A": a})[0], -0.5, 0.25))
+
+
+@pytest.mark.parametrize("rows", [3, 40])  # the code GEMV and the blocked integer GEMM
+def test_shift_matmul_integer_mode_equals_shift_gemm_on_the_rows(library, rows):
+    """Integer mode runs ShiftGemm's kernels on the (rows, K) view: the same bits as ShiftGemm on it."""
+    rng = np.random.default_rng(rows)
+    integer = {"quantize_input": "uint8", "x_scale": 0.02, "x_zero_point": 120}
+    custom, _, packed = matmul_models((rows, 1, 32), 16, True, 4, True, rng, attrs=integer)
+    node = custom.graph.node[0]
+    gemm = make_model([helper.make_node("ShiftGemm", ["A", "B_packed", "Bias"], ["Y"], domain="com.inq",
+                                        **{a.name: helper.get_attribute_value(a) for a in node.attribute})],
+                      [vinfo("A", shape=[rows, 32])], [vinfo("Y")], list(custom.graph.initializer))
+    a = rng.standard_normal((rows, 1, 32)).astype(np.float32)
+    got = make_session(custom, library).run(None, {"A": a})[0]
+    want = make_session(gemm, library).run(None, {"A": a.reshape(rows, 32)})[0]
+    np.testing.assert_array_equal(got.reshape(rows, 16), want)
+
+
+MATMUL_ERRORS = {
+    "k_mismatch": ((2, 3, 6), (5, 4), None, ["[2, 3, 6]", "K = 6", "K = 5"]),
+    "a_scalar": ((), (5, 4), None, ["rank 1 or more", "[]"]),
+    "bias_shape": ((2, 5), (5, 4), (1, 4), ["Bias has shape [1, 4]", "expected [4]"]),
+    "weight_rank": ((2, 5), (5, 4, 1), None, ["weight_shape [5, 4, 1]", "rank 2"]),
+    "exponent_base_length": ((3, 5), (5, 4), None, ["exponent_base has 3 values", "N = 4"]),
+}
+
+
+@pytest.mark.parametrize("case", list(MATMUL_ERRORS))
+def test_shift_matmul_errors(library, case):
+    a_shape, w_shape, bias_shape, fragments = MATMUL_ERRORS[case]
+    bits = 4
+    base = [-5, -5, -5] if case == "exponent_base_length" else [-5]
+    inits = [numpy_helper.from_array(np.zeros((int(np.prod(w_shape)) * bits + 7) // 8, np.uint8), "B_packed")]
+    names = ["A", "B_packed"]
+    if bias_shape is not None:
+        inits.append(numpy_helper.from_array(np.zeros(bias_shape, np.float32), "Bias"))
+        names.append("Bias")
+    node = helper.make_node("ShiftMatMul", names, ["Y"], domain="com.inq", bits=bits, weight_shape=list(w_shape),
+                            exponent_base=base)
+    model = make_model([node], [vinfo("A", shape=list(a_shape))], [vinfo("Y")], inits)
+    _run_expect_error(library, model, {"A": np.zeros(a_shape, np.float32)}, *fragments)
 
 
 # ---------------------------------------------------------------------------------------------- errors

@@ -77,19 +77,33 @@ def test_single_portion_schedule_is_one_shot(tmp_path):
     assert "quantizes everything at once" in summary.result.notes[0]
 
 
-def test_matmul_is_reported_as_left_float(tmp_path):
+def test_linear_nodes_that_stay_float_are_reported_with_reasons(tmp_path):
+    """x·W is rewritten; W·x (the constant first) and ConvTranspose stay float, named in the result and in info."""
     rng = np.random.default_rng(0)
     nodes = [helper.make_node("MatMul", ["x", "w"], ["h0"], name="linear"),
-             helper.make_node("Reshape", ["h0", "shape"], ["h"], name="flat"),
+             helper.make_node("MatMul", ["mix", "h0"], ["h1"], name="token_mix"),
+             helper.make_node("Reshape", ["h1", "shape"], ["h2"], name="to_image"),
+             helper.make_node("ConvTranspose", ["h2", "wt"], ["up"], name="upsample", strides=[2, 2]),
+             helper.make_node("Flatten", ["up"], ["h"], name="flat"),
              helper.make_node("Gemm", ["h", "w2"], ["y"], name="fc")]
     model = make_model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3, 4])],
                        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 5])],
-                       {"w": weights(rng, 4, 4), "w2": weights(rng, 12, 5), "shape": np.array([2, 12])})
+                       {"w": weights(rng, 4, 4), "mix": weights(rng, 3, 3), "shape": np.array([2, 3, 2, 2]),
+                        "wt": weights(rng, 3, 2, 2, 2), "w2": weights(rng, 32, 5)})
     result = quantize_model(model, QuantizeConfig(retrain=False))
-    assert [(s.node, s.reason) for s in result.skipped] == [("linear", "MatMul is not rewritten (only Conv and "
-                                                                        "Gemm are)")]
+    assert [layer.node for layer in result.layers] == ["linear", "fc"]
+    reasons = {s.node: s.reason for s in result.skipped}
+    assert reasons == {"token_mix": "the constant is MatMul's first operand (W·x); only x·W with a constant W is "
+                                    "rewritten",
+                       "upsample": "ConvTranspose is not rewritten (no com.inq kernel for it); it stays float"}
+    check_rewrite(result)
     report = info(save(tmp_path, result.model))
-    assert [(f.node, f.parameters) for f in report.float_layers] == [("linear", 16)]
+    assert {(f.node, f.op_type, f.parameters, f.reason) for f in report.float_layers} == {
+        ("token_mix", "MatMul", 9, reasons["token_mix"]), ("upsample", "ConvTranspose", 24, reasons["upsample"])}
+    float_report = info(save(tmp_path, model, "float.onnx"))
+    assert {(f.node, f.reason) for f in float_report.float_layers} == {
+        ("linear", "quantizable, not quantized"), ("fc", "quantizable, not quantized"),
+        ("token_mix", reasons["token_mix"]), ("upsample", reasons["upsample"])}
 
 
 def test_info_counts_a_shared_weight_once(tmp_path):

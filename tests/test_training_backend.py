@@ -300,13 +300,13 @@ def test_close_removes_the_artifacts(tmp_path):
     assert os.listdir(tmp_path) == []
 
 
-def _softsign_model() -> onnx.ModelProto:
-    return mlp(activation="Softsign")
+def _shrink_model() -> onnx.ModelProto:
+    return mlp(activation="Shrink")
 
 
 @pytest.mark.parametrize("kwargs, error, match", [
-    ({"model": _softsign_model(), "trainable": ["w1"]}, ModelError,
-     r"cannot differentiate node .act1. \(op Softsign\)"),
+    ({"model": _shrink_model(), "trainable": ["w1"]}, ModelError,
+     r"no gradient for Shrink \(node .act1.\) \(it lies between the loss and fc1\)"),
     ({"trainable": ["nope"]}, ModelError, r"not found among the model's initializers: \['nope'\]"),
     ({"trainable": []}, ConfigError, "at least one"),
     ({"loss": "hinge"}, ConfigError, "loss must be one of"),

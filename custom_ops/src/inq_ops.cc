@@ -10,6 +10,7 @@
 #include "ort_util.h"
 #include "shift_conv.h"
 #include "shift_gemm.h"
+#include "shift_matmul.h"
 
 namespace inq {
 namespace {
@@ -42,7 +43,7 @@ const OrtApi* newest_api(const OrtApiBase* base, uint32_t lowest, uint32_t* vers
 }
 
 std::mutex g_mutex;
-// ShiftConv once per element-type variant (ShiftConv::specs(): float X / Z / Y first), then ShiftGemm. Sized
+// ShiftConv once per element-type variant (ShiftConv::specs(): float X / Z / Y first), then ShiftGemm and ShiftMatMul. Sized
 // once; onnxruntime keeps pointers to the entries.
 std::vector<CustomOp> g_ops;
 // Created once and kept for the process: sessions must not outlive the domain, and onnxruntime accepts the
@@ -54,6 +55,7 @@ OrtStatus* register_ops(const OrtApi* api, OrtSessionOptions* options, uint32_t 
   if (g_ops.empty()) {
     std::vector<OpSpec> specs = ShiftConv::specs();
     specs.push_back(ShiftGemm::spec());
+    specs.push_back(ShiftMatMul::spec());
     g_ops.resize(specs.size());
     for (size_t i = 0; i < specs.size(); ++i) init_custom_op(&g_ops[i], specs[i], version);
     g_api_version = version;

@@ -15,24 +15,28 @@ OpSpec ShiftGemm::spec() {
 }
 
 std::string ShiftGemm::prefix() const {
+  if (matmul_) return "ShiftMatMul (weight_shape " + shape_str(weight_.shape) + "): ";
   return "ShiftGemm (weight_shape " + shape_str(weight_.shape) + ", transA " + std::to_string(trans_a_) +
          ", transB " + std::to_string(trans_b_) + "): ";
 }
 
 Status ShiftGemm::init(const OrtKernelInfo* info) {
-  bool present = false;
-  int64_t flag = 0;
-  INQ_RETURN_IF_ERROR(with_prefix("ShiftGemm: ", attr_int(api_, info, "transA", &flag, &present)));
-  trans_a_ = present && flag != 0;
-  INQ_RETURN_IF_ERROR(with_prefix("ShiftGemm: ", attr_int(api_, info, "transB", &flag, &present)));
-  trans_b_ = present && flag != 0;
-  INQ_RETURN_IF_ERROR(with_prefix("ShiftGemm: ", attr_float(api_, info, "alpha", &alpha_, &present)));
-  if (!present) alpha_ = 1.0f;
-  INQ_RETURN_IF_ERROR(with_prefix("ShiftGemm: ", attr_float(api_, info, "beta", &beta_, &present)));
-  if (!present) beta_ = 1.0f;
+  const std::string name = matmul_ ? "ShiftMatMul" : kName;
+  if (!matmul_) {
+    bool present = false;
+    int64_t flag = 0;
+    INQ_RETURN_IF_ERROR(with_prefix("ShiftGemm: ", attr_int(api_, info, "transA", &flag, &present)));
+    trans_a_ = present && flag != 0;
+    INQ_RETURN_IF_ERROR(with_prefix("ShiftGemm: ", attr_int(api_, info, "transB", &flag, &present)));
+    trans_b_ = present && flag != 0;
+    INQ_RETURN_IF_ERROR(with_prefix("ShiftGemm: ", attr_float(api_, info, "alpha", &alpha_, &present)));
+    if (!present) alpha_ = 1.0f;
+    INQ_RETURN_IF_ERROR(with_prefix("ShiftGemm: ", attr_float(api_, info, "beta", &beta_, &present)));
+    if (!present) beta_ = 1.0f;
+  }
 
-  INQ_RETURN_IF_ERROR(read_activation(api_, info, "ShiftGemm: ", &fused_));
-  INQ_RETURN_IF_ERROR(read_packed_shape(api_, info, kName, {2}, &weight_));
+  INQ_RETURN_IF_ERROR(read_activation(api_, info, name + ": ", &fused_));
+  INQ_RETURN_IF_ERROR(read_packed_shape(api_, info, name, {2}, &weight_));
   k_ = trans_b_ ? weight_.shape[1] : weight_.shape[0];
   n_ = trans_b_ ? weight_.shape[0] : weight_.shape[1];
   weight_.channel_axis = trans_b_ ? 0 : 1;  // the N axis
@@ -135,6 +139,13 @@ Status ShiftGemm::compute(OrtKernelContext* ctx) const {
       return Status::Invalid(prefix() + "C has shape " + shape_str(cs) + ", not unidirectionally broadcastable to " +
                              shape_str({m, n_}));
   }
+  TensorRef y;
+  INQ_RETURN_IF_ERROR(output(api_, ctx, 0, {m, n_}, &y));
+  return run(ctx, static_cast<const float*>(a.data), m, c, c_rows, c_cols, static_cast<float*>(y.data));
+}
+
+Status ShiftGemm::run(OrtKernelContext* ctx, const float* ad, int64_t m, const TensorRef& c, int64_t c_rows,
+                      int64_t c_cols, float* yd) const {
   std::unique_ptr<GemmWeights> runtime_b;
   const GemmWeights* w = constant_b_.get();
   if (!w) {
@@ -144,11 +155,7 @@ Status ShiftGemm::compute(OrtKernelContext* ctx) const {
     INQ_RETURN_IF_ERROR(prepare(packed_input, runtime_b.get()));
     w = runtime_b.get();
   }
-  TensorRef y;
-  INQ_RETURN_IF_ERROR(output(api_, ctx, 0, {m, n_}, &y));
-  if (y.count == 0) return Status();
-  float* yd = static_cast<float*>(y.data);
-  const float* ad = static_cast<const float*>(a.data);
+  if (m == 0 || n_ == 0) return Status();
   OrtTaskRunner pool(api_, ctx);
 
   if (w->gemv && m <= GemmWeights::kGemvRows) {

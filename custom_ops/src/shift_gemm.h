@@ -34,11 +34,20 @@ class ShiftGemm {
   static constexpr const char* kName = "ShiftGemm";
   static OpSpec spec();
 
-  explicit ShiftGemm(const OrtApi* api) : api_(api) {}
+  // `matmul`: the product core of ShiftMatMul, named so in messages; it has no transA, transB, alpha or beta.
+  explicit ShiftGemm(const OrtApi* api, bool matmul = false) : api_(api), matmul_(matmul) {}
   // Reads and checks the attributes; prepares B if B_packed is an initializer.
   Status init(const OrtKernelInfo* info);
   Status compute(OrtKernelContext* ctx) const;
   const OrtApi* api() const { return api_; }
+
+  // Y (m x N) = alpha * A' * B' + beta * C for A holding m rows of K (or their transpose) and C of c_rows x
+  // c_cols, broadcast to (m, N) (c may be absent). Shapes must have been checked by the caller.
+  Status run(OrtKernelContext* ctx, const float* a, int64_t m, const TensorRef& c, int64_t c_rows, int64_t c_cols,
+             float* y) const;
+  int64_t k() const { return k_; }
+  int64_t n() const { return n_; }
+  std::string prefix() const;
 
  private:
   Status prepare(const TensorRef& packed, GemmWeights* out) const;
@@ -49,9 +58,9 @@ class ShiftGemm {
                   Epilogue* ep) const;
   void float_gemm(const GemmWeights& w, const float* a, int64_t m, const float* c, int64_t c_rows, int64_t c_cols,
                   float* y, const TaskRunner& runner) const;
-  std::string prefix() const;
 
   const OrtApi* api_;
+  bool matmul_ = false;
   PackedWeightAttrs weight_;  // shape (K, N), or (N, K) when transB
   float alpha_ = 1.0f, beta_ = 1.0f;
   bool trans_a_ = false, trans_b_ = false;

@@ -8,7 +8,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper, shape_inference
 
-from ..schemas import DOMAIN, SHIFT_CONV, SHIFT_GEMM
+from ..schemas import DOMAIN, SHIFT_CONV, SHIFT_GEMM, SHIFT_MATMUL
 
 __all__ = ["GraphView", "attribute", "is_shift_node"]
 
@@ -21,7 +21,7 @@ def attribute(node: onnx.NodeProto, name: str, default=None):
 
 
 def is_shift_node(node: onnx.NodeProto) -> bool:
-    return node.domain == DOMAIN and node.op_type in (SHIFT_CONV, SHIFT_GEMM)
+    return node.domain == DOMAIN and node.op_type in (SHIFT_CONV, SHIFT_GEMM, SHIFT_MATMUL)
 
 
 class GraphView:

@@ -1,4 +1,4 @@
-"""Rule: ShiftConv/ShiftGemm followed by Relu or Clip (constant bounds) → the activation fused into the op."""
+"""Rule: ShiftConv/ShiftGemm/ShiftMatMul followed by Relu or Clip (constant bounds) → the activation fused into the op."""
 
 from __future__ import annotations
 

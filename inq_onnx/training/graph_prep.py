@@ -4,7 +4,7 @@ Each function returns a new model and leaves its argument untouched:
 
 - `prepare_forward_model`: IR version <= 10, ai.onnx opset in [12, 21], initializers removed from the graph inputs,
   every non-batch input dim fixed to the data's shape (ORT's MaxPool gradient crashes on symbolic spatial dims),
-  HardSigmoid/HardSwish decomposed into Mul/Add/Clip (ORT has no gradient for them), inference-mode Dropout made
+  ops without a gradient in ORT decomposed into ops with one (`decompose`), inference-mode Dropout made
   an Identity and BatchNormalization an inference-mode Mul/Add (ORT would train both in training mode), shapes
   inferred.
 - `strip_trailing_softmax`: the first output becomes the logits feeding a trailing Softmax/LogSoftmax.
@@ -22,6 +22,7 @@ from onnx import helper, numpy_helper
 
 from inq_onnx.errors import DataError, ModelError
 from inq_onnx.training._ort_import import MAX_IR_VERSION, MAX_ONNX_OPSET
+from inq_onnx.training.decompose import Context, decompose
 
 __all__ = ["BATCH_DIM", "MIN_ONNX_OPSET", "prepare_forward_model", "strip_trailing_softmax", "keep_outputs",
            "consumed_names", "graph_input_names", "onnx_opset", "value_shapes"]
@@ -230,44 +231,26 @@ class _Editor:
 def _rewrite_for_training(model: onnx.ModelProto) -> None:
     """Replaces ops ORT-training cannot differentiate, or would differentiate in training mode, by equivalents.
 
-    HardSigmoid/HardSwish have no gradient: Mul/Add/Clip. Inference-mode Dropout is the identity but its gradient
-    needs the mask output: Identity. ORT turns BatchNormalization into its training form (batch statistics); keep
-    the inference semantics (running statistics, as in the exported model) with Mul/Add on folded scale and shift.
+    Ops without a gradient (HardSigmoid, Elu, ...): equal differentiable ops (`decompose`). Inference-mode Dropout
+    is the identity but its gradient needs the mask output: Identity. ORT turns BatchNormalization into its
+    training form (batch statistics); keep the inference semantics (running statistics, as in the exported
+    model) with Mul/Add on folded scale and shift.
     """
     graph = model.graph
     editor = _Editor(graph)
     shapes = value_shapes(model)
+    context = Context(frozenset(init.name for init in graph.initializer), shapes)
     new_nodes = []
     for node in graph.node:
-        replacement = None
-        if node.domain in ("", "ai.onnx"):
-            if node.op_type in ("HardSigmoid", "HardSwish"):
-                replacement = _hard_sigmoid(editor, node)
-            elif node.op_type == "Dropout" and _dropout_is_identity(node, graph):
+        replacement = decompose(editor, node, context)
+        if replacement is None and node.domain in ("", "ai.onnx"):
+            if node.op_type == "Dropout" and _dropout_is_identity(node, graph):
                 replacement = [helper.make_node("Identity", [node.input[0]], [node.output[0]], name=node.name)]
             elif node.op_type == "BatchNormalization":
                 replacement = _inference_batch_norm(editor, node, shapes.get(node.input[0]))
         new_nodes.extend([node] if replacement is None else replacement)
     del graph.node[:]
     graph.node.extend(new_nodes)
-
-
-def _hard_sigmoid(editor: _Editor, node: onnx.NodeProto) -> list[onnx.NodeProto]:
-    """HardSigmoid(x) = Clip(alpha*x + beta, 0, 1); HardSwish(x) = x * HardSigmoid_{1/6, 1/2}(x)."""
-    attrs = {attr.name: attr.f for attr in node.attribute}
-    if node.op_type == "HardSigmoid":
-        alpha, beta = attrs.get("alpha", 0.2), attrs.get("beta", 0.5)
-    else:
-        alpha, beta = 1.0 / 6.0, 0.5
-    base = node.name or node.output[0]
-    x, y = node.input[0], node.output[0]
-    mul, scaled = editor.node("Mul", [x, editor.constant(f"{base}/alpha", alpha)], None, base)
-    add, shifted = editor.node("Add", [scaled, editor.constant(f"{base}/beta", beta)], None, base)
-    clip_inputs = [shifted, editor.constant(f"{base}/zero", 0.0), editor.constant(f"{base}/one", 1.0)]
-    if node.op_type == "HardSigmoid":
-        return [mul, add, editor.node("Clip", clip_inputs, y, base)[0]]
-    clip, gate = editor.node("Clip", clip_inputs, None, base)
-    return [mul, add, clip, editor.node("Mul", [x, gate], y, base)[0]]
 
 
 def _dropout_is_identity(node: onnx.NodeProto, graph: onnx.GraphProto) -> bool:

@@ -34,6 +34,8 @@ __all__ = ["OrtGradientBackend", "LossName"]
 LossName = Literal["cross_entropy", "distillation"]
 _LOSSES = ("cross_entropy", "distillation")
 _NO_GRADIENT = re.compile(r"gradient builder has not been registered: (\S+) for node (\S*)")
+# A gradient op without a CPU kernel (ResizeGrad, ConvTransposeGrad): "... for ResizeGrad(1) node with name 't_Grad/..."
+_NO_CPU_GRADIENT = re.compile(r"Could not find an implementation for (\w+)Grad\(\d+\) node with name '(.*?)_Grad/")
 _NO_PARAMETER_GRADIENT = re.compile(r"failed to find NodeArg by name: (\S+)_grad\b")
 # Severity of ORT's log while building the gradient graph (3 = errors only; it logs every transformer at INFO).
 _BUILD_LOG_SEVERITY = 3
@@ -150,9 +152,9 @@ class OrtGradientBackend:
             self._target_names = [_fresh(f"{name}.target", taken) for name in self.loss_outputs]
             loss_block = _distillation_block(self._ort.onnxblock, self._target_names)
 
+        requires_grad = [name for name in self.parameter_names if name not in self._detached]
         try:
             with _quiet_graph_builder():
-                requires_grad = [name for name in self.parameter_names if name not in self._detached]
                 artifacts.generate_artifacts(train_model, requires_grad=requires_grad, loss=loss_block,
                                              artifact_directory=self._dir)
             for name in ("training_model.onnx", "eval_model.onnx"):
@@ -160,7 +162,7 @@ class OrtGradientBackend:
             self._state = self._ort.api.CheckpointState.load_checkpoint(os.path.join(self._dir, "checkpoint"))
             self._module = self._ort.api.Module(os.path.join(self._dir, "training_model.onnx"), self._state)
         except (RuntimeError, onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
-            raise _rephrase(exc, ort.__version__) from exc
+            raise _rephrase(exc, ort.__version__, train_model, requires_grad) from exc
         self._module.train()
         self._feed_order = list(self._module.input_names())
         expected = set(self.input_names) | set(self._target_names)
@@ -337,13 +339,32 @@ def _quiet_graph_builder():
         graph_utils.SessionOptions = session_options
 
 
-def _rephrase(exc: Exception, version: str) -> ModelError:
+def _layers_before(model: onnx.ModelProto, node_name: str, parameters: Sequence[str]) -> list[str]:
+    """The nodes reading one of `parameters` that node `node_name` depends on, in graph order."""
+    producers = {out: node for node in model.graph.node for out in node.output}
+    start = next((node for node in model.graph.node if node.name == node_name), None)
+    seen, stack = set(), [start] if start is not None else []
+    while stack:
+        node = stack.pop()
+        for name in node.input:
+            producer = producers.get(name)
+            if producer is not None and id(producer) not in seen:
+                seen.add(id(producer))
+                stack.append(producer)
+    wanted = set(parameters)
+    return [n.name for n in model.graph.node if id(n) in seen and wanted.intersection(n.input)]
+
+
+def _rephrase(exc: Exception, version: str, model: onnx.ModelProto, parameters: Sequence[str]) -> ModelError:
     message = str(exc)
-    match = _NO_GRADIENT.search(message)
+    match = _NO_GRADIENT.search(message) or _NO_CPU_GRADIENT.search(message)
     if match:
         op, node = match.groups()
-        return ModelError(f"onnxruntime-training {version} cannot differentiate node {node!r} (op {op}): it has "
-                          f"no gradient for {op}; replace the op or keep the parameters before it frozen")
+        layers = _layers_before(model, node, parameters)
+        named = ", ".join(layers[:4]) + (f" … ({len(layers) - 4} more)" if len(layers) > 4 else "")
+        before = f" (it lies between the loss and {named})" if layers else ""
+        return ModelError(f"onnxruntime-training {version} has no gradient for {op} (node {node!r}){before}, so "
+                          f"retraining cannot pass it: quantize with --no-retrain, or --exclude the layers before it")
     match = _NO_PARAMETER_GRADIENT.search(message)
     if match:
         return ModelError(f"onnxruntime-training {version} computes no gradient for parameter {match.group(1)!r}: "
