@@ -53,7 +53,8 @@ def _max_pool(y: np.ndarray, kernel, strides, pads) -> np.ndarray:
     padded = np.full((n, c, h + pt + pb, w + pl + pr), -np.inf, dtype=y.dtype)
     padded[:, :, pt:pt + h, pl:pl + w] = y
     oh, ow = (h + pt + pb - kh) // sh + 1, (w + pl + pr - kw) // sw + 1
-    windows = [padded[:, :, i:i + sh * (oh - 1) + 1:sh, j:j + sw * (ow - 1) + 1:sw] for i in range(kh) for j in range(kw)]
+    windows = [padded[:, :, i:i + sh * (oh - 1) + 1:sh, j:j + sw * (ow - 1) + 1:sw]
+               for i in range(kh) for j in range(kw)]
     return np.max(np.stack(windows), axis=0)
 
 

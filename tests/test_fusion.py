@@ -124,7 +124,8 @@ def test_op_rejects_summand_of_another_shape(result):
     model.CopyFrom(result.model)
     node = next(n for n in model.graph.node if n.name == "block")
     node.input[3] = "x"  # (N, 2, 6, 6), not the output's (N, 4, 6, 6)
-    with pytest.raises(Exception, match=r"Z must have the convolution's output shape \[5, 4, 6, 6\], got \[5, 2, 6, 6\]"):
+    with pytest.raises(Exception,
+                       match=r"Z must have the convolution's output shape \[5, 4, 6, 6\], got \[5, 2, 6, 6\]"):
         make_session(model).run(None, feed())
 
 
