@@ -1,4 +1,4 @@
-"""Fold inference-mode BatchNormalization into the Conv or Gemm before it: y = k·(W x + b − mean) + β, k = γ/√(var+ε).
+"""Fold inference-mode BatchNormalization into the Conv or Gemm before it: k·(Wx + b − mean) + β, k = γ/√(var+ε).
 
 The folded layer computes the same function to float rounding, and its weight W·k (per output channel) is what
 INQ quantizes: the deployed weights include the BN scale and no BN node is left to run.
@@ -108,15 +108,16 @@ def _unique(name: str, taken: set[str]) -> str:
     return name
 
 
-def _set_tensor(graph: onnx.GraphProto, name: str, value: np.ndarray, initializers, shared: bool,
-                taken: set[str]) -> str:
-    """Store `value` under `name`, or under a new name when other nodes read `name` too; returns the name used."""
+def _set_tensor(graph: onnx.GraphProto, name: str, value: np.ndarray, initializers, replace: bool,
+                taken: set[str], new_name: str | None = None) -> str:
+    """Overwrite initializer `name` with `value`, or with `replace` add a new one (named `new_name`, else after
+    `name`) and leave `name` to its other readers; returns the name used."""
     tensor = numpy_helper.from_array(value.astype(np.float32))
-    if not shared:
+    if not replace:
         tensor.name = name
         initializers[name].CopyFrom(tensor)
         return name
-    tensor.name = _unique(f"{name}_bnfold", taken)
+    tensor.name = _unique(new_name or f"{name}_bnfold", taken)
     graph.initializer.append(tensor)
     initializers[tensor.name] = graph.initializer[-1]
     return tensor.name
@@ -145,7 +146,8 @@ def _fold(graph, layer, k, shift, initializers, consumers, graph_outputs, taken)
     layer.input[1] = _set_tensor(graph, layer.input[1], new_weight, initializers, shared(layer.input[1]), taken)
     # A bias that broadcast (a Gemm's scalar C) gets a new tensor of the channels' shape.
     replace = not bias_name or shared(bias_name) or bias.shape != new_bias.shape
-    new_name = _set_tensor(graph, bias_name or f"{layer.name}_bias", new_bias, initializers, replace, taken)
+    new_name = _set_tensor(graph, bias_name, new_bias, initializers, replace, taken,
+                           None if bias_name else f"{layer.name}_bias")
     if bias_name:
         layer.input[2] = new_name
     else:
