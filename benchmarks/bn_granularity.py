@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import datetime
 import platform
 import time
 
@@ -138,8 +139,11 @@ def main() -> None:
     start = time.perf_counter()
     model = train(build_bn_cnn(args.seed), train_set, args.epochs, args.seed)
     fp32 = accuracy(run_batched(make_session(model), val.inputs)[0], val.labels)
-    print(f"# BN CNN on digits, seed {args.seed}, {platform.machine()}, onnxruntime-training; "
-          f"FP32 validation accuracy {100 * fp32:.1f}% ({time.perf_counter() - start:.0f} s training)")
+    import onnxruntime
+
+    cpu = platform.processor() or platform.machine()
+    print(f"# BN CNN on digits, seed {args.seed}, {datetime.date.today()}, {cpu}, "
+          f"onnxruntime {onnxruntime.__version__}; FP32 validation accuracy {100 * fp32:.1f}% ({time.perf_counter() - start:.0f} s training)")
     print("folded per-channel max|W| spread (max/min): " +
           ", ".join(f"{k} {v:.1f}x" for k, v in channel_spread(model).items()))
     print()
