@@ -41,3 +41,5 @@ def command(model, as_json):
     click.echo(f"model: {report.model_bytes} bytes; with fp32 weights: {report.float_model_bytes} bytes; "
                f"compression {report.compression_ratio:.2f}x "
                f"(quantized weights {report.packed_bytes} vs {report.float_bytes} bytes)")
+    if report.granularity:
+        click.echo(f"exponent ranges: per {report.granularity}")

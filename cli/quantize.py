@@ -9,6 +9,7 @@ import click
 from inq_onnx.api import quantize as quantize_file
 from inq_onnx.integer_mode import ACTIVATION_MODES
 from inq_onnx.pipeline import LOSSES, QuantizeConfig
+from inq_onnx.quantizer import GRANULARITIES
 from inq_onnx.retrain import RetrainConfig
 from inq_onnx.schedule import STRATEGIES, parse_portions
 from inq_onnx.training.optim import OPTIMIZERS
@@ -38,16 +39,18 @@ from ._output import StepProgress, echo_mode, percent, table
 @click.option("--activations", type=click.Choice(ACTIVATION_MODES), default="float", show_default=True,
               help="float: weights-only INQ. int8: uint8 activations (scales calibrated on --data, else per run) "
                    "and integer accumulation, for speed.")
+@click.option("--granularity", type=click.Choice(GRANULARITIES), default=QuantizeConfig.granularity,
+              show_default=True, help="Exponent range (n1, n2) per output channel, or one per weight tensor.")
 @click.option("--no-retrain", is_flag=True, help="One-shot quantization, no retraining.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def command(model, bits, data, output, portions, strategy, epochs, batch_size, lr, optimizer, weight_decay, seed,
-            exclude, loss, activations, no_retrain, quiet):
+            exclude, loss, activations, granularity, no_retrain, quiet):
     """Quantize MODEL's Conv/Gemm/MatMul weights to 0 or ±2^k in BITS bits with INQ and write the rewritten model."""
     training = RetrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer,
                              weight_decay=weight_decay, strategy=strategy, seed=seed)
     config = QuantizeConfig(bits=bits, portions=parse_portions(portions) if portions else None,
                             exclude=tuple(exclude), retrain=not no_retrain, training=training, loss=loss,
-                            activations=activations)
+                            activations=activations, granularity=granularity)
     if data is None and not no_retrain:
         click.echo("Warning: no --data given: one-shot quantization without retraining (expect lower accuracy).",
                    err=True)
@@ -62,6 +65,9 @@ def command(model, bits, data, output, portions, strategy, epochs, batch_size, l
     if data is not None:  # without data the warning above already said why
         for note in result.notes:
             click.echo(f"Note: {note}")
+    folded = result.batchnorm.summary() if result.batchnorm is not None else None
+    if folded:
+        click.echo(f"BatchNormalization: {folded}.")
     for skipped in result.skipped:
         click.echo(f"  float: {skipped.node} ({skipped.op_type}): {skipped.reason}")
     if summary.rewrite_check:

@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import onnx
 
+from .calibrate import metadata_value
 from .layers import match_layers
 from .normalize import normalize_model
 from .packing import channel_base
@@ -49,6 +50,7 @@ class ModelInfo:
     layers: list[LayerInfo] = field(default_factory=list)
     float_layers: list[FloatLayer] = field(default_factory=list)
     model_bytes: int = 0  # serialized size
+    granularity: str | None = None  # exponent ranges per "tensor" or per "channel" (metadata inq.granularity)
 
     @property
     def packed_bytes(self) -> int:
@@ -107,7 +109,7 @@ def _layer_info(node: onnx.NodeProto, initializers: dict) -> LayerInfo:
 def model_info(model: onnx.ModelProto) -> ModelInfo:
     """Per-layer figures of the com.inq nodes, and the linear layers left float with the reason."""
     initializers = {t.name: t for t in model.graph.initializer}
-    info = ModelInfo(model_bytes=model.ByteSize())
+    info = ModelInfo(model_bytes=model.ByteSize(), granularity=metadata_value(model, "inq.granularity"))
     info.layers = [_layer_info(node, initializers) for node in shift_nodes(model)]
     float_model = normalize_model(model) if not info.layers else model
     layers, skipped = match_layers(float_model)

@@ -11,13 +11,14 @@ import onnx
 from onnx import numpy_helper
 
 from . import __version__
+from .batchnorm import BatchNormReport, fold_batchnorm
 from .data import Dataset, check_dataset, model_inputs
 from .errors import ConfigError, DataError, ModelError, ValidationError
 from .integer_mode import ACTIVATION_MODES, ModeReport, set_activations
 from .layers import Layer, SkippedNode, match_layers
 from .normalize import normalize_model
 from .packing import check_bits
-from .quantizer import LayerLevels, layer_levels, quantize
+from .quantizer import GRANULARITIES, LayerLevels, layer_levels, quantize
 from .retrain import ProgressCallback, RetrainConfig, StepReport, run_inq
 from .rewrite import rewrite_model
 from .runtime import make_session, run_batched
@@ -47,9 +48,13 @@ class QuantizeConfig:
     # float: weights-only INQ (what retraining assumes); int8: uint8 activations, scales calibrated on the data
     # (or computed per run without data), integer accumulation.
     activations: str = "float"
+    # channel: n1, n2 per output channel (folded BatchNorm scales differ by channel); tensor: one range per layer.
+    granularity: str = "channel"
 
     def __post_init__(self):
         check_bits(self.bits)
+        if self.granularity not in GRANULARITIES:
+            raise ConfigError(f"granularity must be one of {', '.join(GRANULARITIES)}, got {self.granularity!r}")
         if isinstance(self.exclude, str):  # one name, not its characters
             object.__setattr__(self, "exclude", (self.exclude,))
         if self.loss not in LOSSES:
@@ -79,6 +84,7 @@ class QuantizeResult:
     # float. With int8 activations, `activation_mode` says which nodes quantize their inputs.
     float_mode_model: onnx.ModelProto | None = None
     activation_mode: ModeReport | None = None
+    batchnorm: BatchNormReport | None = None  # the BatchNormalization nodes folded into the layer before
 
     @property
     def checked_model(self) -> onnx.ModelProto:
@@ -106,6 +112,14 @@ def with_initializers(model: onnx.ModelProto, values: dict[str, np.ndarray]) -> 
     return model
 
 
+def _channel_axes(layers: list[Layer]) -> dict[str, int | None]:
+    """Each weight's output-channel axis; None (one range) for a weight whose layers read it along different axes."""
+    axes: dict[str, set[int]] = {}
+    for layer in layers:
+        axes.setdefault(layer.weight, set()).add(layer.channel_axis)
+    return {name: next(iter(found)) if len(found) == 1 else None for name, found in axes.items()}
+
+
 def _retrain(model, layers, levels, dataset: Dataset, config: QuantizeConfig, progress):
     from .training.ort_backend import OrtGradientBackend  # needs onnxruntime-training: imported on demand
 
@@ -127,14 +141,17 @@ def quantize_model(model: onnx.ModelProto, config: QuantizeConfig, dataset: Data
     """INQ-quantize every qualifying Conv/Gemm/MatMul of `model` and rewrite them into com.inq ops."""
     if any(n.domain == DOMAIN for n in model.graph.node):
         raise ModelError("the model is already quantized (it has com.inq nodes); start from the float model")
-    normalized = normalize_model(model)
+    # Folded before the levels are computed: the deployed weights carry the BN scale. Retraining then trains
+    # the folded net, whose quantized weights are exactly the deployed ones.
+    normalized, batchnorm = fold_batchnorm(normalize_model(model))
     layers, skipped = match_layers(normalized, config.exclude)
     if not layers:
         reasons = "; ".join(f"{s.node}: {s.reason}" for s in skipped) or "the model has no Conv, Gemm or MatMul node"
         raise ModelError(f"nothing to quantize ({reasons})")
     initializers = {t.name: t for t in normalized.graph.initializer}
     originals = {layer.weight: numpy_helper.to_array(initializers[layer.weight]) for layer in layers}
-    levels = {name: layer_levels(w, config.bits) for name, w in originals.items()}
+    axes = _channel_axes(layers) if config.granularity == "channel" else {}
+    levels = {name: layer_levels(w, config.bits, axes.get(name)) for name, w in originals.items()}
 
     notes: list[str] = []
     steps: list[StepReport] = []
@@ -153,9 +170,10 @@ def quantize_model(model: onnx.ModelProto, config: QuantizeConfig, dataset: Data
     float_model = with_initializers(normalized, values)
     meta = {"inq.bits": str(config.bits), "inq.mode": mode, "inq.version": __version__,
             "inq.portions": ",".join(f"{p:g}" for p in config.schedule) if mode != "one-shot" else "1",
-            "inq.strategy": config.training.strategy, **(metadata or {})}
+            "inq.strategy": config.training.strategy, "inq.granularity": config.granularity, **(metadata or {})}
     rewritten = rewrite_model(float_model, layers, levels, meta)
-    result = QuantizeResult(rewritten, float_model, layers, skipped, levels, mode, dataset, steps, notes)
+    result = QuantizeResult(rewritten, float_model, layers, skipped, levels, mode, dataset, steps, notes,
+                            batchnorm=batchnorm)
     if config.activations != "float":
         result.float_mode_model = rewritten
         result.model, result.activation_mode = set_activations(

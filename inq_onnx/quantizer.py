@@ -7,60 +7,110 @@ from dataclasses import dataclass
 import numpy as np
 
 from .errors import ConfigError
-from .packing import check_bits
+from .packing import channel_base, check_bits
 
-__all__ = ["LayerLevels", "layer_levels", "quantize"]
+__all__ = ["LayerLevels", "layer_levels", "quantize", "GRANULARITIES"]
 
+# One exponent range per weight tensor (the paper's), or one per output channel.
+GRANULARITIES = ("tensor", "channel")
 
 
 @dataclass(frozen=True)
 class LayerLevels:
-    """The power-of-two levels of one layer: {0} ∪ {±2^k : n2 <= k <= n1}."""
+    """The power-of-two levels of one layer: {0} ∪ {±2^k : n2 <= k <= n1}.
+
+    One range for the whole tensor (n1, n2 ints), or one per output channel (n1, n2 tuples with one entry per
+    index of the weight's `channel_axis`).
+    """
 
     bits: int
-    n1: int
-    n2: int
+    n1: int | tuple[int, ...]
+    n2: int | tuple[int, ...]
+    channel_axis: int = 0
+
+    @property
+    def per_channel(self) -> bool:
+        return isinstance(self.n1, tuple)
+
+    @property
+    def exponent_base(self) -> list[int]:
+        """The packed format's exponent_base: n2, once or per channel."""
+        return list(self.n2) if self.per_channel else [self.n2]
+
+    def channel(self, index: int) -> LayerLevels:
+        """The levels of one output channel (the tensor's when the range is per tensor)."""
+        if not self.per_channel:
+            return self
+        return LayerLevels(self.bits, self.n1[index], self.n2[index])
 
     @property
     def exponents(self) -> np.ndarray:
+        """The exponents of a per-tensor range (per channel: see `channel`)."""
+        if self.per_channel:
+            raise ValueError("per-channel levels have one exponent range per channel: use channel(index)")
         return np.arange(self.n2, self.n1 + 1)
 
     @property
     def values(self) -> np.ndarray:
-        """All levels, ascending."""
+        """All levels of a per-tensor range, ascending."""
         positive = np.ldexp(1.0, self.exponents)
         return np.concatenate([-positive[::-1], [0.0], positive]).astype(np.float32)
 
 
-def layer_levels(weights: np.ndarray, bits: int) -> LayerLevels:
-    """Levels from the layer's original weights: s = max|W|, n1 = floor(log2(4s/3)), n2 = n1 + 1 - 2^(b-1)/2."""
+def _range(s: np.ndarray, bits: int) -> tuple[np.ndarray, np.ndarray]:
+    """n1 = floor(log2(4s/3)) and n2 = n1 + 1 - 2^(b-1)/2 for each max magnitude s > 0."""
+    # frexp is exact where log2 of a float would round: 4s/3 = m * 2^e with 0.5 <= m < 1.
+    _, e = np.frexp(4.0 * np.asarray(s, dtype=np.float64) / 3.0)
+    n1 = e.astype(np.int64) - 1
+    return n1, n1 + 1 - (1 << (bits - 1)) // 2
+
+
+def layer_levels(weights: np.ndarray, bits: int, channel_axis: int | None = None) -> LayerLevels:
+    """Levels from the layer's original weights: s = max|W|, n1 = floor(log2(4s/3)), n2 = n1 + 1 - 2^(b-1)/2.
+
+    With `channel_axis`, s is each output channel's own max|W| along that axis, and so are n1 and n2.
+    """
     check_bits(bits)
-    s = float(np.max(np.abs(weights))) if np.size(weights) else 0.0
+    w = np.abs(np.asarray(weights, dtype=np.float64))
+    s = float(np.max(w)) if w.size else 0.0
     if not np.isfinite(s):
         raise ConfigError("weights contain NaN or Inf")
-    if s == 0.0:
-        # An all-zero layer has no scale; any range quantizes it to zeros. Pick the one of s = 1.
-        s = 1.0
-    # frexp is exact where log2 of a float would round: 4s/3 = m * 2^e with 0.5 <= m < 1.
-    _, e = np.frexp(np.float64(4.0 * s / 3.0))
-    n1 = int(e) - 1
-    n2 = n1 + 1 - (1 << (bits - 1)) // 2
-    return LayerLevels(bits=bits, n1=n1, n2=n2)
+    # An all-zero layer has no scale; any range quantizes it to zeros. Pick the one of s = 1.
+    s = s or 1.0
+    if channel_axis is None:
+        n1, n2 = _range(s, bits)
+        return LayerLevels(bits=bits, n1=int(n1), n2=int(n2))
+    if not -w.ndim <= channel_axis < w.ndim:
+        raise ConfigError(f"channel_axis {channel_axis} is out of range for a weight of rank {w.ndim}")
+    channel_axis %= w.ndim
+    others = tuple(a for a in range(w.ndim) if a != channel_axis)
+    per_channel = np.max(w, axis=others, initial=0.0) if others else w
+    # An all-zero channel takes the tensor's range: it quantizes to zeros anyway, and values retraining gives it
+    # land on the tensor's levels.
+    n1, n2 = _range(np.where(per_channel > 0, per_channel, s), bits)
+    return LayerLevels(bits=bits, n1=tuple(int(v) for v in n1), n2=tuple(int(v) for v in n2),
+                       channel_axis=channel_axis)
 
 
 def quantize(weights: np.ndarray, levels: LayerLevels) -> np.ndarray:
     """Nearest level in the linear domain, ties up; 0 below 2^(n2-1); clamps above to ±2^n1 (never to 0).
 
     ±2^k is chosen for 0.75·2^k <= |w| < 1.5·2^k; the boundaries between two powers of two and the zero
-    threshold 2^(n2-1) are exact in float, so the comparisons below are exact too.
+    threshold 2^(n2-1) are exact in float, so the comparisons below are exact too. Per-channel levels need the
+    whole weight tensor (each entry takes the range of its channel).
     """
     w = np.asarray(weights, dtype=np.float32)
     if not np.all(np.isfinite(w)):
         raise ConfigError("weights contain NaN or Inf")
+    if levels.per_channel:
+        n1 = channel_base(levels.n1, w.shape, levels.channel_axis)
+        n2 = channel_base(levels.n2, w.shape, levels.channel_axis)
+    else:
+        n1, n2 = levels.n1, levels.n2
     magnitude = np.abs(w).astype(np.float64)
     # Exponent k with 0.75·2^k <= |w| < 1.5·2^k, i.e. 2^k nearest to |w|, ties (at 1.5·2^k) going up.
     _, e = np.frexp(magnitude / 0.75)  # magnitude/0.75 = m * 2^e, 0.5 <= m < 1  =>  k = e - 1
-    k = np.clip(e.astype(np.int64) - 1, levels.n2, levels.n1)
+    k = np.clip(e.astype(np.int64) - 1, n2, n1)
     q = np.ldexp(1.0, k)
-    q = np.where(magnitude < np.ldexp(1.0, levels.n2 - 1), 0.0, q)
+    q = np.where(magnitude < np.ldexp(1.0, n2 - 1), 0.0, q)
     return (np.sign(w) * q).astype(np.float32)

@@ -68,7 +68,7 @@ def _freeze(params: dict[str, np.ndarray], frozen: dict[str, np.ndarray], levels
     values = {}
     for name, mask in frozen.items():
         w = params[name]
-        w[mask] = quantize(w[mask], levels[name])
+        w[mask] = quantize(w, levels[name])[mask]  # the whole tensor: per-channel levels follow the layout
         values[name] = w[mask]
     return values
 

@@ -48,7 +48,7 @@ def _replacement(node: onnx.NodeProto, layer: Layer, levels: LayerLevels, packed
         op = schemas.SHIFT_GEMM if input_rank == 2 else schemas.SHIFT_MATMUL
         inputs = [node.input[0], packed, *([layer.bias] if layer.bias else [])]
     new = helper.make_node(op, inputs, outputs, name=node.name, domain=schemas.DOMAIN,
-                           bits=levels.bits, weight_shape=list(layer.shape), exponent_base=[levels.n2])
+                           bits=levels.bits, weight_shape=list(layer.shape), exponent_base=levels.exponent_base)
     # The standard op's own attributes (pads, group, transB, alpha, ...) keep their meaning unchanged.
     new.attribute.extend(copy.deepcopy(a) for a in node.attribute)
     return new
@@ -83,7 +83,8 @@ def rewrite_model(model: onnx.ModelProto, layers: list[Layer], levels: Mapping[s
         if layer.weight not in packed_names:
             weight = numpy_helper.to_array(initializers[layer.weight])
             try:
-                data = packing.pack_weight(weight, layer_levels.bits, [layer_levels.n2], layer.channel_axis)
+                data = packing.pack_weight(weight, layer_levels.bits, layer_levels.exponent_base,
+                                           layer.channel_axis)
             except Exception as exc:
                 raise ModelError(f"cannot pack the weight of node {node.name}: {exc}") from None
             name = _packed_name(layer.weight, layer_levels.bits, taken)

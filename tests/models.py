@@ -141,3 +141,72 @@ def transformer_block_model(seed: int = 0, tokens: int = 5, width: int = 8, hidd
     return make_model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", tokens, width])],
                       [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", classes]),
                        helper.make_tensor_value_info("block", TensorProto.FLOAT, ["N", tokens, width])], init)
+
+
+def batch_norm_stats(rng: np.random.Generator, channels: int, spread: float = 0.0) -> dict[str, np.ndarray]:
+    """BatchNormalization scale/bias/mean/var; |scale| spans 2^-spread..1 across channels, signs mixed."""
+    magnitude = np.exp2(-rng.uniform(0.0, spread, channels)) if spread else rng.uniform(0.5, 1.5, channels)
+    return {"scale": (magnitude * rng.choice([-1.0, 1.0], channels, p=[0.2, 0.8])).astype(np.float32),
+            "bias": weights(rng, channels, scale=0.1), "mean": weights(rng, channels, scale=0.2),
+            "var": rng.uniform(0.3, 2.0, channels).astype(np.float32)}
+
+
+def _calibrate_batch_norms(model: onnx.ModelProto, seed: int) -> onnx.ModelProto:
+    """Set each BatchNormalization's mean/var to the statistics of its input on random data, in graph order,
+    as training leaves them (running statistics)."""
+    from onnx.reference import ReferenceEvaluator
+
+    x = np.random.default_rng(seed).standard_normal((64, 2, 6, 6)).astype(np.float32)
+    init = {t.name: t for t in model.graph.initializer}
+    for node in [n for n in model.graph.node if n.op_type == "BatchNormalization"]:
+        probe = onnx.ModelProto()
+        probe.CopyFrom(model)
+        probe.graph.output.append(helper.make_tensor_value_info(node.input[0], TensorProto.FLOAT, None))
+        value = ReferenceEvaluator(probe).run([node.input[0]], {"x": x})[0]
+        axes = tuple(a for a in range(value.ndim) if a != 1)
+        init[node.input[3]].CopyFrom(numpy_helper.from_array(value.mean(axis=axes).astype(np.float32),
+                                                             node.input[3]))
+        init[node.input[4]].CopyFrom(numpy_helper.from_array(value.var(axis=axes).astype(np.float32),
+                                                             node.input[4]))
+    return model
+
+
+def batch_norm_model(seed: int = 0, channels: int = 8, blocks: int = 2, spread: float = 0.0,
+                     depthwise: bool = False, gemm_batch_norm: bool = True) -> onnx.ModelProto:
+    """(Conv → BatchNormalization → Relu) × blocks → Flatten → Gemm [→ BatchNormalization] on (N, 2, 6, 6).
+
+    The first Conv has no bias. `spread`: the BN scales span 2^-spread..1 across channels. `depthwise`: the
+    Convs after the first are depthwise, and every BN holds the statistics of its input on random data; a
+    depthwise layer then normalizes the small channels of the layer before back up, so its folded weights spread
+    the other way (the per-tensor failure of folded MobileNets).
+    """
+    rng = np.random.default_rng(seed)
+    nodes, init, src, cin = [], {}, "x", 2
+    for i in range(blocks):
+        bias = [f"b{i}"] if i else []
+        group = channels if depthwise and i else 1
+        nodes += [helper.make_node("Conv", [src, f"w{i}", *bias], [f"c{i}"], name=f"conv{i}", pads=[1, 1, 1, 1],
+                                   group=group),
+                  helper.make_node("BatchNormalization", [f"c{i}", *(f"bn{i}.{k}" for k in
+                                                                     ("scale", "bias", "mean", "var"))],
+                                   [f"n{i}"], name=f"bn{i}", epsilon=1e-3),
+                  helper.make_node("Relu", [f"n{i}"], [f"r{i}"], name=f"relu{i}")]
+        init[f"w{i}"] = weights(rng, channels, cin // group, 3, 3)
+        if i:
+            init[f"b{i}"] = weights(rng, channels, scale=0.1)
+        stats = batch_norm_stats(rng, channels, spread if not (depthwise and i) else 0.0)
+        init.update({f"bn{i}.{k}": v for k, v in stats.items()})
+        src, cin = f"r{i}", channels
+    classes = 5
+    nodes += [helper.make_node("Flatten", [src], ["f"], name="flatten"),
+              helper.make_node("Gemm", ["f", "w_fc", "b_fc"], ["g" if gemm_batch_norm else "logits"], name="fc",
+                               transB=1, beta=0.5)]
+    init.update({"w_fc": weights(rng, classes, channels * 36, scale=0.1), "b_fc": weights(rng, classes, scale=0.1)})
+    if gemm_batch_norm:
+        nodes.append(helper.make_node("BatchNormalization", ["g", *(f"bn_fc.{k}" for k in
+                                                                  ("scale", "bias", "mean", "var"))],
+                                      ["logits"], name="bn_fc"))
+        init.update({f"bn_fc.{k}": v for k, v in batch_norm_stats(rng, classes).items()})
+    model = make_model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 2, 6, 6])],
+                       [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", classes])], init)
+    return _calibrate_batch_norms(model, seed) if depthwise else model

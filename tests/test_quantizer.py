@@ -82,3 +82,39 @@ def test_non_finite_weights_rejected(bad):
         layer_levels(np.array([1.0, bad], np.float32), 5)
     with pytest.raises(ConfigError, match="NaN or Inf"):
         quantize(np.array([0.5, bad], np.float32), FIVE_BITS)
+
+
+def test_per_channel_ranges_come_from_each_channels_max():
+    w = np.array([[1.0, -0.2], [0.1, 0.05], [-3.0, 0.0]], np.float32)  # channels along axis 0
+    levels = layer_levels(w, 4, channel_axis=0)
+    assert levels.per_channel and levels.n1 == (0, -3, 2) and levels.n2 == (-3, -6, -1)
+    assert levels.exponent_base == [-3, -6, -1]
+    assert [levels.channel(c) for c in range(3)] == [layer_levels(row, 4) for row in w]
+    assert layer_levels(w.T, 4, channel_axis=1).n1 == (0, -3, 2)  # a Gemm weight (K, N): channels along axis 1
+
+
+def test_per_channel_quantize_rounds_each_channel_in_its_own_range():
+    rng = np.random.default_rng(0)
+    w = (rng.standard_normal((6, 5)) * np.exp2(rng.uniform(-8, 0, (1, 5)))).astype(np.float32)
+    levels = layer_levels(w, 3, channel_axis=1)
+    q = quantize(w, levels)
+    for c in range(5):
+        assert np.array_equal(q[:, c], quantize(w[:, c], levels.channel(c)))
+        assert np.abs(q[:, c]).max() == 2.0 ** levels.n1[c]  # no channel is zeroed
+    tensor = quantize(w, layer_levels(w, 3))
+    assert np.all(np.abs(q - w) <= np.abs(tensor - w))  # never further from a weight than one range per tensor
+
+
+def test_all_zero_channel_takes_the_tensors_range():
+    w = np.array([[0.0, 0.0], [0.5, -0.25]], np.float32)
+    levels = layer_levels(w, 5, channel_axis=0)
+    assert levels.channel(0) == levels.channel(1) == layer_levels(w, 5)
+    assert not quantize(w, levels)[0].any()
+
+
+def test_per_channel_levels_have_no_single_value_list():
+    levels = layer_levels(np.ones((2, 3), np.float32), 4, channel_axis=0)
+    with pytest.raises(ValueError, match="channel"):
+        levels.values
+    with pytest.raises(ConfigError, match="channel_axis 2 is out of range"):
+        layer_levels(np.ones((2, 3), np.float32), 4, channel_axis=2)
