@@ -15,9 +15,10 @@ from .data import Dataset, check_dataset, model_inputs
 from .errors import ConfigError, DataError, ModelError, ValidationError
 from .integer_mode import ACTIVATION_MODES, ModeReport, set_activations
 from .layers import Layer, SkippedNode, match_layers
-from .normalize import normalize_model
+from .normalize import normalize
 from .packing import check_bits
 from .quantizer import LayerLevels, layer_levels, quantize
+from .refusals import group_reasons, summarize_reasons
 from .retrain import ProgressCallback, RetrainConfig, StepReport, run_inq
 from .rewrite import rewrite_model
 from .runtime import make_session, run_batched
@@ -79,6 +80,7 @@ class QuantizeResult:
     # float. With int8 activations, `activation_mode` says which nodes quantize their inputs.
     float_mode_model: onnx.ModelProto | None = None
     activation_mode: ModeReport | None = None
+    normalization: list[str] = field(default_factory=list)  # what normalizing the model changed
 
     @property
     def checked_model(self) -> onnx.ModelProto:
@@ -126,11 +128,12 @@ def quantize_model(model: onnx.ModelProto, config: QuantizeConfig, dataset: Data
     """INQ-quantize every qualifying Conv/Gemm of `model` and rewrite them into com.inq ops."""
     if any(n.domain == DOMAIN for n in model.graph.node):
         raise ModelError("the model is already quantized (it has com.inq nodes); start from the float model")
-    normalized = normalize_model(model)
+    normalized_model = normalize(model)
+    normalized = normalized_model.model
     layers, skipped = match_layers(normalized, config.exclude)
     if not layers:
-        reasons = "; ".join(f"{s.node}: {s.reason}" for s in skipped) or "the model has no Conv or Gemm node"
-        raise ModelError(f"nothing to quantize ({reasons})")
+        reasons = summarize_reasons(group_reasons(skipped)) or "the model has no Conv or Gemm node"
+        raise ModelError(f"nothing to quantize: {reasons}")
     initializers = {t.name: t for t in normalized.graph.initializer}
     originals = {layer.weight: numpy_helper.to_array(initializers[layer.weight]) for layer in layers}
     levels = {name: layer_levels(w, config.bits) for name, w in originals.items()}
@@ -154,7 +157,8 @@ def quantize_model(model: onnx.ModelProto, config: QuantizeConfig, dataset: Data
             "inq.portions": ",".join(f"{p:g}" for p in config.schedule) if mode != "one-shot" else "1",
             "inq.strategy": config.training.strategy, **(metadata or {})}
     rewritten = rewrite_model(float_model, layers, levels, meta)
-    result = QuantizeResult(rewritten, float_model, layers, skipped, levels, mode, dataset, steps, notes)
+    result = QuantizeResult(rewritten, float_model, layers, skipped, levels, mode, dataset, steps, notes,
+                            normalization=normalized_model.notes)
     if config.activations != "float":
         result.float_mode_model = rewritten
         result.model, result.activation_mode = set_activations(
