@@ -48,7 +48,7 @@ def _not_constant(node: onnx.NodeProto, producers: dict[str, onnx.NodeProto]) ->
     producer = producers.get(node.input[1])
     if producer is None:
         return "weight is a graph input, not a constant"
-    return f"weight comes from a {producer.op_type} node that is not constant"
+    return f"weight is not constant (computed by {producer.op_type})"
 
 
 def _check(node: onnx.NodeProto, initializers: dict[str, onnx.TensorProto], consumers: dict[str, list],

@@ -177,6 +177,8 @@ def save_model(model: onnx.ModelProto, path: str | os.PathLike, single_file_limi
     if _tensor_bytes(model) >= limit:
         data_path = check_output_path(path.with_name(path.name + EXTERNAL_DATA_SUFFIX))
         model, pieces = _with_external_data(model, data_path.name)
+        if not pieces:  # no tensor large enough to move
+            data_path = None
     try:
         serialized = model.SerializeToString()
     except ValueError as exc:

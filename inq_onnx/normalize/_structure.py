@@ -58,7 +58,7 @@ def drop_initializer_inputs(model: onnx.ModelProto) -> list[str]:
         return []
     del graph.input[:]
     graph.input.extend(inputs)
-    return [f"{dropped} initializer(s) also listed as graph inputs (IR {model.ir_version} style) are treated as "
+    return [f"{dropped} initializer(s) also listed as graph inputs (as IR < 4 files list them) are treated as "
             f"constants"]
 
 
