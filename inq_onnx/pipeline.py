@@ -167,12 +167,15 @@ def quantize_model(model: onnx.ModelProto, config: QuantizeConfig, dataset: Data
 
 
 def _probe_inputs(model: onnx.ModelProto, batch: int = 4, seed: int = 0) -> dict[str, np.ndarray] | None:
-    """Random inputs when every input is float with fixed dims (a symbolic axis 0 becomes `batch`); else None."""
+    """Random inputs when every input is float with fixed dims, rank 1 or more (a symbolic axis 0 becomes `batch`);
+    else None."""
     rng = np.random.default_rng(seed)
     inputs = {}
     for spec in model_inputs(model):
         dims = list(spec.shape)
-        if dims and not (isinstance(dims[0], int) and dims[0] > 0):
+        if not dims:  # a scalar input has no batch axis to run in batches
+            return None
+        if not (isinstance(dims[0], int) and dims[0] > 0):
             dims[0] = batch
         if not all(isinstance(d, int) and d > 0 for d in dims) or not np.issubdtype(spec.dtype, np.floating):
             return None

@@ -11,8 +11,8 @@ import onnx
 
 from ._constants import MAX_FOLDED_BYTES, fold_constants
 from ._opset import MAX_OPSET, TARGET_OPSET, convert_opset
-from ._structure import check_layers, check_model, drop_initializer_inputs, fill_output_shapes, infer_shapes, \
-    name_nodes
+from ._structure import check_input_dims, check_layers, check_model, check_tensors, drop_initializer_inputs, \
+    fill_output_shapes, infer_shapes, name_nodes
 
 __all__ = ["normalize", "normalize_model", "Normalized", "PASSES", "TARGET_OPSET", "MAX_OPSET", "MAX_FOLDED_BYTES"]
 
@@ -38,6 +38,8 @@ def _shapes(model: onnx.ModelProto) -> tuple[onnx.ModelProto, list[str]]:
 PASSES: tuple[tuple[str, Pass], ...] = (
     ("output shapes", _in_place(fill_output_shapes)),
     ("checker", _in_place(check_model)),
+    ("tensors", _in_place(check_tensors)),
+    ("dims", _in_place(check_input_dims)),
     ("node names", _in_place(name_nodes)),
     ("opset", convert_opset),
     ("initializer inputs", _in_place(drop_initializer_inputs)),

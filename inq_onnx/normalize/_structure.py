@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import re
 
+import numpy as np
 import onnx
+from onnx import helper
 
 from ..errors import ModelError
 
-__all__ = ["check_model", "fill_output_shapes", "drop_initializer_inputs", "name_nodes", "infer_shapes",
+__all__ = ["check_model", "check_tensors", "check_input_dims", "fill_output_shapes", "drop_initializer_inputs", "name_nodes", "infer_shapes",
            "check_layers"]
 
 
@@ -45,6 +47,40 @@ def check_model(model: onnx.ModelProto) -> list[str]:
         onnx.checker.check_model(model)
     except (onnx.checker.ValidationError, ValueError) as exc:
         raise ModelError(f"the model does not pass onnx.checker: {_first_line(exc)}") from None
+    return []
+
+
+# Dims past this are no tensor anyone runs; onnxruntime and numpy would fail on them far from the cause.
+MAX_DIM = 2**31 - 1
+
+
+def check_tensors(model: onnx.ModelProto) -> list[str]:
+    """Initializers of a known type whose stored bytes fit their dims exactly (the checker lets some through)."""
+    for tensor in model.graph.initializer:
+        try:
+            dtype = np.dtype(helper.tensor_dtype_to_np_dtype(tensor.data_type))
+        except (KeyError, TypeError, ValueError):
+            raise ModelError(f"initializer {tensor.name} has an unknown data type {tensor.data_type}") from None
+        if any(d < 0 or d > MAX_DIM for d in tensor.dims):
+            raise ModelError(f"initializer {tensor.name} has dims {list(tensor.dims)}")
+        count = int(np.prod(tensor.dims, dtype=object))
+        if tensor.HasField("raw_data") and dtype.kind != "O" and tensor.data_type not in _SUB_BYTE:
+            if len(tensor.raw_data) != count * dtype.itemsize:
+                raise ModelError(f"initializer {tensor.name} holds {len(tensor.raw_data)} bytes, its dims "
+                                 f"{list(tensor.dims)} of {dtype} need {count * dtype.itemsize}")
+    return []
+
+
+_SUB_BYTE = {getattr(onnx.TensorProto, name) for name in ("INT4", "UINT4", "FLOAT4E2M1", "INT2", "UINT2")
+             if hasattr(onnx.TensorProto, name)}
+
+
+def check_input_dims(model: onnx.ModelProto) -> list[str]:
+    """Graph inputs and outputs with dims onnxruntime can run: none negative or past MAX_DIM."""
+    for value in [*model.graph.input, *model.graph.output]:
+        for axis, dim in enumerate(value.type.tensor_type.shape.dim):
+            if dim.HasField("dim_value") and not 0 <= dim.dim_value <= MAX_DIM:
+                raise ModelError(f"{value.name} has dimension {dim.dim_value} on axis {axis}")
     return []
 
 
