@@ -136,6 +136,9 @@ def quantize_model(model: onnx.ModelProto, config: QuantizeConfig, dataset: Data
         raise ModelError(f"nothing to quantize: {reasons}")
     initializers = {t.name: t for t in normalized.graph.initializer}
     originals = {layer.weight: numpy_helper.to_array(initializers[layer.weight]) for layer in layers}
+    for layer in layers:
+        if not np.all(np.isfinite(originals[layer.weight])):
+            raise ModelError(f"the weight of node {layer.node} ({layer.weight}) contains NaN or Inf")
     levels = {name: layer_levels(w, config.bits) for name, w in originals.items()}
 
     notes: list[str] = []

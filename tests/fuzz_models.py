@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import collections
 import copy
+import re
 import signal
 import sys
 import tempfile
@@ -160,10 +161,11 @@ def weight_from_input(rng, model):
     if node is None:
         return "no layer"
     weight = node.input[1]
+    dims = [list(t.dims) for t in model.graph.initializer if t.name == weight]
     kept = [t for t in model.graph.initializer if t.name != weight]
     del model.graph.initializer[:]
     model.graph.initializer.extend(kept)
-    model.graph.input.append(helper.make_tensor_value_info(weight, TensorProto.FLOAT, None))
+    model.graph.input.append(helper.make_tensor_value_info(weight, TensorProto.FLOAT, dims[0] if dims else ["d"]))
     return f"weight of {node.name} is a graph input"
 
 
@@ -258,7 +260,10 @@ def make_case(index: int, seed: int, folder: Path) -> Case:
     described = [other_opset(rng, model)] if rng.random() < 0.3 else []
     if rng.random() < 0.75:  # else a valid model: the success path and the ops get their share
         for mutation in rng.choice(MUTATIONS, size=int(rng.integers(1, 3)), replace=False):
-            described.append(mutation(rng, model))
+            try:
+                described.append(mutation(rng, model))
+            except (ValueError, IndexError, KeyError, TypeError):  # an earlier mutation left nothing to apply it to
+                described.append(f"{mutation.__name__} not applicable")
     if kind < 0.22:
         data = bytearray(model.SerializeToString())
         for position in rng.integers(0, len(data), size=int(rng.integers(1, 8))):
@@ -292,6 +297,7 @@ class Outcome:
     exit_codes: collections.Counter = field(default_factory=collections.Counter)
     failures: list[str] = field(default_factory=list)
     op_runs: collections.Counter = field(default_factory=collections.Counter)
+    errors: collections.Counter = field(default_factory=collections.Counter)  # error lines, numbers and paths masked
 
 
 def _invoke(args: list[str], timeout: float):
@@ -319,6 +325,8 @@ def _check_run(case: Case, command: str, result, outcome: Outcome, output: Path 
         problem = f"exit {code}"
     elif code != 0:
         errors = [line for line in result.output.splitlines() if line.startswith("Error: ")]
+        for line in errors:
+            outcome.errors[f"exit {code}: " + re.sub(r"\S*/\S*|\d+", "#", line[7:])[:100]] += 1
         if len(errors) != 1 or len(errors[0]) > MAX_ERROR_CHARS or "Traceback" in result.output:
             problem = f"error output not one short line: {result.output[-600:]!r}"
         elif output is not None and output.exists():
@@ -390,6 +398,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cases", type=int, default=200)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--errors", type=int, default=0, help="also print the N most frequent error messages")
     parser.add_argument("--timeout", type=float, default=20.0, help="seconds per command before it counts as a hang")
     args = parser.parse_args(argv)
     import warnings
@@ -403,6 +412,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {key}: {count}")
     for key, count in sorted(outcome.op_runs.items()):
         print(f"  com.inq ops with other input shapes, {key}: {count}")
+    for message, count in outcome.errors.most_common(args.errors):
+        print(f"  {count:5d}  {message}")
     print(f"failures: {len(outcome.failures)}")
     for failure in outcome.failures:
         print(f"  {failure}")

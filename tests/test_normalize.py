@@ -144,3 +144,13 @@ def test_malformed_models_are_refused_with_the_reason(model, message):
     with pytest.raises(ModelError) as caught:
         normalize(model())
     assert message in str(caught.value) and len(str(caught.value)) < 400 and "\n" not in str(caught.value)
+
+
+def test_names_that_are_not_text_and_nan_weights_are_model_errors():
+    model = conv_gemm_model()
+    data = model.SerializeToString().replace(b"conv_dw", b"conv\xff\xfe\xfd")  # same length, not UTF-8
+    with pytest.raises(ModelError, match=r"^node 2 \('Conv'\) has a name that is not UTF-8 text$"):
+        normalize(onnx.load_from_string(data))
+    model.graph.initializer[0].CopyFrom(numpy_helper.from_array(np.full((4, 2, 3, 3), np.nan, np.float32), "w1"))
+    with pytest.raises(ModelError, match=r"^the weight of node conv1 \(w1\) contains NaN or Inf$"):
+        quantize_model(model, QuantizeConfig(retrain=False))

@@ -70,3 +70,15 @@ def test_cli_info_and_quantize_group_the_refusals(tmp_path):
     (error,) = [line for line in result.output.splitlines() if line.startswith("Error: ")]
     assert error.startswith("Error: nothing to quantize: 48 Conv nodes") and len(error) < 300
     assert not (tmp_path / "m.inq.onnx").exists()
+
+
+def test_cli_info_prints_what_normalizing_changed(tmp_path):
+    from models import constant_subgraph_model
+
+    path = tmp_path / "old.onnx"
+    onnx.save(constant_subgraph_model(), path)
+    result = CliRunner().invoke(cli, ["info", str(path)])
+    assert result.exit_code == 0, result.output
+    assert "Normalized: converted from opset 9 to opset 17" in result.output
+    assert "Normalized: folded 10 constant node(s)" in result.output
+    assert result.output.count("quantizable, not quantized") == 3 and "Left float" not in result.output

@@ -11,7 +11,7 @@ import onnx
 
 from ._constants import MAX_FOLDED_BYTES, fold_constants
 from ._opset import MAX_OPSET, TARGET_OPSET, convert_opset
-from ._structure import check_input_dims, check_layers, check_model, check_tensors, drop_initializer_inputs, \
+from ._structure import check_input_dims, check_layers, check_model, check_tensors, check_text, drop_initializer_inputs, \
     fill_output_shapes, infer_shapes, name_nodes
 
 __all__ = ["normalize", "normalize_model", "Normalized", "PASSES", "TARGET_OPSET", "MAX_OPSET", "MAX_FOLDED_BYTES"]
@@ -38,6 +38,7 @@ def _shapes(model: onnx.ModelProto) -> tuple[onnx.ModelProto, list[str]]:
 PASSES: tuple[tuple[str, Pass], ...] = (
     ("output shapes", _in_place(fill_output_shapes)),
     ("checker", _in_place(check_model)),
+    ("text", _in_place(check_text)),
     ("tensors", _in_place(check_tensors)),
     ("dims", _in_place(check_input_dims)),
     ("node names", _in_place(name_nodes)),

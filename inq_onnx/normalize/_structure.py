@@ -11,7 +11,7 @@ from onnx import helper
 
 from ..errors import ModelError
 
-__all__ = ["check_model", "check_tensors", "check_input_dims", "fill_output_shapes", "drop_initializer_inputs", "name_nodes", "infer_shapes",
+__all__ = ["check_model", "check_text", "check_tensors", "check_input_dims", "fill_output_shapes", "drop_initializer_inputs", "name_nodes", "infer_shapes",
            "check_layers"]
 
 
@@ -47,6 +47,19 @@ def check_model(model: onnx.ModelProto) -> list[str]:
         onnx.checker.check_model(model)
     except (onnx.checker.ValidationError, ValueError) as exc:
         raise ModelError(f"the model does not pass onnx.checker: {_first_line(exc)}") from None
+    return []
+
+
+def check_text(model: onnx.ModelProto) -> list[str]:
+    """Names that are text: protobuf hands strings that are not UTF-8 over as bytes, which nothing downstream reads."""
+    graph = model.graph
+    for index, node in enumerate(graph.node):
+        names = [node.name, node.op_type, node.domain, *node.input, *node.output, *(a.name for a in node.attribute)]
+        if any(isinstance(name, bytes) for name in names):
+            raise ModelError(f"node {index} ({node.op_type!r}) has a name that is not UTF-8 text")
+    for value in [*graph.input, *graph.output, *graph.initializer, *graph.value_info]:
+        if isinstance(value.name, bytes):
+            raise ModelError(f"the graph has a value or initializer named {value.name[:40]!r}, not UTF-8 text")
     return []
 
 
