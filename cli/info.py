@@ -6,6 +6,7 @@ import click
 
 from inq_onnx.api import info as model_info
 from inq_onnx.model_info import QUANTIZABLE
+from inq_onnx.refusals import group_reasons
 
 from ._output import echo_json, percent, table
 
@@ -28,13 +29,21 @@ def command(model, as_json):
                           "inputs", "fused"], rows))
     else:
         click.echo("No com.inq layers: a float model.")
-    if report.float_layers:
+    for note in report.notes:
+        click.echo(f"Normalized: {note}")
+    quantizable = [f for f in report.float_layers if f.reason == QUANTIZABLE]
+    if quantizable:
         click.echo("")
         click.echo(table(["float layer", "op", "weights", "why"],
-                         [(f.node, f.op_type, f.parameters, f.reason) for f in report.float_layers]))
+                         [(f.node, f.op_type, f.parameters, f.reason) for f in quantizable]))
+    refused = group_reasons(f for f in report.float_layers if f.reason != QUANTIZABLE)
+    if refused:
+        click.echo("")
+        click.echo("Left float (--json lists every node):")
+        for group in refused:
+            click.echo(f"  {group.summary()}")
     click.echo("")
     if not report.layers:
-        quantizable = [f for f in report.float_layers if f.reason == QUANTIZABLE]
         click.echo(f"model: {report.model_bytes} bytes; {len(quantizable)} quantizable layer(s) hold "
                    f"{4 * sum(f.parameters for f in quantizable)} bytes of fp32 weights")
         return

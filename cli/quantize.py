@@ -10,6 +10,7 @@ from inq_onnx.api import quantize as quantize_file
 from inq_onnx.integer_mode import ACTIVATION_MODES
 from inq_onnx.pipeline import LOSSES, QuantizeConfig
 from inq_onnx.quantizer import GRANULARITIES
+from inq_onnx.refusals import group_reasons
 from inq_onnx.retrain import RetrainConfig
 from inq_onnx.schedule import STRATEGIES, parse_portions
 from inq_onnx.training.optim import OPTIMIZERS
@@ -60,6 +61,8 @@ def command(model, bits, data, output, portions, strategy, epochs, batch_size, l
     for w in caught:
         click.echo(f"Warning: {w.message}", err=True)
     result = summary.result
+    for note in result.normalization:
+        click.echo(f"Normalized: {note}")
     click.echo(f"Quantized {len(result.layers)} layer(s) to {bits} bits ({result.mode}); "
                f"{len(result.skipped)} layer(s) left float.")
     if data is not None:  # without data the warning above already said why
@@ -68,8 +71,8 @@ def command(model, bits, data, output, portions, strategy, epochs, batch_size, l
     folded = result.batchnorm.summary() if result.batchnorm is not None else None
     if folded:
         click.echo(f"BatchNormalization: {folded}.")
-    for skipped in result.skipped:
-        click.echo(f"  float: {skipped.node} ({skipped.op_type}): {skipped.reason}")
+    for group in group_reasons(result.skipped):
+        click.echo(f"  float: {group.summary()}")
     if summary.rewrite_check:
         worst = max(c.max_abs_diff for c in summary.rewrite_check)
         click.echo(f"Rewrite check: com.inq ops match the float model with the same weights (max diff {worst:.3g}).")
@@ -82,4 +85,5 @@ def command(model, bits, data, output, portions, strategy, epochs, batch_size, l
         if v.accuracy_original is not None:
             click.echo(f"Accuracy on --data: original {percent(v.accuracy_original)}, "
                        f"quantized {percent(v.accuracy_quantized)}")
-    click.echo(f"Wrote {summary.output}")
+    click.echo(f"Wrote {summary.output}" + (f" with its weights in {summary.external_data}"
+                                            if summary.external_data else " (one file)"))

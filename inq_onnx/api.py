@@ -28,6 +28,7 @@ class QuantizeSummary:
     result: QuantizeResult
     rewrite_check: list[OutputComparison] = field(default_factory=list)
     validation: ValidationReport | None = None  # against the original, on the data
+    external_data: Path | None = None  # the weights' file beside `output`, for models past protobuf's 2 GB
 
 
 def quantize(model_path: str | os.PathLike, config: QuantizeConfig = QuantizeConfig(),
@@ -47,8 +48,8 @@ def quantize(model_path: str | os.PathLike, config: QuantizeConfig = QuantizeCon
     # against the original measures what quantizing activations (int8 mode) adds.
     comparisons = check_rewrite(result, result.dataset)
     validation = compare_models(model, result.model, result.dataset) if result.dataset is not None else None
-    save_model(result.model, output)
-    return QuantizeSummary(output, result, comparisons, validation)
+    external_data = save_model(result.model, output)
+    return QuantizeSummary(output, result, comparisons, validation, external_data)
 
 
 def validate(original_path: str | os.PathLike, quantized_path: str | os.PathLike,

@@ -45,15 +45,25 @@ def _attribute(node: onnx.NodeProto, name: str, default):
     return default
 
 
+def _not_constant(node: onnx.NodeProto, producers: dict[str, onnx.NodeProto]) -> str:
+    """Why a weight is not a constant, in words that group alike across nodes (no node names)."""
+    if len(node.input) < 2 or not node.input[1]:
+        return "the node has no weight input"
+    producer = producers.get(node.input[1])
+    if producer is None:
+        return "weight is a graph input, not a constant"
+    return f"weight is not constant (computed by {producer.op_type})"
+
+
 def _check(node: onnx.NodeProto, initializers: dict[str, onnx.TensorProto], consumers: dict[str, list],
-           excluded: set[str], outputs: set[str]) -> str | None:
+           excluded: set[str], outputs: set[str], producers: dict[str, onnx.NodeProto]) -> str | None:
     """None when the node qualifies, else the reason it does not."""
     if node.name in excluded:
         return "excluded by the user"
     if node.op_type == "MatMul" and node.input[0] in initializers and node.input[1] not in initializers:
         return "the constant is MatMul's first operand (W·x); only x·W with a constant W is rewritten"
     if len(node.input) < 2 or node.input[1] not in initializers:
-        return "weight is not a constant initializer"
+        return _not_constant(node, producers)
     weight = initializers[node.input[1]]
     if weight.data_type != onnx.TensorProto.FLOAT:
         return f"weight is {onnx.TensorProto.DataType.Name(weight.data_type)}, not FLOAT"
@@ -112,12 +122,13 @@ def match_layers(model: onnx.ModelProto, exclude: Iterable[str] = ()) -> tuple[l
         for name in n.input:
             consumers[name].append(n)
     outputs = {o.name for o in graph.output}
+    producers = {name: n for n in graph.node for name in n.output}
     layers, skipped = [], []
     for node in graph.node:
         if node.op_type in FLOAT_OPS and node.domain in ("", "ai.onnx") and node.input[1:2] and \
                 node.input[1] in initializers:
             skipped.append(SkippedNode(node.name, node.op_type, FLOAT_OPS[node.op_type]))
-    reasons = {node.name: _check(node, initializers, consumers, excluded, outputs) for node in candidates}
+    reasons = {node.name: _check(node, initializers, consumers, excluded, outputs, producers) for node in candidates}
     # A weight shared by several nodes is quantized for all of them or for none.
     for node in candidates:
         if reasons[node.name] is None:

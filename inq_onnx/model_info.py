@@ -9,7 +9,7 @@ import onnx
 
 from .calibrate import metadata_value
 from .layers import match_layers
-from .normalize import normalize_model
+from .normalize import normalize
 from .packing import channel_base
 from .packed_nodes import packed_weight, shift_nodes
 
@@ -51,6 +51,7 @@ class ModelInfo:
     float_layers: list[FloatLayer] = field(default_factory=list)
     model_bytes: int = 0  # serialized size
     granularity: str | None = None  # exponent ranges per "tensor" or per "channel" (metadata inq.granularity)
+    notes: list[str] = field(default_factory=list)  # what normalizing a float model changed
 
     @property
     def packed_bytes(self) -> int:
@@ -111,7 +112,10 @@ def model_info(model: onnx.ModelProto) -> ModelInfo:
     initializers = {t.name: t for t in model.graph.initializer}
     info = ModelInfo(model_bytes=model.ByteSize(), granularity=metadata_value(model, "inq.granularity"))
     info.layers = [_layer_info(node, initializers) for node in shift_nodes(model)]
-    float_model = normalize_model(model) if not info.layers else model
+    float_model = model
+    if not info.layers:
+        normalized = normalize(model)
+        float_model, info.notes = normalized.model, normalized.notes
     layers, skipped = match_layers(float_model)
     sizes = {t.name: int(np.prod(t.dims)) for t in float_model.graph.initializer}
     info.float_layers = [FloatLayer(layer.node, layer.op_type, sizes[layer.weight], QUANTIZABLE)

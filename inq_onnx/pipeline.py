@@ -16,9 +16,10 @@ from .data import Dataset, check_dataset, model_inputs
 from .errors import ConfigError, DataError, ModelError, ValidationError
 from .integer_mode import ACTIVATION_MODES, ModeReport, set_activations
 from .layers import Layer, SkippedNode, match_layers
-from .normalize import normalize_model
+from .normalize import normalize
 from .packing import check_bits
 from .quantizer import GRANULARITIES, LayerLevels, layer_levels, quantize
+from .refusals import group_reasons, summarize_reasons
 from .retrain import ProgressCallback, RetrainConfig, StepReport, run_inq
 from .rewrite import rewrite_model
 from .runtime import make_session, run_batched
@@ -85,6 +86,7 @@ class QuantizeResult:
     float_mode_model: onnx.ModelProto | None = None
     activation_mode: ModeReport | None = None
     batchnorm: BatchNormReport | None = None  # the BatchNormalization nodes folded into the layer before
+    normalization: list[str] = field(default_factory=list)  # what normalizing the model changed
 
     @property
     def checked_model(self) -> onnx.ModelProto:
@@ -143,13 +145,17 @@ def quantize_model(model: onnx.ModelProto, config: QuantizeConfig, dataset: Data
         raise ModelError("the model is already quantized (it has com.inq nodes); start from the float model")
     # Folded before the levels are computed: the deployed weights carry the BN scale. Retraining then trains
     # the folded net, whose quantized weights are exactly the deployed ones.
-    normalized, batchnorm = fold_batchnorm(normalize_model(model))
+    normalized_model = normalize(model)
+    normalized, batchnorm = fold_batchnorm(normalized_model.model)
     layers, skipped = match_layers(normalized, config.exclude)
     if not layers:
-        reasons = "; ".join(f"{s.node}: {s.reason}" for s in skipped) or "the model has no Conv, Gemm or MatMul node"
-        raise ModelError(f"nothing to quantize ({reasons})")
+        reasons = summarize_reasons(group_reasons(skipped)) or "the model has no Conv, Gemm or MatMul node"
+        raise ModelError(f"nothing to quantize: {reasons}")
     initializers = {t.name: t for t in normalized.graph.initializer}
     originals = {layer.weight: numpy_helper.to_array(initializers[layer.weight]) for layer in layers}
+    for layer in layers:
+        if not np.all(np.isfinite(originals[layer.weight])):
+            raise ModelError(f"the weight of node {layer.node} ({layer.weight}) contains NaN or Inf")
     axes = _channel_axes(layers) if config.granularity == "channel" else {}
     levels = {name: layer_levels(w, config.bits, axes.get(name)) for name, w in originals.items()}
 
@@ -173,7 +179,7 @@ def quantize_model(model: onnx.ModelProto, config: QuantizeConfig, dataset: Data
             "inq.strategy": config.training.strategy, "inq.granularity": config.granularity, **(metadata or {})}
     rewritten = rewrite_model(float_model, layers, levels, meta)
     result = QuantizeResult(rewritten, float_model, layers, skipped, levels, mode, dataset, steps, notes,
-                            batchnorm=batchnorm)
+                            batchnorm=batchnorm, normalization=normalized_model.notes)
     if config.activations != "float":
         result.float_mode_model = rewritten
         result.model, result.activation_mode = set_activations(
@@ -182,12 +188,15 @@ def quantize_model(model: onnx.ModelProto, config: QuantizeConfig, dataset: Data
 
 
 def _probe_inputs(model: onnx.ModelProto, batch: int = 4, seed: int = 0) -> dict[str, np.ndarray] | None:
-    """Random inputs when every input is float with fixed dims (a symbolic axis 0 becomes `batch`); else None."""
+    """Random inputs when every input is float with fixed dims, rank 1 or more (a symbolic axis 0 becomes `batch`);
+    else None."""
     rng = np.random.default_rng(seed)
     inputs = {}
     for spec in model_inputs(model):
         dims = list(spec.shape)
-        if dims and not (isinstance(dims[0], int) and dims[0] > 0):
+        if not dims:  # a scalar input has no batch axis to run in batches
+            return None
+        if not (isinstance(dims[0], int) and dims[0] > 0):
             dims[0] = batch
         if not all(isinstance(d, int) and d > 0 for d in dims) or not np.issubdtype(spec.dtype, np.floating):
             return None

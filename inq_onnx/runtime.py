@@ -72,11 +72,15 @@ def make_session(model: onnx.ModelProto | str | os.PathLike, threads: int | None
             return ort.InferenceSession(older.SerializeToString(), options, providers=["CPUExecutionProvider"])
         except Exception as exc:
             message = str(exc).strip()
+    raise ModelError(f"onnxruntime {ort.__version__} cannot load the model: {_first_line(message)}")
+
+
+def _first_line(message: str, limit: int = 300) -> str:
+    """onnxruntime's sentence, without its source location and C++ signature."""
+    message = message.strip()
     first = message.splitlines()[0] if message else "unknown error"
-    # Drop onnxruntime's source location and C++ signature; keep its sentence.
     first = re.sub(r"\S*onnxruntime_src/\S+:\d+ .*?\) (?=[A-Z])", "", first)
-    raise ModelError(f"onnxruntime {ort.__version__} cannot load the model: "
-                     f"{first[:300]}{'...' if len(first) > 300 else ''}")
+    return first[:limit] + ("..." if len(first) > limit else "")
 
 
 def _fixed_batch(session) -> int | None:
@@ -101,7 +105,10 @@ def run_batched(session, inputs: Mapping[str, np.ndarray], batch_size: int = 256
         real = len(next(iter(feed.values())))
         if fixed and real < fixed:
             feed = {k: np.concatenate([v, np.repeat(v[-1:], fixed - real, axis=0)]) for k, v in feed.items()}
-        outputs = session.run(None, feed)
+        try:
+            outputs = session.run(None, feed)
+        except Exception as exc:  # onnxruntime's own types: the model or the data does not fit what it runs
+            raise ModelError(f"onnxruntime cannot run the model: {_first_line(str(exc))}") from None
         chunks.append([o[:real] if fixed and o.ndim and len(o) == fixed else o for o in outputs])
         if progress is not None:
             progress(real)

@@ -210,3 +210,53 @@ def batch_norm_model(seed: int = 0, channels: int = 8, blocks: int = 2, spread: 
     model = make_model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 2, 6, 6])],
                        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", classes])], init)
     return _calibrate_batch_norms(model, seed) if depthwise else model
+
+
+def constant_subgraph_model(seed: int = 0, opset: int = 9) -> onnx.ModelProto:
+    """conv_gemm_model's layers with weights computed by constant subgraphs, as opset-9 converters wrote them:
+
+    conv1's weight is Reshape(flat initializer, Constant shape); conv_dw's is Add(ConstantOfShape(0), raw);
+    fc's is Transpose(Cast(float64 initializer)) and its bias Squeeze(Unsqueeze(raw)).
+    """
+    rng = np.random.default_rng(seed)
+    c, classes = 4, 5
+    shape = numpy_helper.from_array(np.array([c, 2, 3, 3], np.int64))
+    nodes = [
+        helper.make_node("Constant", [], ["w1_shape"], value=shape),
+        helper.make_node("Reshape", ["w1_flat", "w1_shape"], ["w1"]),
+        helper.make_node("ConstantOfShape", ["w2_shape"], ["w2_zero"],
+                         value=numpy_helper.from_array(np.zeros(1, np.float32))),
+        helper.make_node("Add", ["w2_zero", "w2_raw"], ["w2"]),
+        helper.make_node("Cast", ["w3_f64"], ["w3_t"], to=TensorProto.FLOAT),
+        helper.make_node("Transpose", ["w3_t"], ["w3"], perm=[1, 0]),
+        helper.make_node("Unsqueeze", ["b3_raw"], ["b3_u"], axes=[0]),
+        helper.make_node("Squeeze", ["b3_u"], ["b3"], axes=[0]),
+        helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c1"], ["r1"]),
+        helper.make_node("Conv", ["r1", "w2"], ["c2"], group=c, strides=[2, 2], pads=[1, 1, 1, 1]),
+        helper.make_node("Flatten", ["c2"], ["f"]),
+        helper.make_node("Gemm", ["f", "w3", "b3"], ["logits"]),
+    ]
+    init = {"w1_flat": weights(rng, c * 2 * 9), "b1": weights(rng, c, scale=0.1),
+            "w2_shape": np.array([c, 1, 3, 3], np.int64), "w2_raw": weights(rng, c, 1, 3, 3),
+            "w3_f64": weights(rng, classes, c * 9, scale=0.2).astype(np.float64), "b3_raw": weights(rng, classes)}
+    graph = helper.make_graph(nodes, "exported", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 2, 6, 6])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", classes])],
+                              [numpy_helper.from_array(v, k) for k, v in init.items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], ir_version=4)
+    onnx.checker.check_model(model, full_check=True)
+    return model
+
+
+def opset6_gemm_model(seed: int = 0) -> onnx.ModelProto:
+    """IR 3, opset 6: Gemm with the old `broadcast` attribute, initializers also listed as graph inputs."""
+    rng = np.random.default_rng(seed)
+    init = {"w": weights(rng, 4, 3), "b": weights(rng, 4, scale=0.1)}
+    node = helper.make_node("Gemm", ["x", "w", "b"], ["y"], name="fc", broadcast=1, transB=1)
+    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])] + [
+        helper.make_tensor_value_info(k, TensorProto.FLOAT, v.shape) for k, v in init.items()]
+    graph = helper.make_graph([node], "old", inputs, [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 4])],
+                              [numpy_helper.from_array(v, k) for k, v in init.items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 6)], ir_version=3)
+    onnx.checker.check_model(model)
+    return model
