@@ -28,8 +28,25 @@ echo "== native kernel tests (ASan + UBSan)"
 for t in "${native_tests[@]}"; do build/native-sanitized/"$t" | tail -1; done
 
 artifacts=$(mktemp -d)
-trap 'rm -rf "$artifacts"' EXIT
+corpus=$(mktemp -d)
+trap 'rm -rf "$artifacts" "$corpus"' EXIT
 export INQ_TEST_ARTIFACTS=$artifacts
+
+# Real exported models for tests/test_real_exports.py: digits classifiers trained in PyTorch, TensorFlow, Paddle
+# and scikit-learn and exported by their own converters (opsets 9..17), in a venv of their own: the exporters pin
+# onnx, numpy and protobuf versions that the two environments above cannot share.
+# A corpus already named in INQ_TEST_EXPORTS is used as it is.
+if [ -z "${INQ_TEST_EXPORTS:-}" ]; then
+  start=$SECONDS
+  "$PYTHON" -m venv .venv-export
+  .venv-export/bin/pip install -q --upgrade pip
+  .venv-export/bin/pip install -q -r tests/exports/requirements.txt
+  installed=$SECONDS
+  echo "== real-export corpus (exporters installed in $((installed - start)) s)"
+  .venv-export/bin/python tests/exports/make_models.py "$corpus"
+  echo "   exported in $((SECONDS - installed)) s"
+  export INQ_TEST_EXPORTS=$corpus
+fi
 echo "== training environment (onnxruntime-training $(.venv-train/bin/python -c 'import onnxruntime as o; print(o.__version__)'))"
 .venv-train/bin/pytest -q "$@"
 echo "== deployment environment (onnxruntime $(.venv-runtime/bin/python -c 'import onnxruntime as o; print(o.__version__)'))"
