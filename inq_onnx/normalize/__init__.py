@@ -11,8 +11,8 @@ import onnx
 
 from ._constants import MAX_FOLDED_BYTES, fold_constants
 from ._opset import MAX_OPSET, TARGET_OPSET, convert_opset
-from ._structure import check_input_dims, check_layers, check_model, check_tensors, check_text, drop_initializer_inputs, \
-    fill_output_shapes, infer_shapes, name_nodes
+from ._structure import check_input_dims, check_layers, check_model, check_tensors, check_text, drop_identities, \
+    drop_initializer_inputs, fill_output_shapes, infer_shapes, name_nodes
 
 __all__ = ["normalize", "normalize_model", "Normalized", "PASSES", "TARGET_OPSET", "MAX_OPSET", "MAX_FOLDED_BYTES"]
 
@@ -45,6 +45,7 @@ PASSES: tuple[tuple[str, Pass], ...] = (
     ("opset", convert_opset),
     ("initializer inputs", _in_place(drop_initializer_inputs)),
     ("constant folding", _in_place(fold_constants)),
+    ("identities", _in_place(drop_identities)),
     ("shapes", _shapes),
     ("layer attributes", _in_place(check_layers)),
 )
