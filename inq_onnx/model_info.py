@@ -7,8 +7,10 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import onnx
 
+from . import large_models
 from .calibrate import metadata_value
 from .layers import match_layers
+from .model_io import tensor_bytes
 from .normalize import normalize
 from .packing import channel_base
 from .packed_nodes import packed_weight, shift_nodes
@@ -110,7 +112,8 @@ def _layer_info(node: onnx.NodeProto, initializers: dict) -> LayerInfo:
 def model_info(model: onnx.ModelProto) -> ModelInfo:
     """Per-layer figures of the com.inq nodes, and the linear layers left float with the reason."""
     initializers = {t.name: t for t in model.graph.initializer}
-    info = ModelInfo(model_bytes=model.ByteSize(), granularity=metadata_value(model, "inq.granularity"))
+    size = tensor_bytes(model) if large_models.is_large(model) else model.ByteSize()  # protobuf stops at 2 GB
+    info = ModelInfo(model_bytes=size, granularity=metadata_value(model, "inq.granularity"))
     info.layers = [_layer_info(node, initializers) for node in shift_nodes(model)]
     float_model = model
     if not info.layers:
