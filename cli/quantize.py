@@ -43,9 +43,13 @@ from ._output import StepProgress, echo_mode, percent, table
 @click.option("--granularity", type=click.Choice(GRANULARITIES), default=QuantizeConfig.granularity,
               show_default=True, help="Exponent range (n1, n2) per output channel, or one per weight tensor.")
 @click.option("--no-retrain", is_flag=True, help="One-shot quantization, no retraining.")
+@click.option("--resume", type=click.Path(file_okay=False), metavar="DIR",
+              help="Continue an interrupted retraining from the checkpoint folder it left (<output>.ckpt); "
+                   "same options and data as the interrupted run.")
+@click.option("--no-checkpoint", is_flag=True, help="Write no checkpoint after each INQ step.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def command(model, bits, data, output, portions, strategy, epochs, batch_size, lr, optimizer, weight_decay, seed,
-            exclude, loss, activations, granularity, no_retrain, quiet):
+            exclude, loss, activations, granularity, no_retrain, resume, no_checkpoint, quiet):
     """Quantize MODEL's Conv/Gemm/MatMul weights to 0 or ±2^k in BITS bits with INQ and write the rewritten model."""
     training = RetrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer,
                              weight_decay=weight_decay, strategy=strategy, seed=seed)
@@ -57,7 +61,8 @@ def command(model, bits, data, output, portions, strategy, epochs, batch_size, l
                    err=True)
     with StepProgress(enabled=not quiet) as progress, warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        summary = quantize_file(model, config, data, output, progress)
+        summary = quantize_file(model, config, data, output, progress, resume=resume,
+                                checkpoints=not no_checkpoint)
     for w in caught:
         click.echo(f"Warning: {w.message}", err=True)
     result = summary.result

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from .checkpoint import CHECKPOINT_FILE, CheckpointStore, default_checkpoint_dir
 from .data import check_dataset, load_dataset
 from .errors import ConfigError, ModelError
 from .export import EXPORT_FORMATS, QdqNote, export_float, export_qdq
@@ -33,22 +34,31 @@ class QuantizeSummary:
 
 def quantize(model_path: str | os.PathLike, config: QuantizeConfig = QuantizeConfig(),
              data_path: str | os.PathLike | None = None, output_path: str | os.PathLike | None = None,
-             progress: ProgressCallback | None = None) -> QuantizeSummary:
+             progress: ProgressCallback | None = None, resume: str | os.PathLike | None = None,
+             checkpoints: bool = True) -> QuantizeSummary:
     """Quantize a model file, check the rewrite, compare with the original, and write `<stem>.inq.onnx`.
 
-    Nothing is written unless every step succeeds.
+    Retraining writes a checkpoint after every INQ step into `<output>.ckpt` beside the output (or into
+    `resume`), removed once the output is written; `resume` continues an interrupted run from its checkpoint
+    folder. Nothing but the checkpoint is written unless every step succeeds.
     """
     output = check_output_path(default_output_path(model_path) if output_path is None else output_path,
                                model_path, *([data_path] if data_path else []))
+    checkpoint_dir = Path(resume) if resume is not None else default_checkpoint_dir(output) if checkpoints else None
+    if resume is None and checkpoint_dir is not None and (checkpoint_dir / CHECKPOINT_FILE).exists():
+        warnings.warn(f"{checkpoint_dir} holds the checkpoint of an interrupted run; this run replaces it "
+                      f"(--resume {checkpoint_dir} would continue it)", stacklevel=2)
     model = load_model(model_path)
     dataset = load_dataset(data_path) if data_path else None
     result = quantize_model(model, config, dataset, metadata={"inq.source_sha256": model_sha256(model_path)},
-                            progress=progress)
+                            progress=progress, checkpoint_dir=checkpoint_dir, resume=resume is not None)
     # The rewrite is checked in float mode, where it must match the float model to rounding; the validation
     # against the original measures what quantizing activations (int8 mode) adds.
     comparisons = check_rewrite(result, result.dataset)
     validation = compare_models(model, result.model, result.dataset) if result.dataset is not None else None
     external_data = save_model(result.model, output)
+    if checkpoint_dir is not None:
+        CheckpointStore(checkpoint_dir, {}).remove()
     return QuantizeSummary(output, result, comparisons, validation, external_data)
 
 
