@@ -153,8 +153,9 @@ class CheckpointStore:
             raise ConfigError(f"--resume: the checkpoint in {self.directory} was made with other options ({details})")
 
     def remove(self) -> None:
-        """Delete the checkpoint and its folder when nothing else is in it."""
-        self.path.unlink(missing_ok=True)
+        """Delete the checkpoint (and a temporary file a kill mid-write left) and the folder if nothing else is in it."""
+        for path in [self.path, *self.directory.glob(f".{CHECKPOINT_FILE}.*.tmp")]:
+            path.unlink(missing_ok=True)
         try:
             self.directory.rmdir()
         except OSError:

@@ -145,7 +145,8 @@ def _retrain(model, layers, levels, dataset: Dataset, config: QuantizeConfig, pr
     with OrtGradientBackend(model, trainable, loss, dataset.sample_shapes()) as backend:
         params, steps = run_inq(backend, levels, config.schedule, dataset.inputs, targets, config.training, progress,
                                 checkpoint=store.save if store is not None else None, resume_from=start)
-    return params, steps, ("labels" if loss == "cross_entropy" else "distillation")
+    resumed = f"resumed from {checkpoint_dir} after INQ step {start.steps_done}" if start is not None else None
+    return params, steps, ("labels" if loss == "cross_entropy" else "distillation"), resumed
 
 
 def quantize_model(model: onnx.ModelProto, config: QuantizeConfig, dataset: Dataset | None = None, *,
@@ -190,7 +191,9 @@ def quantize_model(model: onnx.ModelProto, config: QuantizeConfig, dataset: Data
         values = {name: quantize(w, levels[name]) for name, w in originals.items()}
         mode = "one-shot"
     else:
-        values, steps, mode = _retrain(normalized, layers, levels, dataset, config, progress, checkpoint_dir, resume)
+        values, steps, mode, resumed = _retrain(normalized, layers, levels, dataset, config, progress,
+                                                checkpoint_dir, resume)
+        notes.extend([resumed] if resumed else [])
 
     float_model = with_initializers(normalized, values)
     meta = {"inq.bits": str(config.bits), "inq.mode": mode, "inq.version": __version__,

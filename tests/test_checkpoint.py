@@ -49,6 +49,15 @@ def test_a_checkpoint_reads_back_exactly(tmp_path):
     assert sorted(os.listdir(tmp_path / "ck")) == [CHECKPOINT_FILE]  # no temporary file left behind
 
 
+def test_removing_a_checkpoint_takes_what_a_kill_mid_write_left(tmp_path):
+    store = CheckpointStore(tmp_path / "ck", _identity())
+    store.save(_state())
+    (tmp_path / "ck" / f".{CHECKPOINT_FILE}.x1y2.tmp").write_bytes(b"PK half")
+    assert store.load().steps_done == 2  # the torn temporary file is not the checkpoint
+    store.remove()
+    assert not (tmp_path / "ck").exists()
+
+
 @pytest.mark.parametrize("identity, message", [
     (_identity(model_seed=1), "belongs to another model"),
     (_identity(data_seed=1), "was made with other data"),
@@ -150,6 +159,7 @@ def test_kill_9_then_resume_gives_the_uninterrupted_model_byte_for_byte(files):
                                       "--batch-size", "8", "--seed", "5", "--quiet",
                                       "--resume", str(checkpoint.parent)])
     assert result.exit_code == 0, result.output
+    assert f"Note: resumed from {checkpoint.parent} after INQ step" in result.output
     assert (files / "out.onnx").read_bytes() == (files / "whole.onnx").read_bytes()
     assert not checkpoint.parent.exists()
 
