@@ -184,3 +184,21 @@ def test_resume_with_other_options_is_one_error_line(files):
         assert [line for line in result.output.splitlines() if line.startswith("Error: ")] == [
             line for line in result.output.splitlines() if message in line], result.output
     assert checkpoint.exists()  # a refused resume keeps the checkpoint
+
+
+@pytest.mark.train
+def test_no_checkpoint_writes_none_and_a_stale_one_is_named(files):
+    from inq_onnx.api import quantize
+    from inq_onnx.pipeline import QuantizeConfig
+
+    config = QuantizeConfig(bits=4, training=RetrainConfig(epochs=1, batch_size=8))
+    folder = files / "out.onnx.ckpt"
+    seen = []
+    quantize(files / "model.onnx", config, files / "data.npz", files / "out.onnx", checkpoints=False,
+             progress=lambda *args: seen.append(folder.exists()))
+    assert seen and not any(seen)
+    CheckpointStore(folder, _identity()).save(_state())
+    with pytest.warns(UserWarning, match=r"out.onnx.ckpt holds the checkpoint of an interrupted run; this run "
+                                         r"replaces it \(--resume .*out.onnx.ckpt would continue it\)"):
+        quantize(files / "model.onnx", config, files / "data.npz", files / "out.onnx")
+    assert not folder.exists()
