@@ -15,14 +15,15 @@ from inq_onnx.retrain import RetrainConfig
 from inq_onnx.schedule import STRATEGIES, parse_portions
 from inq_onnx.training.optim import OPTIMIZERS
 
+from ._data import DATA_HELP, image_options, preprocess_from
 from ._output import StepProgress, echo_mode, percent, table
 
 
 @click.command("quantize")
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.option("--bits", type=int, default=5, show_default=True, help="Bits per weight, 2..8.")
-@click.option("--data", "data", type=click.Path(dir_okay=False),
-              help=".npz with one array per model input and optional int 'labels'. Without it: one-shot.")
+@click.option("--data", "data", type=click.Path(), help=DATA_HELP + ". Without it: one-shot.")
+@image_options
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Output path [default: <stem>.inq.onnx].")
 @click.option("--portions", help="Accumulated portions, e.g. 0.5,0.75,0.875,1 [default: the paper's for --bits].")
 @click.option("--strategy", type=click.Choice(STRATEGIES), default="magnitude", show_default=True,
@@ -43,10 +44,15 @@ from ._output import StepProgress, echo_mode, percent, table
 @click.option("--granularity", type=click.Choice(GRANULARITIES), default=QuantizeConfig.granularity,
               show_default=True, help="Exponent range (n1, n2) per output channel, or one per weight tensor.")
 @click.option("--no-retrain", is_flag=True, help="One-shot quantization, no retraining.")
+@click.option("--resume", type=click.Path(file_okay=False), metavar="DIR",
+              help="Continue an interrupted retraining from the checkpoint folder it left (<output>.ckpt); "
+                   "same options and data as the interrupted run.")
+@click.option("--no-checkpoint", is_flag=True, help="Write no checkpoint after each INQ step.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def command(model, bits, data, output, portions, strategy, epochs, batch_size, lr, optimizer, weight_decay, seed,
-            exclude, loss, activations, granularity, no_retrain, quiet):
+            exclude, loss, activations, granularity, no_retrain, resume, no_checkpoint, quiet, **images):
     """Quantize MODEL's Conv/Gemm/MatMul weights to 0 or ±2^k in BITS bits with INQ and write the rewritten model."""
+    preprocess = preprocess_from(images)
     training = RetrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer,
                              weight_decay=weight_decay, strategy=strategy, seed=seed)
     config = QuantizeConfig(bits=bits, portions=parse_portions(portions) if portions else None,
@@ -57,7 +63,8 @@ def command(model, bits, data, output, portions, strategy, epochs, batch_size, l
                    err=True)
     with StepProgress(enabled=not quiet) as progress, warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        summary = quantize_file(model, config, data, output, progress)
+        summary = quantize_file(model, config, data, output, progress, resume=resume,
+                                checkpoints=not no_checkpoint, preprocess=preprocess)
     for w in caught:
         click.echo(f"Warning: {w.message}", err=True)
     result = summary.result

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import copy
+import os
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import onnx
@@ -12,6 +13,7 @@ from onnx import numpy_helper
 
 from . import __version__
 from .batchnorm import BatchNormReport, fold_batchnorm
+from .checkpoint import CheckpointStore, checkpoint_identity
 from .data import Dataset, check_dataset, model_inputs
 from .errors import ConfigError, DataError, ModelError, ValidationError
 from .integer_mode import ACTIVATION_MODES, ModeReport, set_activations
@@ -122,7 +124,13 @@ def _channel_axes(layers: list[Layer]) -> dict[str, int | None]:
     return {name: next(iter(found)) if len(found) == 1 else None for name, found in axes.items()}
 
 
-def _retrain(model, layers, levels, dataset: Dataset, config: QuantizeConfig, progress):
+def _checkpoints(model, dataset: Dataset, config: QuantizeConfig, directory) -> CheckpointStore:
+    # The activation mode is applied after retraining and does not change what a checkpoint holds.
+    options = {**asdict(config), "portions": list(config.schedule), "activations": None}
+    return CheckpointStore(directory, checkpoint_identity(model, dataset.inputs, dataset.labels, options))
+
+
+def _retrain(model, layers, levels, dataset: Dataset, config: QuantizeConfig, progress, checkpoint_dir, resume):
     from .training.ort_backend import OrtGradientBackend  # needs onnxruntime-training: imported on demand
 
     if config.loss == "cross-entropy" and dataset.labels is None:
@@ -132,15 +140,25 @@ def _retrain(model, layers, levels, dataset: Dataset, config: QuantizeConfig, pr
     else:
         loss, targets = "distillation", run_batched(make_session(model), dataset.inputs)
     trainable = trainable_parameters(model, layers, config.exclude)
+    store = _checkpoints(model, dataset, config, checkpoint_dir) if checkpoint_dir is not None else None
+    start = store.load() if resume else None  # before the training graph is built: a refusal comes fast
     with OrtGradientBackend(model, trainable, loss, dataset.sample_shapes()) as backend:
-        params, steps = run_inq(backend, levels, config.schedule, dataset.inputs, targets, config.training, progress)
-    return params, steps, ("labels" if loss == "cross_entropy" else "distillation")
+        params, steps = run_inq(backend, levels, config.schedule, dataset.inputs, targets, config.training, progress,
+                                checkpoint=store.save if store is not None else None, resume_from=start)
+    resumed = f"resumed from {checkpoint_dir} after INQ step {start.steps_done}" if start is not None else None
+    return params, steps, ("labels" if loss == "cross_entropy" else "distillation"), resumed
 
 
 def quantize_model(model: onnx.ModelProto, config: QuantizeConfig, dataset: Dataset | None = None, *,
-                   metadata: dict[str, str] | None = None, progress: ProgressCallback | None = None
-                   ) -> QuantizeResult:
-    """INQ-quantize every qualifying Conv/Gemm/MatMul of `model` and rewrite them into com.inq ops."""
+                   metadata: dict[str, str] | None = None, progress: ProgressCallback | None = None,
+                   checkpoint_dir: str | os.PathLike | None = None, resume: bool = False) -> QuantizeResult:
+    """INQ-quantize every qualifying Conv/Gemm/MatMul of `model` and rewrite them into com.inq ops.
+
+    With `checkpoint_dir`, retraining writes a checkpoint there after every INQ step; `resume` continues from
+    the one it holds (same model, data and options, else ConfigError) and gives the same result byte for byte.
+    """
+    if resume and checkpoint_dir is None:
+        raise ConfigError("resume needs the checkpoint folder to resume from")
     if any(n.domain == DOMAIN for n in model.graph.node):
         raise ModelError("the model is already quantized (it has com.inq nodes); start from the float model")
     # Folded before the levels are computed: the deployed weights carry the BN scale. Retraining then trains
@@ -167,11 +185,15 @@ def quantize_model(model: onnx.ModelProto, config: QuantizeConfig, dataset: Data
         why = ("no training data was given" if dataset is None else
                "retraining is off" if not config.retrain else
                "epochs is 0" if config.training.epochs == 0 else "the schedule quantizes everything at once")
+        if resume:
+            raise ConfigError(f"--resume continues a retraining, but this run does not retrain: {why}")
         notes.append(f"one-shot quantization without retraining: {why}")
         values = {name: quantize(w, levels[name]) for name, w in originals.items()}
         mode = "one-shot"
     else:
-        values, steps, mode = _retrain(normalized, layers, levels, dataset, config, progress)
+        values, steps, mode, resumed = _retrain(normalized, layers, levels, dataset, config, progress,
+                                                checkpoint_dir, resume)
+        notes.extend([resumed] if resumed else [])
 
     float_model = with_initializers(normalized, values)
     meta = {"inq.bits": str(config.bits), "inq.mode": mode, "inq.version": __version__,
