@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from .accuracy_control import ControlReport, quantize_with_control
 from .data import check_dataset, load_dataset
 from .errors import ConfigError, ModelError
 from .export import EXPORT_FORMATS, QdqNote, export_float, export_qdq
@@ -29,27 +30,38 @@ class QuantizeSummary:
     rewrite_check: list[OutputComparison] = field(default_factory=list)
     validation: ValidationReport | None = None  # against the original, on the data
     external_data: Path | None = None  # the weights' file beside `output`, for models past protobuf's 2 GB
+    control: ControlReport | None = None  # what accuracy control (`max_drop`) measured and changed
 
 
 def quantize(model_path: str | os.PathLike, config: QuantizeConfig = QuantizeConfig(),
              data_path: str | os.PathLike | None = None, output_path: str | os.PathLike | None = None,
-             progress: ProgressCallback | None = None) -> QuantizeSummary:
+             progress: ProgressCallback | None = None, val_data_path: str | os.PathLike | None = None,
+             max_drop: float | None = None) -> QuantizeSummary:
     """Quantize a model file, check the rewrite, compare with the original, and write `<stem>.inq.onnx`.
 
-    Nothing is written unless every step succeeds.
+    With `val_data_path` and `max_drop` (points of accuracy, or of top-1 agreement without labels), the most
+    sensitive layers get more bits or stay float until the drop on that data is at most `max_drop`
+    (`accuracy_control`). Nothing is written unless every step succeeds.
     """
+    if (val_data_path is None) != (max_drop is None):
+        raise ConfigError("--val-data and --max-drop go together: the drop is measured on the validation data")
     output = check_output_path(default_output_path(model_path) if output_path is None else output_path,
-                               model_path, *([data_path] if data_path else []))
+                               model_path, *(p for p in (data_path, val_data_path) if p))
     model = load_model(model_path)
     dataset = load_dataset(data_path) if data_path else None
-    result = quantize_model(model, config, dataset, metadata={"inq.source_sha256": model_sha256(model_path)},
-                            progress=progress)
+    metadata = {"inq.source_sha256": model_sha256(model_path)}
+    control = None
+    if max_drop is None:
+        result = quantize_model(model, config, dataset, metadata=metadata, progress=progress)
+    else:
+        result, control = quantize_with_control(model, config, dataset, load_dataset(val_data_path), max_drop,
+                                                metadata=metadata, progress=progress)
     # The rewrite is checked in float mode, where it must match the float model to rounding; the validation
     # against the original measures what quantizing activations (int8 mode) adds.
     comparisons = check_rewrite(result, result.dataset)
     validation = compare_models(model, result.model, result.dataset) if result.dataset is not None else None
     external_data = save_model(result.model, output)
-    return QuantizeSummary(output, result, comparisons, validation, external_data)
+    return QuantizeSummary(output, result, comparisons, validation, external_data, control)
 
 
 def validate(original_path: str | os.PathLike, quantized_path: str | os.PathLike,
