@@ -24,9 +24,13 @@ from .retrain import ProgressCallback
 from .runtime import make_session, run_batched
 from .validate import accuracy
 
-__all__ = ["Relaxation", "ControlReport", "quantize_with_control", "METRICS"]
+__all__ = ["Relaxation", "ControlReport", "quantize_with_control", "METRICS", "SUMMARY_KEY", "FLOAT_KEY",
+           "FLOAT_REASON"]
 
 METRICS = ("accuracy", "top-1 agreement")
+# Metadata of the model written: what the loop did, and the nodes it left float (which `info` names as such).
+SUMMARY_KEY, FLOAT_KEY = "inq.accuracy_control", "inq.accuracy_control.float"
+FLOAT_REASON = "left float by accuracy control (--max-drop)"
 
 
 @dataclass(frozen=True)
@@ -45,7 +49,7 @@ class Relaxation:
         alone = f"alone at {self.bits_before} bits it loses {self.sensitivity:.2f} points, the most of the " \
                 f"layers still quantized (model drop {self.drop_before:.2f})"
         if self.bits_after is None:
-            return f"{alone}; no width up to {MAX_BITS} bits stays within half the allowed drop"
+            return f"{alone}; no wider width up to {MAX_BITS} bits loses less and stays within half the allowed drop"
         return f"{alone}; at {self.bits_after} bits it loses {self.sensitivity_after:.2f}"
 
     def summary(self) -> str:
@@ -73,9 +77,18 @@ class ControlReport:
     def drop(self) -> float:
         return self.drops[self.chosen_run]
 
+    @property
+    def applied(self) -> list[Relaxation]:
+        """The changes behind the returned model."""
+        return self.relaxations[:self.chosen_run]
+
+    @property
+    def float_nodes(self) -> list[str]:
+        return [node for r in self.applied if r.bits_after is None for node in r.nodes]
+
     def summary(self) -> str:
         outcome = "met" if self.met else "not met: nothing left to relax"
-        changes = "; ".join(r.summary() for r in self.relaxations[:self.chosen_run]) or "no layer changed"
+        changes = "; ".join(r.summary() for r in self.applied) or "no layer changed"
         return (f"max drop {self.max_drop:g} points of {self.metric} {outcome}: drop {self.drops[0]:.2f} -> "
                 f"{self.drop:.2f} in {self.runs} run(s) and {self.evaluations} sensitivity measurement(s); "
                 f"{changes}")
@@ -131,8 +144,9 @@ class _Sensitivity:
 
 def _next_relaxation(layers: list[Layer], config: QuantizeConfig, sensitivity: _Sensitivity, drop: float,
                      max_drop: float) -> Relaxation | None:
-    """The most sensitive quantized weight one step more precise: the smallest wider width that alone loses at
-    most half the allowed drop, else float (but the last quantized weight, which can only widen)."""
+    """The most sensitive quantized weight one step more precise: the smallest wider width that alone loses less
+    than now and at most half the allowed drop, else float (but the last quantized weight, which can only widen
+    to the widest)."""
     nodes: dict[str, list[Layer]] = {}
     for layer in layers:
         nodes.setdefault(layer.weight, []).append(layer)
@@ -146,10 +160,13 @@ def _next_relaxation(layers: list[Layer], config: QuantizeConfig, sensitivity: _
         return None
     _, _, weight, bits = min(candidates)
     names = tuple(layer.node for layer in nodes[weight])
-    wider = next((b for b in range(bits + 1, MAX_BITS + 1) if sensitivity(weight, b) <= max_drop / 2), None)
+    now = sensitivity(weight, bits)
+    # A width that loses as much as this one buys nothing: widening only while it helps keeps runs few.
+    wider = next((b for b in range(bits + 1, MAX_BITS + 1)
+                  if sensitivity(weight, b) <= max_drop / 2 and sensitivity(weight, b) < now), None)
     if wider is None and len(nodes) == 1:
         wider = MAX_BITS
-    return Relaxation(names, bits, wider, sensitivity(weight, bits),
+    return Relaxation(names, bits, wider, now,
                       sensitivity(weight, wider) if wider is not None else None, drop)
 
 
@@ -200,7 +217,9 @@ def quantize_with_control(model: onnx.ModelProto, config: QuantizeConfig, datase
             break
         report.relaxations.append(change)
         current = _relaxed(current, change)
-    values = {"inq.accuracy_control": report.summary()}
+    floated = set(report.float_nodes)
+    best.skipped = [dataclasses.replace(s, reason=FLOAT_REASON) if s.node in floated else s for s in best.skipped]
+    values = {SUMMARY_KEY: report.summary(), **({FLOAT_KEY: ",".join(report.float_nodes)} if floated else {})}
     _set_metadata(best.model, values)
     _set_metadata(best.float_mode_model, values)
     return best, report

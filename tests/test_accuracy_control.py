@@ -7,7 +7,7 @@ from click.testing import CliRunner
 from onnx import TensorProto, helper
 from onnx.reference import ReferenceEvaluator
 
-from inq_onnx.accuracy_control import quantize_with_control
+from inq_onnx.accuracy_control import FLOAT_REASON, quantize_with_control
 from inq_onnx.api import export, info, quantize
 from inq_onnx.cli.main import cli
 from inq_onnx.data import Dataset
@@ -170,9 +170,10 @@ def test_control_leaves_float_a_layer_no_width_holds():
                                            max_drop=1.0)
     assert report.met and report.drop <= 1.0
     assert [(r.nodes, r.bits_before, r.bits_after) for r in report.relaxations] == [(("fc",), 2, None)]
-    assert "no width up to 8 bits" in report.relaxations[0].reason
+    assert "no wider width up to 8 bits" in report.relaxations[0].reason
     assert node_bits(result.model) == {"conv": 2}
     assert metadata(result.model)["inq.bits"] == "2" and "inq.layer_bits" not in metadata(result.model)
+    assert [(s.node, s.reason) for s in result.skipped] == [("fc", FLOAT_REASON)]
     assert "fc: 2 bits ->" in metadata(result.model)["inq.accuracy_control"]
     # The reported drop is the drop of the returned model.
     x = validation().inputs["x"]
@@ -226,6 +227,20 @@ def test_control_needs_scores_for_the_labels():
 
 def run_cli(*args):
     return CliRunner().invoke(cli, [str(a) for a in args])
+
+
+def test_info_names_the_layers_accuracy_control_left_float(tmp_path):
+    onnx.save(sensitive_model(exact=False), tmp_path / "m.onnx")
+    np.savez(tmp_path / "val.npz", x=validation().inputs["x"])
+    summary = quantize(tmp_path / "m.onnx", QuantizeConfig(bits=2, retrain=False), val_data_path=tmp_path / "val.npz",
+                       max_drop=1.0)
+    assert summary.control.met and summary.control.float_nodes == ["fc"]
+    report = info(summary.output)
+    assert [(f.node, f.reason) for f in report.float_layers] == [("fc", FLOAT_REASON)]
+    assert [(layer.node, layer.bits) for layer in report.layers] == [("conv", 2)]
+    assert report.accuracy_control.startswith("max drop 1 points of top-1 agreement met")
+    shown = run_cli("info", summary.output)
+    assert f"Gemm node: {FLOAT_REASON}: fc" in shown.output and "accuracy control: max drop 1" in shown.output
 
 
 def test_cli_layer_bits_val_data_and_max_drop(tmp_path):
