@@ -15,6 +15,7 @@ from inq_onnx.errors import ConfigError
 from inq_onnx.integer_mode import set_activations
 from inq_onnx.packed_nodes import shift_nodes
 from inq_onnx.pipeline import QuantizeConfig, check_rewrite, quantize_model
+from inq_onnx.quantizer import quantize as round_to_levels
 from inq_onnx.reference import REFERENCE_OPS
 from inq_onnx.runtime import make_session
 
@@ -86,6 +87,46 @@ def test_mixed_bits_integer_mode_keeps_wide_layers_float():
     want = make_session(result.float_model).run(None, {"x": x})[0]
     got = make_session(converted).run(None, {"x": x})[0]
     assert np.mean(got.argmax(1) == want.argmax(1)) >= 0.75
+
+
+def test_mixed_bits_inference_session_float_and_int8():
+    ort = pytest.importorskip("onnxruntime")
+    import inq_onnx
+    from inq_onnx.calibrate import ACTIVATIONS_KEY, RANGES_KEY, activation_ranges, ranges_metadata
+    from inq_onnx.export import export_float, export_qdq
+
+    model = quantize_model(conv_gemm_model(), QuantizeConfig(bits=4, retrain=False,
+                                                            layer_bits={"conv1": 3, "fc": 2})).model
+    x = random_inputs(6, 16)
+    model.metadata_props.add(key=RANGES_KEY, value=ranges_metadata(activation_ranges(export_float(model), {"x": x})))
+    model.metadata_props.add(key=ACTIVATIONS_KEY, value="int8")
+
+    def plain(m):
+        return ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+
+    session = inq_onnx.InferenceSession(model, activations="float")
+    np.testing.assert_allclose(session.run(None, {"x": x})[0], plain(export_float(model)), rtol=1e-6, atol=1e-6)
+    session = inq_onnx.InferenceSession(model)
+    assert session.inq_activations == "int8" and session.inq_notes == []  # 2, 3 and 4 bits all fit int8
+    np.testing.assert_array_equal(session.run(None, {"x": x})[0], plain(export_qdq(model).model))
+
+
+@pytest.mark.train
+def test_retraining_keeps_each_layer_on_its_own_levels():
+    from inq_onnx.retrain import RetrainConfig
+
+    x = random_inputs(9, 32)
+    data = Dataset({"x": x}, np.random.default_rng(0).integers(0, 5, 32))
+    config = QuantizeConfig(bits=3, layer_bits={"conv_dw": 5}, portions=(0.5, 1.0),
+                            training=RetrainConfig(epochs=1, batch_size=8))
+    result = quantize_model(conv_gemm_model(), config, data)
+    assert result.mode == "labels" and node_bits(result.model) == {"conv1": 3, "conv_dw": 5, "fc": 3}
+    assert check_rewrite(result, result.dataset)  # the packed weights reproduce the retrained ones
+    trained = {t.name: onnx.numpy_helper.to_array(t) for t in result.float_model.graph.initializer}
+    for layer in result.layers:
+        levels = result.levels[layer.weight]
+        assert levels.bits == node_bits(result.model)[layer.node]
+        np.testing.assert_array_equal(round_to_levels(trained[layer.weight], levels), trained[layer.weight])
 
 
 @pytest.mark.parametrize("layer_bits, message", [
