@@ -53,7 +53,7 @@ class QuantizeConfig:
     # channel: n1, n2 per output channel (folded BatchNorm scales differ by channel); tensor: one range per layer.
     granularity: str = "channel"
     # Bits of single nodes that differ from `bits` (node name -> 2..8), e.g. a sensitive layer given more.
-    layer_bits: Mapping[str, int] = field(default_factory=dict)
+    layer_bits: Mapping[str, int] = field(default_factory=dict, hash=False)  # a dict: left out of the hash
 
     def __post_init__(self):
         check_bits(self.bits)

@@ -147,7 +147,8 @@ def test_layer_bits_and_exclude_contradict():
 
 def test_shared_weight_needs_one_width():
     rng = np.random.default_rng(0)
-    nodes = [helper.make_node("Gemm", ["x", "w"], ["h"], name="a"), helper.make_node("Gemm", ["h", "w"], ["y"], name="b")]
+    nodes = [helper.make_node("Gemm", ["x", "w"], ["h"], name="a"),
+             helper.make_node("Gemm", ["h", "w"], ["y"], name="b")]
     model = make_model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 8])],
                        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 8])],
                        {"w": rng.standard_normal((8, 8)).astype(np.float32)})
