@@ -145,23 +145,48 @@ def test_layer_bits_and_exclude_contradict():
         QuantizeConfig(exclude=("fc",), layer_bits={"fc": 6})
 
 
-def test_shared_weight_needs_one_width():
+def shared_weight_model() -> onnx.ModelProto:
+    """Two Gemm nodes sharing one weight of ±2^k over 7 octaves: exact from 5 bits on (8 exponents)."""
     rng = np.random.default_rng(0)
+    weight = rng.choice([-1.0, 1.0], (8, 8)) * 2.0 ** rng.integers(-6, 1, (8, 8))
     nodes = [helper.make_node("Gemm", ["x", "w"], ["h"], name="a"),
              helper.make_node("Gemm", ["h", "w"], ["y"], name="b")]
-    model = make_model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 8])],
-                       [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 8])],
-                       {"w": rng.standard_normal((8, 8)).astype(np.float32)})
+    return make_model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 8])],
+                      [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 8])],
+                      {"w": weight.astype(np.float32)})
+
+
+def test_shared_weight_needs_one_width():
+    model = shared_weight_model()
     with pytest.raises(ConfigError, match="node b shares its weight w with another layer at 5 bits"):
         quantize_model(model, QuantizeConfig(retrain=False, layer_bits={"b": 3}))
     both = quantize_model(model, QuantizeConfig(retrain=False, layer_bits={"a": 3, "b": 3}))
     assert node_bits(both.model) == {"a": 3, "b": 3}
 
 
+def test_layer_bits_for_a_layer_that_stays_float_is_a_note():
+    model = conv_gemm_model()
+    weight = next(t for t in model.graph.initializer if t.name == "w3")
+    model.graph.input.append(helper.make_tensor_value_info("w3", TensorProto.FLOAT, list(weight.dims)))
+    model.graph.initializer.remove(weight)
+    result = quantize_model(model, QuantizeConfig(bits=4, retrain=False, layer_bits={"fc": 6}))
+    assert node_bits(result.model) == {"conv1": 4, "conv_dw": 4}
+    assert "layer_bits for fc ignored: it stays float (weight is a graph input, not a constant)" in result.notes
+
+
+def test_control_moves_the_nodes_of_a_shared_weight_together():
+    model = shared_weight_model()
+    data = Dataset({"x": np.random.default_rng(3).standard_normal((200, 8)).astype(np.float32)}, None)
+    result, report = quantize_with_control(model, QuantizeConfig(bits=2, retrain=False), None, data, max_drop=5.0)
+    assert report.drops[0] > 5.0 and report.met and report.drop == 0.0
+    assert [(r.nodes, r.bits_before, r.bits_after) for r in report.relaxations] == [(("a", "b"), 2, 5)]
+    assert node_bits(result.model) == {"a": 5, "b": 5}  # one weight: it widens, for both nodes, never float
+
+
 def sensitive_model(seed: int = 0, conv: bool = True, exact: bool = True) -> onnx.ModelProto:
     """Conv whose weights are all ±1/4 (exact at any width) → Relu → Flatten → Gemm whose weight magnitudes
     span 12 octaves (at 2 bits most become 0): only the Gemm is sensitive. `exact`: the Gemm's magnitudes are
-    powers of two, exact from 5 bits on (15 levels); else they fall between, and no width is exact."""
+    powers of two, exact from 6 bits on (16 exponents); else they fall between, and no width is exact."""
     rng = np.random.default_rng(seed)
     octaves = rng.integers(-11, 1, (5, 4 * 36)) if exact else rng.uniform(-12, 0, (5, 4 * 36))
     fc = (rng.choice([-1.0, 1.0], (5, 4 * 36)) * 2.0 ** octaves).astype(np.float32)
@@ -200,9 +225,9 @@ def test_control_relaxes_the_sensitive_layer_and_meets_the_drop():
     # The conv (exact at 2 bits) was measured harmless and kept at 2 bits.
     bits = node_bits(result.model)
     assert bits["conv"] == 2
-    # Exact from 5 bits on: the smallest width that alone keeps half the allowed drop, at most 5.
+    # Exact from 6 bits on: the smallest width that alone keeps half the allowed drop, at most 6.
     final = report.relaxations[-1]
-    assert 2 < bits["fc"] == final.bits_after <= 5 and final.sensitivity_after <= 0.5
+    assert 2 < bits["fc"] == final.bits_after <= 6 and final.sensitivity_after <= 0.5
     assert metadata(result.model)["inq.layer_bits"] == f"fc={final.bits_after}"
 
 
