@@ -120,7 +120,7 @@ def _echo_control(control) -> None:
     click.echo(f"Accuracy control on --val-data ({control.metric}, float model {control.reference:.2f}%): drop "
                + " -> ".join(f"{d:.2f}" for d in control.drops) + f" points over {control.runs} run(s), "
                f"{control.evaluations} one-layer measurement(s).")
-    for change in control.relaxations[:control.chosen_run]:
+    for change in control.applied:
         after = "float" if change.bits_after is None else f"{change.bits_after} bits"
         click.echo(f"  {', '.join(change.nodes)}: {change.bits_before} bits -> {after}: {change.reason}")
     if control.met:
