@@ -8,11 +8,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from .accuracy_control import ControlReport, quantize_with_control
 from .checkpoint import CHECKPOINT_FILE, CheckpointStore, default_checkpoint_dir
 from .data import Dataset, check_dataset, data_batches, is_data_path, load_data
-from .images import Preprocess
 from .errors import ConfigError, ModelError
 from .export import EXPORT_FORMATS, QdqNote, export_float, export_qdq
+from .images import Preprocess
 from .integer_mode import ModeReport, set_activations
 from .model_info import ModelInfo, model_info
 from .model_io import check_output_path, default_output_path, load_model, model_sha256, save_model
@@ -31,6 +32,7 @@ class QuantizeSummary:
     rewrite_check: list[OutputComparison] = field(default_factory=list)
     validation: ValidationReport | None = None  # against the original, on the data
     external_data: Path | None = None  # the weights' file beside `output`, for models past protobuf's 2 GB
+    control: ControlReport | None = None  # what accuracy control (`max_drop`) measured and changed
 
 
 def _data_inputs(data) -> list:
@@ -48,7 +50,8 @@ def _calibration_batches(data, model, preprocess: Preprocess | None, batch_size:
 def quantize(model_path: str | os.PathLike, config: QuantizeConfig = QuantizeConfig(),
              data_path=None, output_path: str | os.PathLike | None = None,
              progress: ProgressCallback | None = None, resume: str | os.PathLike | None = None,
-             checkpoints: bool = True, preprocess: Preprocess | None = None) -> QuantizeSummary:
+             checkpoints: bool = True, preprocess: Preprocess | None = None, val_data_path=None,
+             max_drop: float | None = None) -> QuantizeSummary:
     """Quantize a model file, check the rewrite, compare with the original, and write `<stem>.inq.onnx`.
 
     `data_path`: an .npz file, an image folder (decoded with `preprocess`), a Dataset, or input dicts (an
@@ -57,18 +60,34 @@ def quantize(model_path: str | os.PathLike, config: QuantizeConfig = QuantizeCon
 
     Retraining writes a checkpoint after every INQ step into `<output>.ckpt` beside the output (or into
     `resume`), removed once the output is written; `resume` continues an interrupted run from its checkpoint
-    folder. Nothing but the checkpoint is written unless every step succeeds.
+    folder. With `val_data_path` (data as `data_path`) and `max_drop` (points of accuracy, or of top-1
+    agreement without labels), the most sensitive layers get more bits or stay float until the drop on that
+    data is at most `max_drop` (`accuracy_control`); those runs write no checkpoints. Nothing but the
+    checkpoint is written unless every step succeeds.
     """
+    if (val_data_path is None) != (max_drop is None):
+        raise ConfigError("--val-data and --max-drop go together: the drop is measured on the validation data")
     output = check_output_path(default_output_path(model_path) if output_path is None else output_path,
-                               model_path, *_data_inputs(data_path))
-    checkpoint_dir = Path(resume) if resume is not None else default_checkpoint_dir(output) if checkpoints else None
+                               model_path, *_data_inputs(data_path), *_data_inputs(val_data_path))
+    if max_drop is not None and resume is not None:
+        raise ConfigError("--resume continues one retraining run; accuracy control (--max-drop) runs several")
+    checkpoint_dir = None
+    if max_drop is None:
+        checkpoint_dir = Path(resume) if resume is not None else default_checkpoint_dir(output) if checkpoints \
+            else None
     if resume is None and checkpoint_dir is not None and (checkpoint_dir / CHECKPOINT_FILE).exists():
         warnings.warn(f"{checkpoint_dir} holds the checkpoint of an interrupted run; this run replaces it "
                       f"(--resume {checkpoint_dir} would continue it)", stacklevel=2)
     model = load_model(model_path)
     dataset = load_data(data_path, model, preprocess) if data_path is not None else None
-    result = quantize_model(model, config, dataset, metadata={"inq.source_sha256": model_sha256(model_path)},
-                            progress=progress, checkpoint_dir=checkpoint_dir, resume=resume is not None)
+    metadata = {"inq.source_sha256": model_sha256(model_path)}
+    control = None
+    if max_drop is None:
+        result = quantize_model(model, config, dataset, metadata=metadata, progress=progress,
+                                checkpoint_dir=checkpoint_dir, resume=resume is not None)
+    else:
+        result, control = quantize_with_control(model, config, dataset, load_data(val_data_path, model, preprocess),
+                                                max_drop, metadata=metadata, progress=progress)
     # The rewrite is checked in float mode, where it must match the float model to rounding; the validation
     # against the original measures what quantizing activations (int8 mode) adds.
     comparisons = check_rewrite(result, result.dataset)
@@ -76,7 +95,7 @@ def quantize(model_path: str | os.PathLike, config: QuantizeConfig = QuantizeCon
     external_data = save_model(result.model, output)
     if checkpoint_dir is not None:
         CheckpointStore(checkpoint_dir, {}).remove()
-    return QuantizeSummary(output, result, comparisons, validation, external_data)
+    return QuantizeSummary(output, result, comparisons, validation, external_data, control)
 
 
 def validate(original_path: str | os.PathLike, quantized_path: str | os.PathLike,
