@@ -334,3 +334,13 @@ def test_cli_errors(tmp_path, args, message):
     result = run_cli("quantize", tmp_path / "m.onnx", "--no-retrain", *args)
     assert result.exit_code == 2 and message in result.output, result.output
     assert not (tmp_path / "m.inq.onnx").exists()
+
+
+def test_accuracy_control_does_not_resume(tmp_path):
+    """--resume continues one retraining run; accuracy control runs several: the pair is refused, nothing written."""
+    onnx.save(conv_gemm_model(), tmp_path / "m.onnx")
+    np.savez(tmp_path / "val.npz", x=random_inputs(0, 8))
+    with pytest.raises(ConfigError, match="--resume continues one retraining run"):
+        quantize(tmp_path / "m.onnx", QuantizeConfig(bits=4, retrain=False), val_data_path=tmp_path / "val.npz",
+                 max_drop=1.0, resume=tmp_path / "m.inq.onnx.ckpt")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx", "val.npz"]
