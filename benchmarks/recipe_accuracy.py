@@ -73,7 +73,8 @@ def main() -> None:
             start = time.perf_counter()
             inq = quantize_model(model, QuantizeConfig(bits=bits), train)
             seconds = time.perf_counter() - start
-            acc_one_shot, acc_inq = held_out_accuracy(one_shot.float_model, val), held_out_accuracy(inq.float_model, val)
+            acc_one_shot = held_out_accuracy(one_shot.float_model, val)
+            acc_inq = held_out_accuracy(inq.float_model, val)
             drop, gain = 100 * (fp32 - acc_inq), 100 * (acc_inq - acc_one_shot)
             rows.append(f"| {name} | {seed + args.seed} | {bits} | {100 * fp32:.1f} | {100 * acc_one_shot:.1f} | "
                         f"{100 * acc_inq:.1f} | {drop:+.1f} ({'met' if drop <= TARGET_DROP[bits] else 'MISSED'}) | "

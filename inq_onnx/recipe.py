@@ -30,11 +30,11 @@ from .schedule import grow_frozen_mask
 from .training.backend import GradientBackend
 from .training.optim import make_optimizer
 
-__all__ = ["Recipe", "RangeTest", "choose_epochs", "choose_loss", "lr_range_test", "MIN_STEPS_PER_INQ_STEP",
-           "FIT_ACCURACY"]
+__all__ = ["Recipe", "RangeTest", "choose_recipe", "choose_epochs", "choose_loss", "lr_range_test",
+           "MIN_STEPS_PER_INQ_STEP", "FIT_ACCURACY"]
 
-# Optimizer steps each INQ step needs at least (measured on the digits CNNs, benchmarks/recipe_accuracy.py):
-# fewer leave the low-bit steps short of recovering; at 5 and 4 bits the frozen portions move weights less.
+# Optimizer steps each INQ step gets at least: more at low widths, where each frozen portion moves the weights
+# further (the demo's 3-bit recipe needed about 260). Checked, not tuned, by benchmarks/recipe_accuracy.py.
 MIN_STEPS_PER_INQ_STEP = {5: 150, 4: 200, 3: 300, 2: 400}
 MAX_EPOCHS = 50  # a bound for tiny data sets, where MIN_STEPS would mean hundreds of passes
 # Training accuracy from which the original model counts as fitting its labels: its outputs then carry the
