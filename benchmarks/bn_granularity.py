@@ -158,8 +158,9 @@ def main() -> None:
             (out,) = report.outputs
             retrained = "-"
             if not args.no_retrain:
-                training = RetrainConfig(lr=args.lr, epochs=6 if bits < 4 else 2, seed=args.seed)
-                recipe = dataclasses.replace(config, retrain=True, training=training)
+                # Fixed settings (not the per-model recipe) keep the two granularities comparable.
+                training = RetrainConfig(lr=args.lr, epochs=6 if bits < 4 else 2, decay="none", seed=args.seed)
+                recipe = dataclasses.replace(config, retrain=True, training=training, loss="cross-entropy")
                 result = quantize_model(model, recipe, train_set)
                 acc = accuracy(run_batched(make_session(result.model), val.inputs)[0], val.labels)
                 retrained = f"{100 * acc:.1f}%"

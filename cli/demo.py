@@ -31,8 +31,8 @@ def command(workdir, bits, seed, quiet):
          f"{report.latency_quantized * 1e3:.3f}", f"{report.latency_quantized / report.latency_float:.2f}x FP32"),
     ]
     click.echo("")
-    click.echo(f"INQ retraining on the training split: {report.mode}, SGD lr {report.lr:g}, "
-               f"{report.epochs} epoch(s) per step.")
+    click.echo(f"INQ retraining on the training split (recipe chosen from the data): {report.mode}, "
+               f"SGD lr {report.lr:.3g} with cosine decay, {report.epochs} epoch(s) per step.")
     click.echo(table(["", "FP32 (onnxruntime)", f"INQ {bits}-bit (com.inq)", "change"], rows))
     click.echo("")
     click.echo(f"Models and data are in {files.workdir}/ ({files.model.name}, {files.quantized.name}, "

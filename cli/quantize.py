@@ -14,7 +14,7 @@ from inq_onnx.quantizer import GRANULARITIES
 from inq_onnx.refusals import group_reasons
 from inq_onnx.retrain import RetrainConfig
 from inq_onnx.schedule import STRATEGIES, parse_portions
-from inq_onnx.training.optim import OPTIMIZERS
+from inq_onnx.training.optim import DECAYS, OPTIMIZERS
 
 from ._data import DATA_HELP, image_options, preprocess_from
 from ._output import StepProgress, echo_mode, percent, table
@@ -29,16 +29,20 @@ from ._output import StepProgress, echo_mode, percent, table
 @click.option("--portions", help="Accumulated portions, e.g. 0.5,0.75,0.875,1 [default: the paper's for --bits].")
 @click.option("--strategy", type=click.Choice(STRATEGIES), default="magnitude", show_default=True,
               help="Which weights each step freezes: largest magnitude first, or random.")
-@click.option("--epochs", type=int, default=RetrainConfig.epochs, show_default=True, help="Epochs per step.")
+@click.option("--epochs", type=int, help="Epochs per INQ step [default: enough for a minimum of optimizer steps "
+                                         "per step, scaled to the data size].")
 @click.option("--batch-size", type=int, default=RetrainConfig.batch_size, show_default=True)
-@click.option("--lr", type=float, default=RetrainConfig.lr, show_default=True, help="Learning rate.")
+@click.option("--lr", type=float, help="Learning rate [default: a tenth of where a short range test on the data "
+                                      "diverges].")
+@click.option("--decay", type=click.Choice(DECAYS), help="Learning-rate decay within each INQ step [default: cosine].")
 @click.option("--optimizer", type=click.Choice(OPTIMIZERS), default="sgd", show_default=True,
               help="sgd: momentum 0.9, weight decay 5e-4 (the paper's); adamw.")
 @click.option("--weight-decay", type=float, default=RetrainConfig.weight_decay, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--exclude", multiple=True, metavar="NODE", help="Leave this node float (repeatable).")
 @click.option("--loss", type=click.Choice(LOSSES), default="auto", show_default=True,
-              help="auto: cross-entropy when the data has labels, else distillation from the original's outputs.")
+              help="auto: distillation from the original's outputs, or cross-entropy on the labels when the "
+                   "original does not fit them.")
 @click.option("--activations", type=click.Choice(ACTIVATION_MODES), default="float", show_default=True,
               help="float: weights-only INQ. int8: uint8 activations (scales calibrated on --data, else per run) "
                    "and integer accumulation, for speed.")
@@ -58,12 +62,12 @@ from ._output import StepProgress, echo_mode, percent, table
                    "same options and data as the interrupted run.")
 @click.option("--no-checkpoint", is_flag=True, help="Write no checkpoint after each INQ step.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
-def command(model, bits, data, output, portions, strategy, epochs, batch_size, lr, optimizer, weight_decay, seed,
-            exclude, loss, activations, granularity, layer_bits, val_data, max_drop, no_retrain, resume,
+def command(model, bits, data, output, portions, strategy, epochs, batch_size, lr, decay, optimizer, weight_decay,
+            seed, exclude, loss, activations, granularity, layer_bits, val_data, max_drop, no_retrain, resume,
             no_checkpoint, quiet, **images):
     """Quantize MODEL's Conv/Gemm/MatMul weights to 0 or ±2^k in BITS bits with INQ and write the rewritten model."""
     preprocess = preprocess_from(images)
-    training = RetrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer,
+    training = RetrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, decay=decay, optimizer=optimizer,
                              weight_decay=weight_decay, strategy=strategy, seed=seed)
     config = QuantizeConfig(bits=bits, portions=parse_portions(portions) if portions else None,
                             exclude=tuple(exclude), retrain=not no_retrain, training=training, loss=loss,
@@ -92,6 +96,9 @@ def command(model, bits, data, output, portions, strategy, epochs, batch_size, l
             click.echo(f"Note: {note}")
     if summary.control is not None:
         _echo_control(summary.control)
+    if result.recipe is not None:
+        for line in result.recipe.lines():
+            click.echo(f"Retraining: {line}")
     folded = result.batchnorm.summary() if result.batchnorm is not None else None
     if folded:
         click.echo(f"BatchNormalization: {folded}.")

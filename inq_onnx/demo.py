@@ -174,20 +174,16 @@ class DemoReport:
     latency_quantized: float
     batch: int
     mode: str  # the loss retraining used: labels or distillation
-    lr: float
+    lr: float  # as the recipe chose them
     epochs: int
 
 
 def demo_config(bits: int, seed: int = 0):
-    """The demo's recipe. A network this small (and this short a run: 43 batches an epoch) needs a higher rate
-    than the paper's 1e-3. Below 4 bits it takes more epochs per step and learns from the FP32 model's logits
-    (distillation) rather than the labels, which the FP32 model already fits perfectly."""
+    """The demo runs with the defaults: inq_onnx.recipe chooses epochs, learning rate, decay and loss."""
     from .pipeline import QuantizeConfig
     from .retrain import RetrainConfig
 
-    low = bits < 4
-    return QuantizeConfig(bits=bits, loss="distillation" if low else "auto",
-                          training=RetrainConfig(lr=1e-2, epochs=6 if low else 2, seed=seed))
+    return QuantizeConfig(bits=bits, training=RetrainConfig(seed=seed))
 
 
 def quantize_demo(files: DemoFiles, bits: int = 5, seed: int = 0, progress: ProgressCallback | None = None
@@ -204,4 +200,4 @@ def quantize_demo(files: DemoFiles, bits: int = 5, seed: int = 0, progress: Prog
     return DemoReport(files, bits, report.accuracy_original, report.accuracy_quantized,
                       files.model.stat().st_size, files.quantized.stat().st_size,
                       latency_float, latency_quantized, len(batch[INPUT]), summary.result.mode,
-                      config.training.lr, config.training.epochs)
+                      summary.result.recipe.lr, summary.result.recipe.epochs)

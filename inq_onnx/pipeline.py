@@ -22,13 +22,14 @@ from .layers import Layer, SkippedNode, match_layers
 from .normalize import normalize
 from .packing import check_bits
 from .quantizer import GRANULARITIES, LayerLevels, layer_levels, quantize
+from .recipe import Recipe, choose_loss, choose_recipe
 from .refusals import group_reasons, summarize_reasons
 from .retrain import ProgressCallback, RetrainConfig, StepReport, run_inq
 from .rewrite import rewrite_model
 from .runtime import make_session, run_batched
 from .schedule import check_portions, default_portions
 from .schemas import DOMAIN
-from .validate import OutputComparison, compare_outputs
+from .validate import OutputComparison, accuracy, compare_outputs
 
 __all__ = ["QuantizeConfig", "QuantizeResult", "quantize_model", "check_rewrite", "trainable_parameters",
            "with_initializers", "layer_bits_metadata", "LOSSES"]
@@ -47,7 +48,8 @@ class QuantizeConfig:
     exclude: tuple[str, ...] = ()
     retrain: bool = True
     training: RetrainConfig = field(default_factory=RetrainConfig)
-    # auto: cross-entropy when the data has labels, else distillation from the original model's outputs.
+    # auto: distillation from the original model's outputs, unless the data has labels the original does not fit
+    # (inq_onnx.recipe.choose_loss).
     loss: str = "auto"
     # float: weights-only INQ (what retraining assumes); int8: uint8 activations, scales calibrated on the data
     # (or computed per run without data), integer accumulation.
@@ -132,6 +134,7 @@ class QuantizeResult:
     activation_mode: ModeReport | None = None
     batchnorm: BatchNormReport | None = None  # the BatchNormalization nodes folded into the layer before
     normalization: list[str] = field(default_factory=list)  # what normalizing the model changed
+    recipe: Recipe | None = None  # the retraining settings used and why; None for one-shot
 
     @property
     def checked_model(self) -> onnx.ModelProto:
@@ -178,18 +181,26 @@ def _retrain(model, layers, levels, dataset: Dataset, config: QuantizeConfig, pr
 
     if config.loss == "cross-entropy" and dataset.labels is None:
         raise DataError("loss cross-entropy needs 'labels' in the data")
-    if dataset.labels is not None and config.loss != "distillation":
-        loss, targets = "cross_entropy", dataset.labels
-    else:
-        loss, targets = "distillation", run_batched(make_session(model), dataset.inputs)
+    teacher = None if config.loss == "cross-entropy" else run_batched(make_session(model), dataset.inputs)
+    classifier = (teacher is not None and dataset.labels is not None and teacher[0].ndim == 2
+                  and teacher[0].shape[1] > int(dataset.labels.max(initial=0)))
+    fit = accuracy(teacher[0], dataset.labels) if classifier else None  # how well the original fits the labels
+    loss, loss_why = choose_loss(config.loss, dataset.labels, fit)
+    targets = dataset.labels if loss == "labels" else teacher
     trainable = trainable_parameters(model, layers, config.exclude)
     store = _checkpoints(model, dataset, config, checkpoint_dir) if checkpoint_dir is not None else None
     start = store.load() if resume else None  # before the training graph is built: a refusal comes fast
-    with OrtGradientBackend(model, trainable, loss, dataset.sample_shapes()) as backend:
-        params, steps = run_inq(backend, levels, config.schedule, dataset.inputs, targets, config.training, progress,
+    with OrtGradientBackend(model, trainable, "cross_entropy" if loss == "labels" else "distillation",
+                            dataset.sample_shapes()) as backend:
+        # A resumed run chooses the recipe again: the range test is deterministic for the seed, so it finds
+        # the same rate as the interrupted run did.
+        recipe = choose_recipe(backend, dataset.inputs, targets, config.training, levels, config.schedule,
+                               config.bits, loss, loss_why)
+        params, steps = run_inq(backend, levels, config.schedule, dataset.inputs, targets,
+                                recipe.training(config.training), progress,
                                 checkpoint=store.save if store is not None else None, resume_from=start)
     resumed = f"resumed from {checkpoint_dir} after INQ step {start.steps_done}" if start is not None else None
-    return params, steps, ("labels" if loss == "cross_entropy" else "distillation"), resumed
+    return params, steps, loss, recipe, resumed
 
 
 def quantize_model(model: onnx.ModelProto, config: QuantizeConfig, dataset: Dataset | None = None, *,
@@ -223,6 +234,7 @@ def quantize_model(model: onnx.ModelProto, config: QuantizeConfig, dataset: Data
     levels = {name: layer_levels(w, weight_bits[name], axes.get(name)) for name, w in originals.items()}
 
     steps: list[StepReport] = []
+    recipe = None
     if dataset is not None:
         dataset = check_dataset(dataset, normalized)
     if dataset is None or not config.retrain or config.training.epochs == 0 or config.schedule == (1.0,):
@@ -235,8 +247,8 @@ def quantize_model(model: onnx.ModelProto, config: QuantizeConfig, dataset: Data
         values = {name: quantize(w, levels[name]) for name, w in originals.items()}
         mode = "one-shot"
     else:
-        values, steps, mode, resumed = _retrain(normalized, layers, levels, dataset, config, progress,
-                                                checkpoint_dir, resume)
+        values, steps, mode, recipe, resumed = _retrain(normalized, layers, levels, dataset, config, progress,
+                                                        checkpoint_dir, resume)
         notes.extend([resumed] if resumed else [])
 
     float_model = with_initializers(normalized, values)
@@ -249,7 +261,7 @@ def quantize_model(model: onnx.ModelProto, config: QuantizeConfig, dataset: Data
     meta.update(metadata or {})
     rewritten = rewrite_model(float_model, layers, levels, meta)
     result = QuantizeResult(rewritten, float_model, layers, skipped, levels, mode, dataset, steps, notes,
-                            batchnorm=batchnorm, normalization=normalized_model.notes)
+                            batchnorm=batchnorm, normalization=normalized_model.notes, recipe=recipe)
     if config.activations != "float":
         result.float_mode_model = rewritten
         result.model, result.activation_mode = set_activations(

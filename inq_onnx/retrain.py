@@ -13,7 +13,7 @@ from .errors import ConfigError, TrainingError
 from .quantizer import LayerLevels, quantize
 from .schedule import STRATEGIES, grow_frozen_mask
 from .training.backend import GradientBackend
-from .training.optim import OPTIMIZERS, make_optimizer
+from .training.optim import DECAYS, OPTIMIZERS, decayed_lr, make_optimizer
 
 __all__ = ["RetrainConfig", "StepReport", "run_inq", "ProgressCallback", "CheckpointCallback"]
 
@@ -25,9 +25,11 @@ CheckpointCallback = Callable[[InqState], None]
 
 @dataclass(frozen=True)
 class RetrainConfig:
-    epochs: int = 2
+    # None: chosen per model and data by inq_onnx.recipe (run_inq needs them set; decay None means "none" there).
+    epochs: int | None = None
     batch_size: int = 32
-    lr: float = 1e-3
+    lr: float | None = None
+    decay: str | None = None
     optimizer: str = "sgd"
     momentum: float = 0.9
     weight_decay: float = 5e-4
@@ -36,16 +38,18 @@ class RetrainConfig:
 
     def __post_init__(self):
         # Messages name the option as the CLI spells it too.
-        if not _whole(self.epochs, 0):
+        if self.epochs is not None and not _whole(self.epochs, 0):
             raise ConfigError(f"epochs (--epochs) must be a whole number >= 0, got {self.epochs!r}")
         if not _whole(self.batch_size, 1):
             raise ConfigError(f"batch_size (--batch-size) must be a whole number >= 1, got {self.batch_size!r}")
         if not _whole(self.seed, 0):
             raise ConfigError(f"seed (--seed) must be a whole number >= 0, got {self.seed!r}")
-        if not (math.isfinite(self.lr) and self.lr > 0):
+        if self.lr is not None and not (math.isfinite(self.lr) and self.lr > 0):
             raise ConfigError(f"lr (--lr) must be a finite number > 0, got {self.lr!r}")
         if self.optimizer not in OPTIMIZERS:
             raise ConfigError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
+        if self.decay is not None and self.decay not in DECAYS:
+            raise ConfigError(f"decay (--decay) must be one of {', '.join(DECAYS)}, got {self.decay!r}")
         if self.strategy not in STRATEGIES:
             raise ConfigError(f"strategy must be one of {', '.join(STRATEGIES)}, got {self.strategy!r}")
         if not 0 <= self.momentum < 1:
@@ -86,6 +90,9 @@ def run_inq(backend: GradientBackend, levels: Mapping[str, LayerLevels], portion
     layers) retrain as float. `targets` is labels or, for distillation, the teacher's outputs, sample-aligned.
     `checkpoint` receives the state after each retrained step; `resume_from` (such a state) continues from there.
     """
+    if config.epochs is None or config.lr is None:
+        raise ConfigError("run_inq needs epochs and lr set (inq_onnx.recipe.choose_recipe picks them)")
+    decay = config.decay or "none"
     rng = np.random.default_rng(config.seed)
     params = backend.get_parameters()
     missing = set(levels) - set(params)
@@ -114,6 +121,7 @@ def run_inq(backend: GradientBackend, levels: Mapping[str, LayerLevels], portion
         trainable = {name: ~mask for name, mask in frozen.items()}
         optimizer = make_optimizer(config.optimizer, config.lr, config.weight_decay, config.momentum)
         done = 0
+        step_batches = batches_per_epoch * config.epochs
         for _ in range(config.epochs):
             order = rng.permutation(count)
             losses = []
@@ -121,6 +129,7 @@ def run_inq(backend: GradientBackend, levels: Mapping[str, LayerLevels], portion
                 index = order[start:start + config.batch_size]
                 batch = {k: v[index] for k, v in inputs.items()}
                 target = targets[index] if isinstance(targets, np.ndarray) else [t[index] for t in targets]
+                optimizer.lr = decayed_lr(config.lr, decay, done / step_batches)
                 loss, grads = backend.loss_and_gradients(batch, target)
                 if not math.isfinite(loss):
                     raise TrainingError(f"retraining diverged in step {step + 1} (loss {loss}); lower --lr")
@@ -131,7 +140,7 @@ def run_inq(backend: GradientBackend, levels: Mapping[str, LayerLevels], portion
                 losses.append(loss)
                 done += 1
                 if progress is not None:
-                    progress(step, len(retrain_steps), done, batches_per_epoch * config.epochs, loss)
+                    progress(step, len(retrain_steps), done, step_batches, loss)
             # A non-finite weight shows in the next batch's loss; this catches the epoch's last batch too,
             # without scanning every weight after every batch.
             if not all(np.isfinite(v).all() for v in params.values()):

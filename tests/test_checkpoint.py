@@ -103,7 +103,7 @@ def test_a_state_for_other_parameters_is_refused():
                      np.random.default_rng(0).bit_generator.state)
     with pytest.raises(ConfigError, match="other parameters"):
         run_inq(LinearBackend(w_true, np.zeros(3, np.float32)), {"w": layer_levels(w_true, 4)}, PORTIONS,
-                {"x": x}, y, RetrainConfig(), resume_from=state)
+                {"x": x}, y, RetrainConfig(epochs=1, lr=0.01), resume_from=state)
 
 
 # -- end to end, with onnxruntime-training ----------------------------------------------------------------------

@@ -114,7 +114,7 @@ def test_optimizer_state_restarts_at_every_step(monkeypatch):
     monkeypatch.setattr(retrain, "make_optimizer", lambda *a, **k: made.append(a) or original_make(*a, **k))
     x, y, w_true = _problem(4)
     run_inq(LinearBackend(w_true, np.zeros(3, np.float32)), {"w": layer_levels(w_true, 5)}, (0.5, 0.75, 0.875, 1.0),
-            {"x": x}, y, RetrainConfig(epochs=1))
+            {"x": x}, y, RetrainConfig(epochs=1, lr=1e-3))
     assert len(made) == 3  # one fresh optimizer per retraining step; none after the last, full step
 
 

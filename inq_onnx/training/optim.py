@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import math
 from typing import Mapping
 
 import numpy as np
 
 from ..errors import ConfigError
 
-__all__ = ["MaskedSGD", "MaskedAdamW", "make_optimizer", "OPTIMIZERS"]
+__all__ = ["MaskedSGD", "MaskedAdamW", "make_optimizer", "OPTIMIZERS", "DECAYS", "decayed_lr"]
 
 OPTIMIZERS = ("sgd", "adamw")
+# How the learning rate falls within one INQ step: not at all, or along a half cosine.
+DECAYS = ("none", "cosine")
+# Where the cosine ends, as a fraction of the step's starting rate: the last batches still move the weights a little.
+COSINE_FLOOR = 0.01
 
 
 class MaskedSGD:
@@ -83,3 +88,12 @@ def make_optimizer(name: str, lr: float, weight_decay: float, momentum: float = 
     if name == "adamw":
         return MaskedAdamW(lr, weight_decay)
     raise ConfigError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {name!r}")
+
+
+def decayed_lr(lr: float, decay: str, progress: float) -> float:
+    """The rate after `progress` (0 at the first batch of a step, 1 after its last) of one step."""
+    if decay == "none":
+        return lr
+    if decay == "cosine":
+        return lr * (COSINE_FLOOR + (1 - COSINE_FLOOR) * 0.5 * (1 + math.cos(math.pi * min(max(progress, 0.0), 1.0))))
+    raise ConfigError(f"decay must be one of {', '.join(DECAYS)}, got {decay!r}")
