@@ -43,9 +43,11 @@ from ._output import StepProgress, echo_mode, percent, table
 @click.option("--granularity", type=click.Choice(GRANULARITIES), default=QuantizeConfig.granularity,
               show_default=True, help="Exponent range (n1, n2) per output channel, or one per weight tensor.")
 @click.option("--no-retrain", is_flag=True, help="One-shot quantization, no retraining.")
+@click.option("--report", "report_dir", type=click.Path(file_okay=False),
+              help="Also write an HTML report (index.html and PNG plots) into this directory; needs matplotlib.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def command(model, bits, data, output, portions, strategy, epochs, batch_size, lr, optimizer, weight_decay, seed,
-            exclude, loss, activations, granularity, no_retrain, quiet):
+            exclude, loss, activations, granularity, no_retrain, report_dir, quiet):
     """Quantize MODEL's Conv/Gemm/MatMul weights to 0 or ±2^k in BITS bits with INQ and write the rewritten model."""
     training = RetrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer,
                              weight_decay=weight_decay, strategy=strategy, seed=seed)
@@ -57,7 +59,7 @@ def command(model, bits, data, output, portions, strategy, epochs, batch_size, l
                    err=True)
     with StepProgress(enabled=not quiet) as progress, warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        summary = quantize_file(model, config, data, output, progress)
+        summary = quantize_file(model, config, data, output, progress, report_dir)
     for w in caught:
         click.echo(f"Warning: {w.message}", err=True)
     result = summary.result
@@ -87,3 +89,5 @@ def command(model, bits, data, output, portions, strategy, epochs, batch_size, l
                        f"quantized {percent(v.accuracy_quantized)}")
     click.echo(f"Wrote {summary.output}" + (f" with its weights in {summary.external_data}"
                                             if summary.external_data else " (one file)"))
+    if summary.report is not None:
+        click.echo(f"Wrote the report {summary.report}")

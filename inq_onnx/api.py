@@ -29,27 +29,41 @@ class QuantizeSummary:
     rewrite_check: list[OutputComparison] = field(default_factory=list)
     validation: ValidationReport | None = None  # against the original, on the data
     external_data: Path | None = None  # the weights' file beside `output`, for models past protobuf's 2 GB
+    report: Path | None = None  # the report's index.html
 
 
 def quantize(model_path: str | os.PathLike, config: QuantizeConfig = QuantizeConfig(),
              data_path: str | os.PathLike | None = None, output_path: str | os.PathLike | None = None,
-             progress: ProgressCallback | None = None) -> QuantizeSummary:
-    """Quantize a model file, check the rewrite, compare with the original, and write `<stem>.inq.onnx`.
+             progress: ProgressCallback | None = None, report_dir: str | os.PathLike | None = None
+             ) -> QuantizeSummary:
+    """Quantize a model file, check the rewrite, compare with the original, and write `<stem>.inq.onnx`;
+    with `report_dir`, also an HTML report (index.html and its plots) there.
 
     Nothing is written unless every step succeeds.
     """
     output = check_output_path(default_output_path(model_path) if output_path is None else output_path,
                                model_path, *([data_path] if data_path else []))
+    if report_dir is not None:
+        from .report import check_report_dir, load_pyplot  # matplotlib: an optional extra
+
+        check_report_dir(report_dir)
+        load_pyplot()  # a missing matplotlib fails now, not after retraining
     model = load_model(model_path)
     dataset = load_dataset(data_path) if data_path else None
     result = quantize_model(model, config, dataset, metadata={"inq.source_sha256": model_sha256(model_path)},
-                            progress=progress)
+                            progress=progress, evaluate_steps=report_dir is not None)
     # The rewrite is checked in float mode, where it must match the float model to rounding; the validation
     # against the original measures what quantizing activations (int8 mode) adds.
     comparisons = check_rewrite(result, result.dataset)
     validation = compare_models(model, result.model, result.dataset) if result.dataset is not None else None
+    rendered = None
+    if report_dir is not None:
+        from .report import render_report
+
+        rendered = render_report(result, model, config=config, validation=validation, title=Path(model_path).name)
     external_data = save_model(result.model, output)
-    return QuantizeSummary(output, result, comparisons, validation, external_data)
+    report = rendered.write(report_dir) if rendered is not None else None
+    return QuantizeSummary(output, result, comparisons, validation, external_data, report)
 
 
 def validate(original_path: str | os.PathLike, quantized_path: str | os.PathLike,

@@ -20,18 +20,20 @@ from .normalize import normalize
 from .packing import check_bits
 from .quantizer import GRANULARITIES, LayerLevels, layer_levels, quantize
 from .refusals import group_reasons, summarize_reasons
-from .retrain import ProgressCallback, RetrainConfig, StepReport, run_inq
+from .retrain import ProgressCallback, RetrainConfig, StepEvaluator, StepReport, run_inq
 from .rewrite import rewrite_model
 from .runtime import make_session, run_batched
 from .schedule import check_portions, default_portions
 from .schemas import DOMAIN
-from .validate import OutputComparison, compare_outputs
+from .validate import OutputComparison, accuracy, compare_outputs
 
 __all__ = ["QuantizeConfig", "QuantizeResult", "quantize_model", "check_rewrite", "trainable_parameters",
            "with_initializers", "LOSSES"]
 
 # Outputs of the rewritten model may differ from the float model with the same weights only by float rounding.
 REWRITE_RTOL = 1e-4
+# Scoring the model after every INQ step runs it on at most this many training samples.
+STEP_EVALUATION_SAMPLES = 2048
 
 
 LOSSES = ("auto", "cross-entropy", "distillation")
@@ -87,6 +89,8 @@ class QuantizeResult:
     activation_mode: ModeReport | None = None
     batchnorm: BatchNormReport | None = None  # the BatchNormalization nodes folded into the layer before
     normalization: list[str] = field(default_factory=list)  # what normalizing the model changed
+    # The normalized model with BatchNorm folded, before quantization: float_model's graph with the original weights.
+    source_model: onnx.ModelProto | None = None
 
     @property
     def checked_model(self) -> onnx.ModelProto:
@@ -122,7 +126,30 @@ def _channel_axes(layers: list[Layer]) -> dict[str, int | None]:
     return {name: next(iter(found)) if len(found) == 1 else None for name, found in axes.items()}
 
 
-def _retrain(model, layers, levels, dataset: Dataset, config: QuantizeConfig, progress):
+def _step_evaluator(model: onnx.ModelProto, dataset: Dataset, targets, seed: int) -> StepEvaluator:
+    """Top-1 accuracy against the labels (or agreement with the original model's classes) on a fixed sample of
+    the training data, for the model with the given parameters."""
+    count = len(dataset)
+    index = np.arange(count)
+    if count > STEP_EVALUATION_SAMPLES:  # spread over the data, which may be sorted by class
+        index = np.sort(np.random.default_rng(seed).choice(count, STEP_EVALUATION_SAMPLES, replace=False))
+    inputs = dataset.batch(index)
+    reference = targets[index] if isinstance(targets, np.ndarray) else targets[0][index]
+    if reference.ndim == 2 and reference.shape[1] > 1:
+        reference = reference.argmax(axis=1)
+    elif reference.ndim != 1:  # not classes: nothing to score
+        return lambda params: None
+
+    def evaluate(params):
+        scores = run_batched(make_session(with_initializers(model, params)), inputs)[0]
+        if scores.ndim != 2 or scores.shape[1] <= int(reference.max(initial=0)):
+            return None
+        return accuracy(scores, reference)
+
+    return evaluate
+
+
+def _retrain(model, layers, levels, dataset: Dataset, config: QuantizeConfig, progress, evaluate_steps: bool):
     from .training.ort_backend import OrtGradientBackend  # needs onnxruntime-training: imported on demand
 
     if config.loss == "cross-entropy" and dataset.labels is None:
@@ -132,15 +159,20 @@ def _retrain(model, layers, levels, dataset: Dataset, config: QuantizeConfig, pr
     else:
         loss, targets = "distillation", run_batched(make_session(model), dataset.inputs)
     trainable = trainable_parameters(model, layers, config.exclude)
+    evaluate = _step_evaluator(model, dataset, targets, config.training.seed) if evaluate_steps else None
     with OrtGradientBackend(model, trainable, loss, dataset.sample_shapes()) as backend:
-        params, steps = run_inq(backend, levels, config.schedule, dataset.inputs, targets, config.training, progress)
+        params, steps = run_inq(backend, levels, config.schedule, dataset.inputs, targets, config.training, progress,
+                                evaluate)
     return params, steps, ("labels" if loss == "cross_entropy" else "distillation")
 
 
 def quantize_model(model: onnx.ModelProto, config: QuantizeConfig, dataset: Dataset | None = None, *,
-                   metadata: dict[str, str] | None = None, progress: ProgressCallback | None = None
-                   ) -> QuantizeResult:
-    """INQ-quantize every qualifying Conv/Gemm/MatMul of `model` and rewrite them into com.inq ops."""
+                   metadata: dict[str, str] | None = None, progress: ProgressCallback | None = None,
+                   evaluate_steps: bool = False) -> QuantizeResult:
+    """INQ-quantize every qualifying Conv/Gemm/MatMul of `model` and rewrite them into com.inq ops.
+
+    `evaluate_steps` scores the model after every INQ step on (a sample of) the data: StepReport.accuracy.
+    """
     if any(n.domain == DOMAIN for n in model.graph.node):
         raise ModelError("the model is already quantized (it has com.inq nodes); start from the float model")
     # Folded before the levels are computed: the deployed weights carry the BN scale. Retraining then trains
@@ -171,7 +203,7 @@ def quantize_model(model: onnx.ModelProto, config: QuantizeConfig, dataset: Data
         values = {name: quantize(w, levels[name]) for name, w in originals.items()}
         mode = "one-shot"
     else:
-        values, steps, mode = _retrain(normalized, layers, levels, dataset, config, progress)
+        values, steps, mode = _retrain(normalized, layers, levels, dataset, config, progress, evaluate_steps)
 
     float_model = with_initializers(normalized, values)
     meta = {"inq.bits": str(config.bits), "inq.mode": mode, "inq.version": __version__,
@@ -179,7 +211,7 @@ def quantize_model(model: onnx.ModelProto, config: QuantizeConfig, dataset: Data
             "inq.strategy": config.training.strategy, "inq.granularity": config.granularity, **(metadata or {})}
     rewritten = rewrite_model(float_model, layers, levels, meta)
     result = QuantizeResult(rewritten, float_model, layers, skipped, levels, mode, dataset, steps, notes,
-                            batchnorm=batchnorm, normalization=normalized_model.notes)
+                            batchnorm=batchnorm, normalization=normalized_model.notes, source_model=normalized)
     if config.activations != "float":
         result.float_mode_model = rewritten
         result.model, result.activation_mode = set_activations(
