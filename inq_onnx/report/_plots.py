@@ -80,7 +80,8 @@ def training_png(steps: Sequence[StepReport], reference_accuracy: float | None, 
         score_axes.legend(fontsize="small")
     else:
         score_axes.text(0.5, 0.5, "not measured", ha="center", va="center", transform=score_axes.transAxes)
-    score_axes.set(title=f"{accuracy_label.capitalize()} after each INQ step", xlabel="INQ step, portion frozen",
+    score_axes.set(title=f"{accuracy_label[:1].upper() + accuracy_label[1:]} after each INQ step",
+                   xlabel="INQ step, portion frozen",
                    ylabel=f"{accuracy_label} (%)")
     return _png(figure)
 
@@ -109,7 +110,8 @@ def sqnr_png(stats: Sequence[LayerStats]) -> bytes:
     axes.invert_yaxis()
     axes.axvline(0, color="black", linewidth=0.8)
     axes.set(title="SQNR per layer (higher is closer to the original)", xlabel="SQNR (dB)")
-    axes.legend(fontsize="small", loc="lower right")
+    # Below the axes, where no bar can be hidden under it.
+    figure.legend(fontsize="small", loc="outside lower center", ncols=2)
     return _png(figure)
 
 
