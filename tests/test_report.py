@@ -126,3 +126,18 @@ def test_levels_marked_are_the_union_over_channels():
     per_channel = LayerLevels(bits=3, n1=(0, -1), n2=(-1, -2), channel_axis=0)
     assert level_values(per_channel).tolist() == [-1.0, -0.5, -0.25, 0.0, 0.25, 0.5, 1.0]
     assert level_values(LayerLevels(bits=2, n1=-3, n2=-3)).tolist() == [-0.125, 0.0, 0.125]
+
+
+def test_without_inputs_the_report_says_what_it_could_not_measure(files, matplotlib):
+    model = conv_gemm_model()
+    dims = model.graph.input[0].type.tensor_type.shape.dim
+    dims[2].dim_param, dims[3].dim_param = "H", "W"  # no random inputs can be made for this shape
+    onnx.save(model, files / "symbolic.onnx")
+    with pytest.warns(UserWarning, match="the rewrite was not checked"):
+        summary = quantize(files / "symbolic.onnx", QuantizeConfig(bits=4, retrain=False), None, files / "q.onnx",
+                           report_dir=files / "r")
+    page = check_page(files / "r")
+    assert "Latency not measured" in page and "layer outputs need inputs" in page
+    rows = [row for row in summary_rows(page) if row and row[0] in LAYERS]
+    assert len(rows) == 3 and all(row[-1] == "-" and row[-2] != "-" for row in rows)  # weights only
+    assert summary.report is not None

@@ -75,7 +75,11 @@ def render_report(result: QuantizeResult, original: onnx.ModelProto, *, config: 
     bits = config.bits if config is not None else next(iter(result.levels.values())).bits
     inq_name = f"INQ {bits}-bit"
     score = _sections.Score.of(validation)
-    report.layers = layer_stats(result, sample_inputs(result, SQNR_SAMPLES))
+    sqnr_inputs = sample_inputs(result, SQNR_SAMPLES)
+    report.layers = layer_stats(result, sqnr_inputs)
+    sqnr_count = len(next(iter(sqnr_inputs.values()))) if sqnr_inputs else 0
+    sqnr_source = (f"{sqnr_count} samples of --data" if result.dataset is not None else
+                   f"{sqnr_count} random inputs" if sqnr_inputs else None)
     latency_inputs = sample_inputs(result, _fixed_batch(original))
     if latency_inputs is not None:
         report.latency = measure_latency({"FP32": original, inq_name: result.model}, latency_inputs, threads,
@@ -84,7 +88,7 @@ def render_report(result: QuantizeResult, original: onnx.ModelProto, *, config: 
         _sections.comparison(original, result, inq_name, report.latency, score, validation),
         _sections.settings(result, config),
         _sections.training(result, score, report.files),
-        _sections.sqnr(report.layers, SQNR_SAMPLES, report.files),
+        _sections.sqnr(report.layers, sqnr_source, report.files),
         _sections.weights(result, report.layers, report.files),
         _sections.float_layers(result),
     ]

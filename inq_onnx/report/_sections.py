@@ -119,16 +119,17 @@ def training(result: QuantizeResult, score: Score, files: dict[str, bytes]) -> _
         _html.table(["step", "portion frozen", "loss (last epoch)", score.label], rows)])
 
 
-def sqnr(layers: list[LayerStats], samples: int, files: dict[str, bytes]) -> _html.Section:
-    """SQNR of every layer's weights and output: a bar chart and a table."""
+def sqnr(layers: list[LayerStats], inputs: str | None, files: dict[str, bytes]) -> _html.Section:
+    """SQNR of every layer's weights and output (run on `inputs`, described): a bar chart and a table."""
     files["sqnr.png"] = sqnr_png(layers)
+    outputs = (f"and each layer's output (the float model with the INQ weights against the original, on {inputs})"
+               if inputs else "(layer outputs need inputs: give --data)")
     rows = [(s.node, s.op_type, "x".join(map(str, s.shape)), s.exponent_range, _percent(s.zero_fraction),
              s.weight_sqnr_db, s.output_sqnr_db) for s in layers]
     return _html.Section("sqnr", "SQNR per layer", [
         _html.figure("sqnr.png", "SQNR per layer",
-                     "Signal-to-quantization-noise ratio, 10·log10(Σx² / Σ(x − x_q)²): final weights against the "
-                     "original weights, and each layer's output (the float model with the INQ weights against the "
-                     f"original, on up to {samples} samples). Exact layers are drawn at the right edge."),
+                     f"Signal-to-quantization-noise ratio, 10·log10(Σx² / Σ(x − x_q)²): final weights against the "
+                     f"original weights, {outputs}. Exact layers are drawn at the right edge."),
         _html.table(["layer", "op", "weight shape", "k of ±2^k", "zeros", "weight SQNR (dB)", "output SQNR (dB)"],
                     rows, name_column=True)])
 
