@@ -10,7 +10,8 @@ It is trained in FP32 with onnxruntime-training (AdamW), then quantized at each 
 
 - one-shot: `quantize_model` without retraining;
 - INQ: `quantize_model` on the training set with its labels and the library's default recipe (--epochs and
-  --lr override it; the table header says what ran);
+  --lr override it; the table header says what ran), with float activations and, converted without
+  retraining, with uint8 activations (integer mode, calibrated on the images onnxruntime's int8 model saw);
 - onnxruntime int8: `quantize_static` (QDQ, per-channel s8 weights, u8 activations) calibrated on 256 training
   images.
 
@@ -41,6 +42,7 @@ from onnx import TensorProto, helper, numpy_helper
 import inq_onnx
 from inq_onnx.data import Dataset
 from inq_onnx.demo import train_float
+from inq_onnx.integer_mode import set_activations
 from inq_onnx.pipeline import QuantizeConfig, quantize_model
 from inq_onnx.retrain import RetrainConfig
 from inq_onnx.runtime import get_library_path, run_batched
@@ -219,6 +221,9 @@ def main() -> None:
         seconds = time.perf_counter() - clock
         steps = sum(len(s.epoch_losses) for s in result.steps)
         variants[f"INQ {bits}-bit"] = (result.model, f"{seconds:.0f} s retraining, {steps} epochs")
+        # The same weights with uint8 activations (integer mode), calibrated on the images int8 PTQ saw.
+        integer, _ = set_activations(result.model, "int8", {INPUT: train_set.inputs[INPUT][:256]})
+        variants[f"INQ {bits}-bit, int8 activations"] = (integer, "")
         print(f"# INQ {bits}-bit done in {seconds:.0f} s", file=sys.stderr, flush=True)
 
     accuracies = {name: test_accuracy(model, test) for name, (model, _) in variants.items()}
