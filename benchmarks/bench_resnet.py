@@ -5,7 +5,7 @@ two bars) rendered here with numpy at 32x32, each with a random centre, size, st
 background and contrast, plus pixel noise; a training set and a held-out test set from different seeds.
 Network (built here from a seed, no BatchNorm): Conv 3x3/2 1->16, then three residual stages of one basic block
 each (two Conv 3x3 + identity, or a 1x1/2 projection when the shape changes) at 16, 32 and 64 channels,
-GlobalAveragePool, Gemm to 10 logits: 8 Conv + 1 Gemm, 77k weights, about 3 M multiply-adds per image.
+GlobalAveragePool, Gemm to 10 logits: 9 Conv + 1 Gemm, 77k weights, about 3 M multiply-adds per image.
 It is trained in FP32 with onnxruntime-training (AdamW), then quantized at each --bits:
 
 - one-shot: `quantize_model` without retraining;
