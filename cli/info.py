@@ -52,3 +52,5 @@ def command(model, as_json):
                f"(quantized weights {report.packed_bytes} vs {report.float_bytes} bytes)")
     if report.granularity:
         click.echo(f"exponent ranges: per {report.granularity}")
+    if report.accuracy_control:
+        click.echo(f"accuracy control: {report.accuracy_control}")

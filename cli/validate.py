@@ -6,20 +6,23 @@ import click
 
 from inq_onnx.api import validate as validate_files
 
+from ._data import DATA_HELP, image_options, preprocess_from
 from ._output import SampleProgress, echo_json, percent, table
 
 
 @click.command("validate")
 @click.argument("original", type=click.Path(dir_okay=False))
 @click.argument("quantized", type=click.Path(dir_okay=False))
-@click.option("--data", required=True, type=click.Path(dir_okay=False), help=".npz of inputs, optional 'labels'.")
+@click.option("--data", required=True, type=click.Path(), help=DATA_HELP + ".")
+@image_options
 @click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def command(original, quantized, data, batch_size, as_json, quiet):
+def command(original, quantized, data, batch_size, as_json, quiet, **images):
     """Per-output drift of QUANTIZED from ORIGINAL: max/mean |diff|, cosine, SQNR, top-1 agreement, accuracy."""
+    preprocess = preprocess_from(images)
     with SampleProgress("Validating", enabled=not quiet) as progress:
-        report = validate_files(original, quantized, data, batch_size, progress)
+        report = validate_files(original, quantized, data, batch_size, progress, preprocess)
     if as_json:
         echo_json(report.to_dict())
         return

@@ -8,9 +8,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from .data import check_dataset, load_dataset
+from .accuracy_control import ControlReport, quantize_with_control
+from .checkpoint import CHECKPOINT_FILE, CheckpointStore, default_checkpoint_dir
+from .data import Dataset, check_dataset, data_batches, is_data_path, load_data
 from .errors import ConfigError, ModelError
 from .export import EXPORT_FORMATS, QdqNote, export_float, export_qdq
+from .images import Preprocess
 from .integer_mode import ModeReport, set_activations
 from .model_info import ModelInfo, model_info
 from .model_io import check_output_path, default_output_path, load_model, model_sha256, save_model
@@ -29,29 +32,70 @@ class QuantizeSummary:
     rewrite_check: list[OutputComparison] = field(default_factory=list)
     validation: ValidationReport | None = None  # against the original, on the data
     external_data: Path | None = None  # the weights' file beside `output`, for models past protobuf's 2 GB
+    control: ControlReport | None = None  # what accuracy control (`max_drop`) measured and changed
     report: Path | None = None  # the report's index.html
 
 
-def quantize(model_path: str | os.PathLike, config: QuantizeConfig = QuantizeConfig(),
-             data_path: str | os.PathLike | None = None, output_path: str | os.PathLike | None = None,
-             progress: ProgressCallback | None = None, report_dir: str | os.PathLike | None = None
-             ) -> QuantizeSummary:
-    """Quantize a model file, check the rewrite, compare with the original, and write `<stem>.inq.onnx`;
-    with `report_dir`, also an HTML report (index.html and its plots) there.
+def _data_inputs(data) -> list:
+    """The data's paths, which the output must not overwrite."""
+    return [data] if data is not None and is_data_path(data) else []
 
-    Nothing is written unless every step succeeds.
+
+def _calibration_batches(data, model, preprocess: Preprocess | None, batch_size: int):
+    """The data as checked input batches without labels, read one batch at a time."""
+    for batch in data_batches(data, model, preprocess, batch_size):
+        batch.pop("labels", None)
+        yield check_dataset(Dataset(batch, None), model).inputs
+
+
+def quantize(model_path: str | os.PathLike, config: QuantizeConfig = QuantizeConfig(),
+             data_path=None, output_path: str | os.PathLike | None = None,
+             progress: ProgressCallback | None = None, resume: str | os.PathLike | None = None,
+             checkpoints: bool = True, preprocess: Preprocess | None = None, val_data_path=None,
+             max_drop: float | None = None, report_dir: str | os.PathLike | None = None) -> QuantizeSummary:
+    """Quantize a model file, check the rewrite, compare with the original, and write `<stem>.inq.onnx`.
+
+    `data_path`: an .npz file, an image folder (decoded with `preprocess`), a Dataset, or input dicts (an
+    iterable, or a reader with get_next() as onnxruntime's CalibrationDataReader) with optional 'labels'.
+    Retraining visits the samples in a new order every epoch, so the data is held in memory.
+
+    Retraining writes a checkpoint after every INQ step into `<output>.ckpt` beside the output (or into
+    `resume`), removed once the output is written; `resume` continues an interrupted run from its checkpoint
+    folder. With `val_data_path` (data as `data_path`) and `max_drop` (points of accuracy, or of top-1
+    agreement without labels), the most sensitive layers get more bits or stay float until the drop on that
+    data is at most `max_drop` (`accuracy_control`); those runs write no checkpoints. With `report_dir`, an
+    HTML report (index.html and its plots) goes there too. Nothing but the checkpoint is written unless every
+    step succeeds.
     """
+    if (val_data_path is None) != (max_drop is None):
+        raise ConfigError("--val-data and --max-drop go together: the drop is measured on the validation data")
     output = check_output_path(default_output_path(model_path) if output_path is None else output_path,
-                               model_path, *([data_path] if data_path else []))
+                               model_path, *_data_inputs(data_path), *_data_inputs(val_data_path))
+    if max_drop is not None and resume is not None:
+        raise ConfigError("--resume continues one retraining run; accuracy control (--max-drop) runs several")
+    checkpoint_dir = None
+    if max_drop is None:
+        checkpoint_dir = Path(resume) if resume is not None else default_checkpoint_dir(output) if checkpoints \
+            else None
+    if resume is None and checkpoint_dir is not None and (checkpoint_dir / CHECKPOINT_FILE).exists():
+        warnings.warn(f"{checkpoint_dir} holds the checkpoint of an interrupted run; this run replaces it "
+                      f"(--resume {checkpoint_dir} would continue it)", stacklevel=2)
     if report_dir is not None:
         from .report import check_report_dir, load_pyplot  # matplotlib: an optional extra
 
         check_report_dir(report_dir)
         load_pyplot()  # a missing matplotlib fails now, not after retraining
     model = load_model(model_path)
-    dataset = load_dataset(data_path) if data_path else None
-    result = quantize_model(model, config, dataset, metadata={"inq.source_sha256": model_sha256(model_path)},
-                            progress=progress, evaluate_steps=report_dir is not None)
+    dataset = load_data(data_path, model, preprocess) if data_path is not None else None
+    metadata = {"inq.source_sha256": model_sha256(model_path)}
+    control = None
+    if max_drop is None:
+        result = quantize_model(model, config, dataset, metadata=metadata, progress=progress,
+                                checkpoint_dir=checkpoint_dir, resume=resume is not None,
+                                evaluate_steps=report_dir is not None)
+    else:
+        result, control = quantize_with_control(model, config, dataset, load_data(val_data_path, model, preprocess),
+                                                max_drop, metadata=metadata, progress=progress)
     # The rewrite is checked in float mode, where it must match the float model to rounding; the validation
     # against the original measures what quantizing activations (int8 mode) adds.
     comparisons = check_rewrite(result, result.dataset)
@@ -62,17 +106,21 @@ def quantize(model_path: str | os.PathLike, config: QuantizeConfig = QuantizeCon
 
         rendered = render_report(result, model, config=config, validation=validation, title=Path(model_path).name)
     external_data = save_model(result.model, output)
+    if checkpoint_dir is not None:
+        CheckpointStore(checkpoint_dir, {}).remove()
     report = rendered.write(report_dir) if rendered is not None else None
-    return QuantizeSummary(output, result, comparisons, validation, external_data, report)
+    return QuantizeSummary(output, result, comparisons, validation, external_data, control, report)
 
 
 def validate(original_path: str | os.PathLike, quantized_path: str | os.PathLike,
-             data_path: str | os.PathLike, batch_size: int = 256,
-             progress: Callable[[int, int], None] | None = None) -> ValidationReport:
-    """Compare the two models on the data; `progress(samples_done, samples_total)` over both passes."""
+             data_path, batch_size: int = 256,
+             progress: Callable[[int, int], None] | None = None,
+             preprocess: Preprocess | None = None) -> ValidationReport:
+    """Compare the two models on the data (any form `quantize` takes, held in memory);
+    `progress(samples_done, samples_total)` over both passes."""
     original = load_model(original_path)
     quantized = load_model(quantized_path)
-    dataset = check_dataset(load_dataset(data_path), original)
+    dataset = check_dataset(load_data(data_path, original, preprocess), original)
     total, done = 2 * len(dataset), 0
 
     def count(samples: int) -> None:
@@ -84,18 +132,19 @@ def validate(original_path: str | os.PathLike, quantized_path: str | os.PathLike
 
 
 def convert(quantized_path: str | os.PathLike, output_path: str | os.PathLike, activations: str,
-            data_path: str | os.PathLike | None = None, batch_size: int = 256) -> tuple[Path, ModeReport]:
+            data_path=None, batch_size: int = 256, preprocess: Preprocess | None = None
+            ) -> tuple[Path, ModeReport]:
     """Switch a com.inq model between float and int8 activations, without retraining (weights unchanged).
 
     int8 calibrates static input scales on `data_path` (else reuses the model's stored ranges, else computes
-    scales per run)."""
-    output = check_output_path(output_path, quantized_path, *([data_path] if data_path else []))
+    scales per run), any form `quantize` takes; an image folder or a reader is read one batch at a time."""
+    output = check_output_path(output_path, quantized_path, *_data_inputs(data_path))
     model = load_model(quantized_path)
     if not shift_nodes(model):
         raise ModelError("the model has no ShiftConv/ShiftGemm/ShiftMatMul nodes: quantize it first")
     if data_path is not None and activations != "int8":
         raise ConfigError("--data calibrates int8 activations; it does not apply to --activations float")
-    inputs = check_dataset(load_dataset(data_path), model).inputs if data_path else None
+    inputs = _calibration_batches(data_path, model, preprocess, batch_size) if data_path is not None else None
     converted, report = set_activations(model, activations, inputs, batch_size=batch_size)
     save_model(converted, output)
     return output, report
@@ -106,19 +155,21 @@ def info(model_path: str | os.PathLike) -> ModelInfo:
 
 
 def export(quantized_path: str | os.PathLike, output_path: str | os.PathLike, fmt: str = "float",
-           data_path: str | os.PathLike | None = None, strict: bool = False, batch_size: int = 256) -> Path:
-    """Write the model with standard ops: `float` weights, or `qdq` int8 (ranges from `data_path`, else the
-    model's metadata). Layers the qdq form keeps float are reported as warnings; `strict` makes them errors."""
+           data_path=None, strict: bool = False, batch_size: int = 256, preprocess: Preprocess | None = None
+           ) -> Path:
+    """Write the model with standard ops: `float` weights, or `qdq` int8 (ranges from `data_path`, read one
+    batch at a time, else the model's metadata). Layers the qdq form keeps float are reported as warnings;
+    `strict` makes them errors."""
     if fmt not in EXPORT_FORMATS:
         raise ConfigError(f"format must be one of {', '.join(EXPORT_FORMATS)}, got {fmt!r}")
-    if fmt != "qdq" and (data_path is not None or strict):
-        raise ConfigError("--data and --strict apply to --format qdq only")
-    output = check_output_path(output_path, quantized_path, *([data_path] if data_path else []))
+    if fmt != "qdq" and (data_path is not None or strict or preprocess is not None):
+        raise ConfigError("--data and --strict apply to --format qdq only, as do the image preprocessing options")
+    output = check_output_path(output_path, quantized_path, *_data_inputs(data_path))
     model = load_model(quantized_path)
     if fmt == "float":
         save_model(export_float(model), output)
         return output
-    inputs = check_dataset(load_dataset(data_path), model).inputs if data_path else None
+    inputs = _calibration_batches(data_path, model, preprocess, batch_size) if data_path is not None else None
     exported = export_qdq(model, inputs=inputs, batch_size=batch_size, strict=strict)
     for note in exported.notes:
         warnings.warn(note, QdqNote, stacklevel=2)

@@ -29,6 +29,9 @@ class FoldedBatchNorm:
 class BatchNormReport:
     folded: list[FoldedBatchNorm] = field(default_factory=list)
     kept: list[tuple[str, str]] = field(default_factory=list)  # (BatchNormalization node, why it stays)
+    # Conv nodes whose following Add of a per-channel constant became their bias (as Paddle exports a Conv's
+    # bias), so that a BatchNormalization after the Add folds too.
+    bias_adds: list[str] = field(default_factory=list)
 
     def summary(self) -> str | None:
         """What happened to the model's BatchNormalization nodes, in one line; None when it has none."""
@@ -37,6 +40,8 @@ class BatchNormReport:
             pairs = ", ".join(f"{f.batchnorm} into {f.layer}" for f in self.folded[:3])
             more = f", ... ({len(self.folded) - 3} more)" if len(self.folded) > 3 else ""
             parts.append(f"{len(self.folded)} folded into the layer before ({pairs}{more})")
+        if self.bias_adds and self.folded:
+            parts.append(f"{len(self.bias_adds)} bias Add(s) taken into the Conv before them")
         if self.kept:
             node, reason = self.kept[0]
             more = f"; {len(self.kept) - 1} more" if len(self.kept) > 1 else ""
@@ -154,11 +159,61 @@ def _fold(graph, layer, k, shift, initializers, consumers, graph_outputs, taken)
         layer.input.append(new_name)
 
 
+def _per_channel(value: np.ndarray, rank: int, channels: int) -> np.ndarray | None:
+    """`value` as (channels,) when adding it to an (N, channels, ...) tensor of `rank` dims adds one number per
+    channel (shapes (C, 1, 1), (1, C, 1, 1), ...), else None."""
+    if value.ndim > rank:
+        return None
+    full = (1,) * (rank - value.ndim) + value.shape
+    if full[0] != 1 or full[1] != channels or any(d != 1 for d in full[2:]):
+        return None
+    return value.reshape(channels)
+
+
+def _fold_bias_adds(graph, initializers, producers, consumers, graph_outputs, taken) -> list[str]:
+    """Conv + Add of a per-channel constant → the Conv with that constant in its bias; returns the Convs."""
+    folded, removed = [], []
+    for add in graph.node:
+        if add.op_type != "Add" or add.domain not in _STANDARD or len(add.input) != 2:
+            continue
+        for index in (0, 1):
+            conv, constant = producers.get(add.input[index]), add.input[1 - index]
+            if conv is None or conv.op_type != "Conv" or conv.domain not in _STANDARD:
+                continue
+            weight = initializers.get(conv.input[1]) if len(conv.input) > 1 else None
+            value = _float_constant(constant, initializers)
+            if (weight is None or value is None or len(consumers[conv.output[0]]) != 1
+                    or conv.output[0] in graph_outputs):
+                continue
+            channels = _per_channel(value, len(weight.dims), weight.dims[0])
+            bias_name = conv.input[2] if len(conv.input) > 2 else ""
+            bias = _float_constant(bias_name, initializers) if bias_name else np.zeros(weight.dims[0])
+            if channels is None or bias is None or bias.shape != channels.shape:
+                continue
+            shared = bool(bias_name) and (len(consumers[bias_name]) > 1 or bias_name in graph_outputs)
+            new_name = _set_tensor(graph, bias_name, bias + channels, initializers, not bias_name or shared, taken,
+                                   None if bias_name else f"{conv.name}_bias")
+            if bias_name:
+                conv.input[2] = new_name
+            else:
+                conv.input.append(new_name)
+            consumers[new_name].append(conv)
+            conv.output[0] = add.output[0]
+            producers[add.output[0]] = conv
+            removed.append(add)
+            folded.append(conv.name)
+            break
+    for add in removed:
+        graph.node.remove(add)
+    return folded
+
+
 def fold_batchnorm(model: onnx.ModelProto) -> tuple[onnx.ModelProto, BatchNormReport]:
     """A copy of `model` with each foldable BatchNormalization folded into the Conv/Gemm that feeds it.
 
     Foldable: inference form (one output, training_mode 0), constant float scale/bias/mean/var, and an input
     that only a Conv or Gemm with a constant float weight (and bias, if any) produces and nothing else reads.
+    In a model with BatchNormalization, a Conv's following Add of a per-channel constant becomes its bias first.
     The layer's output takes the BN's output name, so the rest of the graph is unchanged. Other BN nodes stay,
     with the reason in the report.
     """
@@ -173,6 +228,12 @@ def fold_batchnorm(model: onnx.ModelProto) -> tuple[onnx.ModelProto, BatchNormRe
             consumers[name].append(node)
     graph_outputs = {o.name for o in graph.output}
     taken = set(initializers) | set(producers) | {i.name for i in graph.input}
+    if any(n.op_type == "BatchNormalization" for n in graph.node):
+        report.bias_adds = _fold_bias_adds(graph, initializers, producers, consumers, graph_outputs, taken)
+        consumers = defaultdict(list)
+        for node in graph.node:
+            for name in node.input:
+                consumers[name].append(node)
     removed = []
     for node in graph.node:
         if node.op_type != "BatchNormalization" or node.domain not in _STANDARD:

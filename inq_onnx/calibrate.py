@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import math
-from typing import Mapping
+from typing import Iterable, Mapping
 
 import numpy as np
 import onnx
@@ -36,19 +36,28 @@ def _with_all_outputs(model: onnx.ModelProto) -> onnx.ModelProto:
     return model
 
 
-def activation_ranges(float_model: onnx.ModelProto, inputs: Mapping[str, np.ndarray],
+def activation_ranges(float_model: onnx.ModelProto,
+                      inputs: Mapping[str, np.ndarray] | Iterable[Mapping[str, np.ndarray]],
                       batch_size: int = 256) -> Ranges:
     """(min, max) of every float graph input and node output of `float_model` over `inputs`, run in batches.
 
-    Like onnxruntime's MinMax calibration: the plain extremes over all samples, no averaging or percentiles.
+    `inputs` is one array per model input, or an iterable of such dicts (batches), read one at a time: only
+    one batch is held in memory. Like onnxruntime's MinMax calibration: the plain extremes over all samples, no
+    averaging or percentiles.
     """
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
-    if not inputs:
-        raise DataError("calibration needs at least one input array")
-    counts = {name: len(array) for name, array in inputs.items()}
-    if len(set(counts.values())) != 1 or not next(iter(counts.values())):
-        raise DataError(f"calibration arrays must share a non-zero sample count, got {counts}")
+    if isinstance(inputs, Mapping):
+        if not inputs:
+            raise DataError("calibration needs at least one input array")
+        counts = {name: len(array) for name, array in inputs.items()}
+        if len(set(counts.values())) != 1 or not next(iter(counts.values())):
+            raise DataError(f"calibration arrays must share a non-zero sample count, got {counts}")
+        count = next(iter(counts.values()))
+        batches = ({k: np.asarray(v[start:start + batch_size]) for k, v in inputs.items()}
+                   for start in range(0, count, batch_size))
+    else:
+        batches = iter(inputs)
     session = make_session(_with_all_outputs(float_model))
     names = [o.name for o in session.get_outputs()]
     low: dict[str, float] = {}
@@ -61,14 +70,14 @@ def activation_ranges(float_model: onnx.ModelProto, inputs: Mapping[str, np.ndar
         low[name] = min(lo, low.get(name, lo))
         high[name] = max(hi, high.get(name, hi))
 
-    count = next(iter(counts.values()))
-    for start in range(0, count, batch_size):
-        chunk = {k: np.asarray(v[start:start + batch_size]) for k, v in inputs.items()}
+    for chunk in batches:
         for name, array in chunk.items():
             update(name, array)
         # run_batched pads a short chunk to a fixed batch with copies of a real sample: extremes are unchanged.
         for name, array in zip(names, run_batched(session, chunk, batch_size)):
             update(name, array)
+    if not low:
+        raise DataError("calibration got no samples")
     return {name: (low[name], high[name]) for name in low}
 
 

@@ -1,4 +1,5 @@
-"""Calibration/training data: an .npz with one array per model input and optional int `labels`, checked early."""
+"""Calibration/training data, checked early: an .npz with one array per model input and optional int `labels`,
+an image folder (see images.py), or input dicts from Python (onnxruntime's calibration-reader convention)."""
 
 from __future__ import annotations
 
@@ -6,14 +7,16 @@ import os
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Iterable, Iterator
 
 import numpy as np
 import onnx
 from onnx import helper
 
-from .errors import DataError
+from .errors import ConfigError, DataError
 
-__all__ = ["Dataset", "load_dataset", "check_dataset", "model_inputs", "LABELS_KEY"]
+__all__ = ["Dataset", "load_dataset", "load_data", "data_batches", "is_data_path", "check_dataset", "model_inputs",
+           "LABELS_KEY"]
 
 LABELS_KEY = "labels"
 
@@ -127,3 +130,88 @@ def check_dataset(dataset: Dataset, model: onnx.ModelProto) -> Dataset:
                             f"{width if width is not None else 'an unknown number of'} classes")
         labels = labels.astype(np.int64)
     return Dataset(inputs, labels)
+
+
+def is_data_path(source: Any) -> bool:
+    return isinstance(source, (str, os.PathLike))
+
+
+def _reader_batches(source: Any) -> Iterator[dict[str, np.ndarray]]:
+    """Input dicts from a reader with get_next() (None when done, as onnxruntime's CalibrationDataReader) or an
+    iterable of dicts."""
+    if hasattr(source, "get_next"):
+        while (batch := source.get_next()) is not None:
+            yield batch
+        return
+    if isinstance(source, (dict, str, bytes)) or not isinstance(source, Iterable):
+        raise DataError(f"data must be a path, a Dataset, an iterable of input dicts or a reader with get_next(), "
+                        f"got {type(source).__name__}")
+    yield from source
+
+
+def _as_batch(batch: Any, position: int) -> dict[str, np.ndarray]:
+    if not isinstance(batch, dict) or not batch:
+        raise DataError(f"batch {position} of the data is {type(batch).__name__}, not a dict of input name -> array")
+    arrays = {str(name): np.asarray(value) for name, value in batch.items()}
+    if any(a.ndim == 0 for a in arrays.values()):
+        raise DataError(f"batch {position}: every array needs a leading batch axis")
+    counts = {name: len(a) for name, a in arrays.items()}
+    if len(set(counts.values())) != 1:
+        raise DataError(f"batch {position}: arrays differ in sample count: {counts}")
+    return arrays
+
+
+def data_batches(source: Any, model: onnx.ModelProto, preprocess=None, batch_size: int = 64
+                 ) -> Iterator[dict[str, np.ndarray]]:
+    """The data as input dicts of up to `batch_size` samples (labels under 'labels'), for consumers that stream:
+    an image folder or a reader is decoded or read one batch at a time; an .npz is read whole, then sliced."""
+    if is_data_path(source) and Path(source).is_dir():
+        from .images import ImageFolder, Preprocess, check_model_takes_images
+
+        name = check_model_takes_images([spec.name for spec in model_inputs(model)])
+        folder = ImageFolder(source, preprocess or Preprocess(), name)
+        yield from folder.batches(batch_size)
+        return
+    if is_data_path(source) or isinstance(source, Dataset):
+        dataset = load_data(source, model, preprocess)
+        for start in range(0, len(dataset), batch_size):
+            yield {k: v[start:start + batch_size] for k, v in dataset.inputs.items()}
+        return
+    for position, batch in enumerate(_reader_batches(source)):
+        yield _as_batch(batch, position)
+
+
+def load_data(source: Any, model: onnx.ModelProto, preprocess=None) -> Dataset:
+    """All of the data in memory, unchecked (check_dataset checks it): an .npz file, an image folder decoded
+    with `preprocess` (one model input; sub-folders give labels), a Dataset, or input dicts (labels under
+    'labels') from an iterable or a reader with get_next(), concatenated."""
+    if isinstance(source, Dataset):
+        return source
+    if is_data_path(source):
+        if Path(source).is_dir():
+            from .images import ImageFolder, Preprocess, check_model_takes_images
+
+            name = check_model_takes_images([spec.name for spec in model_inputs(model)])
+            images, labels = ImageFolder(source, preprocess or Preprocess(), name).arrays()
+            return Dataset({name: images}, labels)
+        if preprocess is not None:
+            raise ConfigError("image preprocessing options (--resize, --crop, --mean, ...) apply to an image folder "
+                              f"given as --data, not to {source}")
+        return load_dataset(source)
+    chunks: dict[str, list[np.ndarray]] = {}
+    for position, batch in enumerate(_reader_batches(source)):
+        arrays = _as_batch(batch, position)
+        if chunks and set(arrays) != set(chunks):
+            raise DataError(f"batch {position} has arrays {sorted(arrays)}, the first batch {sorted(chunks)}")
+        for name, array in arrays.items():
+            chunks.setdefault(name, []).append(array)
+    if not chunks:
+        raise DataError("the data yielded no batches")
+    try:
+        arrays = {name: np.concatenate(parts) for name, parts in chunks.items()}
+    except ValueError as exc:
+        raise DataError(f"batches do not stack into one array per input ({exc})") from None
+    labels = arrays.pop(LABELS_KEY, None)
+    if not arrays:
+        raise DataError("the data's batches hold no input arrays")
+    return Dataset(arrays, labels)

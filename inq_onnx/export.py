@@ -11,6 +11,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from . import large_models
 from .errors import ConfigError, ModelError
 from .integer_mode import float_mode_copy
 from .packed_nodes import STANDARD_OP, packed_weight, shift_nodes
@@ -128,7 +129,7 @@ def export_float(model: onnx.ModelProto) -> onnx.ModelProto:
     kept_meta = [p for p in model.metadata_props if not p.key.startswith("inq.")]
     del model.metadata_props[:]
     model.metadata_props.extend(kept_meta)
-    onnx.checker.check_model(model)
+    large_models.check_model(model)
     return model
 
 

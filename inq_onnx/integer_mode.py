@@ -11,6 +11,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from . import large_models
 from .calibrate import ACTIVATIONS_KEY, RANGES_KEY, Ranges, activation_ranges, metadata_ranges, ranges_metadata
 from .errors import ConfigError
 from .packed_nodes import shift_nodes
@@ -176,5 +177,5 @@ def set_activations(model: onnx.ModelProto, mode: str, inputs: Mapping[str, np.n
         report.uint8_values = _chain_uint8(model, ranges)
     _set_metadata(model, ACTIVATIONS_KEY, mode)
     _set_metadata(model, RANGES_KEY, ranges_metadata(ranges) if ranges is not None else None)
-    onnx.checker.check_model(model, full_check=True)
+    large_models.check_model(model, full_check=True)
     return model, report

@@ -7,8 +7,12 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import onnx
 
+from . import large_models
+from .accuracy_control import FLOAT_KEY as CONTROL_FLOAT_KEY, FLOAT_REASON as CONTROL_FLOAT_REASON, \
+    SUMMARY_KEY as CONTROL_SUMMARY_KEY
 from .calibrate import metadata_value
 from .layers import match_layers
+from .model_io import tensor_bytes
 from .normalize import normalize
 from .packing import channel_base
 from .packed_nodes import packed_weight, shift_nodes
@@ -52,6 +56,7 @@ class ModelInfo:
     model_bytes: int = 0  # serialized size
     granularity: str | None = None  # exponent ranges per "tensor" or per "channel" (metadata inq.granularity)
     notes: list[str] = field(default_factory=list)  # what normalizing a float model changed
+    accuracy_control: str | None = None  # what --max-drop changed (metadata inq.accuracy_control)
 
     @property
     def packed_bytes(self) -> int:
@@ -110,7 +115,9 @@ def _layer_info(node: onnx.NodeProto, initializers: dict) -> LayerInfo:
 def model_info(model: onnx.ModelProto) -> ModelInfo:
     """Per-layer figures of the com.inq nodes, and the linear layers left float with the reason."""
     initializers = {t.name: t for t in model.graph.initializer}
-    info = ModelInfo(model_bytes=model.ByteSize(), granularity=metadata_value(model, "inq.granularity"))
+    size = tensor_bytes(model) if large_models.is_large(model) else model.ByteSize()  # protobuf stops at 2 GB
+    info = ModelInfo(model_bytes=size, granularity=metadata_value(model, "inq.granularity"),
+                     accuracy_control=metadata_value(model, CONTROL_SUMMARY_KEY))
     info.layers = [_layer_info(node, initializers) for node in shift_nodes(model)]
     float_model = model
     if not info.layers:
@@ -118,7 +125,9 @@ def model_info(model: onnx.ModelProto) -> ModelInfo:
         float_model, info.notes = normalized.model, normalized.notes
     layers, skipped = match_layers(float_model)
     sizes = {t.name: int(np.prod(t.dims)) for t in float_model.graph.initializer}
-    info.float_layers = [FloatLayer(layer.node, layer.op_type, sizes[layer.weight], QUANTIZABLE)
+    left_float = set(filter(None, (metadata_value(model, CONTROL_FLOAT_KEY) or "").split(",")))
+    info.float_layers = [FloatLayer(layer.node, layer.op_type, sizes[layer.weight],
+                                    CONTROL_FLOAT_REASON if layer.node in left_float else QUANTIZABLE)
                          for layer in layers]
     by_name = {n.name: n for n in float_model.graph.node}
     # The weight is the larger constant among the first two inputs (Conv/Gemm: input 1; MatMul: either).

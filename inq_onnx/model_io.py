@@ -17,7 +17,7 @@ from onnx import external_data_helper
 from .errors import InqError, ModelError
 
 __all__ = ["load_model", "save_model", "atomic_write", "check_output_path", "model_sha256", "default_output_path",
-           "SINGLE_FILE_LIMIT", "EXTERNAL_DATA_SUFFIX"]
+           "tensor_bytes", "SINGLE_FILE_LIMIT", "EXTERNAL_DATA_SUFFIX"]
 
 # protobuf cannot write a message of 2 GiB or more; below this the model is one file (with room for the graph).
 SINGLE_FILE_LIMIT = 2**31 - 2**26
@@ -144,8 +144,10 @@ def atomic_write(path: str | os.PathLike, data: bytes | Iterable[bytes]) -> None
         raise
 
 
-def _tensor_bytes(model: onnx.ModelProto) -> int:
-    return sum(len(t.raw_data) for t in _tensors(model.graph))
+def tensor_bytes(model: onnx.ModelProto) -> int:
+    """Bytes of the tensors the model holds in memory (initializers, attributes, subgraphs), as serialized:
+    ByteSize, since reading raw_data would copy each tensor."""
+    return sum(t.ByteSize() for t in _tensors(model.graph))
 
 
 def _with_external_data(model: onnx.ModelProto, location: str) -> tuple[onnx.ModelProto, list[bytes]]:
@@ -174,7 +176,7 @@ def save_model(model: onnx.ModelProto, path: str | os.PathLike, single_file_limi
     path = check_output_path(path)
     limit = SINGLE_FILE_LIMIT if single_file_limit is None else single_file_limit
     data_path = None
-    if _tensor_bytes(model) >= limit:
+    if tensor_bytes(model) >= limit:
         data_path = check_output_path(path.with_name(path.name + EXTERNAL_DATA_SUFFIX))
         model, pieces = _with_external_data(model, data_path.name)
         if not pieces:  # no tensor large enough to move

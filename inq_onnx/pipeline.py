@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import copy
+import os
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from typing import Mapping
 
 import numpy as np
 import onnx
@@ -12,6 +14,7 @@ from onnx import numpy_helper
 
 from . import __version__
 from .batchnorm import BatchNormReport, fold_batchnorm
+from .checkpoint import CheckpointStore, checkpoint_identity
 from .data import Dataset, check_dataset, model_inputs
 from .errors import ConfigError, DataError, ModelError, ValidationError
 from .integer_mode import ACTIVATION_MODES, ModeReport, set_activations
@@ -28,7 +31,7 @@ from .schemas import DOMAIN
 from .validate import OutputComparison, accuracy, compare_outputs
 
 __all__ = ["QuantizeConfig", "QuantizeResult", "quantize_model", "check_rewrite", "trainable_parameters",
-           "with_initializers", "LOSSES"]
+           "with_initializers", "layer_bits_metadata", "LOSSES"]
 
 # Outputs of the rewritten model may differ from the float model with the same weights only by float rounding.
 REWRITE_RTOL = 1e-4
@@ -53,13 +56,24 @@ class QuantizeConfig:
     activations: str = "float"
     # channel: n1, n2 per output channel (folded BatchNorm scales differ by channel); tensor: one range per layer.
     granularity: str = "channel"
+    # Bits of single nodes that differ from `bits` (node name -> 2..8), e.g. a sensitive layer given more.
+    layer_bits: Mapping[str, int] = field(default_factory=dict, hash=False)  # a dict: left out of the hash
 
     def __post_init__(self):
         check_bits(self.bits)
+        object.__setattr__(self, "layer_bits", dict(self.layer_bits))
+        for node, bits in self.layer_bits.items():
+            try:
+                check_bits(bits)
+            except ConfigError as exc:
+                raise ConfigError(f"layer_bits: {node}: {exc}") from None
         if self.granularity not in GRANULARITIES:
             raise ConfigError(f"granularity must be one of {', '.join(GRANULARITIES)}, got {self.granularity!r}")
         if isinstance(self.exclude, str):  # one name, not its characters
             object.__setattr__(self, "exclude", (self.exclude,))
+        both = sorted(set(self.layer_bits) & set(self.exclude))
+        if both:
+            raise ConfigError(f"node {both[0]} is both excluded (left float) and given bits in layer_bits")
         if self.loss not in LOSSES:
             raise ConfigError(f"loss must be one of {', '.join(LOSSES)}, got {self.loss!r}")
         if self.activations not in ACTIVATION_MODES:
@@ -70,6 +84,37 @@ class QuantizeConfig:
     @property
     def schedule(self) -> tuple[float, ...]:
         return self.portions or default_portions(self.bits)
+
+    def bits_of(self, node: str) -> int:
+        return int(self.layer_bits.get(node, self.bits))
+
+
+def _weight_bits(layers: list[Layer], skipped: list[SkippedNode], config: QuantizeConfig,
+                 model: onnx.ModelProto, notes: list[str]) -> dict[str, int]:
+    """Each quantized weight's bit width; `layer_bits` naming no layer is an error, naming a float one a note."""
+    by_node = {layer.node: layer for layer in layers}
+    float_reasons = {s.node: s.reason for s in skipped}
+    names = ", ".join(layer.node for layer in layers)
+    for node in sorted(config.layer_bits):
+        if node in float_reasons:
+            notes.append(f"layer_bits for {node} ignored: it stays float ({float_reasons[node]})")
+        elif node not in by_node:
+            known = any(n.name == node for n in model.graph.node)
+            raise ConfigError(f"layer_bits: {node} is {'not a quantizable layer' if known else 'no node'} "
+                              f"(quantized layers: {names})")
+    bits: dict[str, int] = {}
+    for layer in layers:
+        wanted = config.bits_of(layer.node)
+        if bits.setdefault(layer.weight, wanted) != wanted:
+            raise ConfigError(f"layer_bits: node {layer.node} shares its weight {layer.weight} with another layer "
+                              f"at {bits[layer.weight]} bits; give both the same width")
+    return bits
+
+
+def layer_bits_metadata(layers: list[Layer], levels: Mapping[str, LayerLevels], bits: int) -> str:
+    """`node=B,...` for the layers whose width differs from `bits` (metadata inq.layer_bits)."""
+    return ",".join(f"{layer.node}={levels[layer.weight].bits}" for layer in layers
+                    if levels[layer.weight].bits != bits)
 
 
 @dataclass
@@ -149,7 +194,14 @@ def _step_evaluator(model: onnx.ModelProto, dataset: Dataset, targets, seed: int
     return evaluate
 
 
-def _retrain(model, layers, levels, dataset: Dataset, config: QuantizeConfig, progress, evaluate_steps: bool):
+def _checkpoints(model, dataset: Dataset, config: QuantizeConfig, directory) -> CheckpointStore:
+    # The activation mode is applied after retraining and does not change what a checkpoint holds.
+    options = {**asdict(config), "portions": list(config.schedule), "activations": None}
+    return CheckpointStore(directory, checkpoint_identity(model, dataset.inputs, dataset.labels, options))
+
+
+def _retrain(model, layers, levels, dataset: Dataset, config: QuantizeConfig, progress, checkpoint_dir, resume,
+             evaluate_steps: bool):
     from .training.ort_backend import OrtGradientBackend  # needs onnxruntime-training: imported on demand
 
     if config.loss == "cross-entropy" and dataset.labels is None:
@@ -159,20 +211,29 @@ def _retrain(model, layers, levels, dataset: Dataset, config: QuantizeConfig, pr
     else:
         loss, targets = "distillation", run_batched(make_session(model), dataset.inputs)
     trainable = trainable_parameters(model, layers, config.exclude)
+    store = _checkpoints(model, dataset, config, checkpoint_dir) if checkpoint_dir is not None else None
+    start = store.load() if resume else None  # before the training graph is built: a refusal comes fast
     evaluate = _step_evaluator(model, dataset, targets, config.training.seed) if evaluate_steps else None
     with OrtGradientBackend(model, trainable, loss, dataset.sample_shapes()) as backend:
         params, steps = run_inq(backend, levels, config.schedule, dataset.inputs, targets, config.training, progress,
-                                evaluate)
-    return params, steps, ("labels" if loss == "cross_entropy" else "distillation")
+                                checkpoint=store.save if store is not None else None, resume_from=start,
+                                evaluate=evaluate)
+    resumed = f"resumed from {checkpoint_dir} after INQ step {start.steps_done}" if start is not None else None
+    return params, steps, ("labels" if loss == "cross_entropy" else "distillation"), resumed
 
 
 def quantize_model(model: onnx.ModelProto, config: QuantizeConfig, dataset: Dataset | None = None, *,
                    metadata: dict[str, str] | None = None, progress: ProgressCallback | None = None,
+                   checkpoint_dir: str | os.PathLike | None = None, resume: bool = False,
                    evaluate_steps: bool = False) -> QuantizeResult:
     """INQ-quantize every qualifying Conv/Gemm/MatMul of `model` and rewrite them into com.inq ops.
 
+    With `checkpoint_dir`, retraining writes a checkpoint there after every INQ step; `resume` continues from
+    the one it holds (same model, data and options, else ConfigError) and gives the same result byte for byte.
     `evaluate_steps` scores the model after every INQ step on (a sample of) the data: StepReport.accuracy.
     """
+    if resume and checkpoint_dir is None:
+        raise ConfigError("resume needs the checkpoint folder to resume from")
     if any(n.domain == DOMAIN for n in model.graph.node):
         raise ModelError("the model is already quantized (it has com.inq nodes); start from the float model")
     # Folded before the levels are computed: the deployed weights carry the BN scale. Retraining then trains
@@ -188,10 +249,11 @@ def quantize_model(model: onnx.ModelProto, config: QuantizeConfig, dataset: Data
     for layer in layers:
         if not np.all(np.isfinite(originals[layer.weight])):
             raise ModelError(f"the weight of node {layer.node} ({layer.weight}) contains NaN or Inf")
-    axes = _channel_axes(layers) if config.granularity == "channel" else {}
-    levels = {name: layer_levels(w, config.bits, axes.get(name)) for name, w in originals.items()}
-
     notes: list[str] = []
+    weight_bits = _weight_bits(layers, skipped, config, normalized, notes)
+    axes = _channel_axes(layers) if config.granularity == "channel" else {}
+    levels = {name: layer_levels(w, weight_bits[name], axes.get(name)) for name, w in originals.items()}
+
     steps: list[StepReport] = []
     if dataset is not None:
         dataset = check_dataset(dataset, normalized)
@@ -199,16 +261,24 @@ def quantize_model(model: onnx.ModelProto, config: QuantizeConfig, dataset: Data
         why = ("no training data was given" if dataset is None else
                "retraining is off" if not config.retrain else
                "epochs is 0" if config.training.epochs == 0 else "the schedule quantizes everything at once")
+        if resume:
+            raise ConfigError(f"--resume continues a retraining, but this run does not retrain: {why}")
         notes.append(f"one-shot quantization without retraining: {why}")
         values = {name: quantize(w, levels[name]) for name, w in originals.items()}
         mode = "one-shot"
     else:
-        values, steps, mode = _retrain(normalized, layers, levels, dataset, config, progress, evaluate_steps)
+        values, steps, mode, resumed = _retrain(normalized, layers, levels, dataset, config, progress,
+                                                checkpoint_dir, resume, evaluate_steps)
+        notes.extend([resumed] if resumed else [])
 
     float_model = with_initializers(normalized, values)
     meta = {"inq.bits": str(config.bits), "inq.mode": mode, "inq.version": __version__,
             "inq.portions": ",".join(f"{p:g}" for p in config.schedule) if mode != "one-shot" else "1",
-            "inq.strategy": config.training.strategy, "inq.granularity": config.granularity, **(metadata or {})}
+            "inq.strategy": config.training.strategy, "inq.granularity": config.granularity}
+    mixed = layer_bits_metadata(layers, levels, config.bits)
+    if mixed:
+        meta["inq.layer_bits"] = mixed
+    meta.update(metadata or {})
     rewritten = rewrite_model(float_model, layers, levels, meta)
     result = QuantizeResult(rewritten, float_model, layers, skipped, levels, mode, dataset, steps, notes,
                             batchnorm=batchnorm, normalization=normalized_model.notes, source_model=normalized)

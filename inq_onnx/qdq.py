@@ -10,6 +10,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from . import large_models
 from .errors import ModelError
 
 __all__ = ["QdqResult", "insert_qdq", "int8_weight", "activation_qparams", "MIN_OPSET"]
@@ -179,7 +180,7 @@ def insert_qdq(model: onnx.ModelProto, layers: set[str], ranges: Mapping[str, tu
     kept = [t for t in model.graph.initializer if t.name in used] + builder.new_inits
     del model.graph.initializer[:]
     model.graph.initializer.extend(kept)
-    onnx.checker.check_model(model)
+    large_models.check_model(model)
     return result
 
 

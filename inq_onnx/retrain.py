@@ -3,21 +3,24 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
+from .checkpoint import InqState
 from .errors import ConfigError, TrainingError
 from .quantizer import LayerLevels, quantize
 from .schedule import STRATEGIES, grow_frozen_mask
 from .training.backend import GradientBackend
 from .training.optim import OPTIMIZERS, make_optimizer
 
-__all__ = ["RetrainConfig", "StepReport", "run_inq", "ProgressCallback", "StepEvaluator"]
+__all__ = ["RetrainConfig", "StepReport", "run_inq", "ProgressCallback", "CheckpointCallback", "StepEvaluator"]
 
 # progress(step_index, step_count, batches_done, batch_count, loss): called after every batch.
 ProgressCallback = Callable[[int, int, int, int, float], None]
+# checkpoint(state): called after every retrained INQ step with the state to continue from.
+CheckpointCallback = Callable[[InqState], None]
 # evaluate(parameters): a score of the model with these parameters (accuracy, or agreement with the original), or
 # None when the outputs do not read as classes; called once at the end of every INQ step.
 StepEvaluator = Callable[[Mapping[str, np.ndarray]], "float | None"]
@@ -79,12 +82,14 @@ def _freeze(params: dict[str, np.ndarray], frozen: dict[str, np.ndarray], levels
 
 def run_inq(backend: GradientBackend, levels: Mapping[str, LayerLevels], portions: Sequence[float],
             inputs: Mapping[str, np.ndarray], targets: np.ndarray | list[np.ndarray], config: RetrainConfig,
-            progress: ProgressCallback | None = None, evaluate: StepEvaluator | None = None
+            progress: ProgressCallback | None = None, checkpoint: CheckpointCallback | None = None,
+            resume_from: InqState | None = None, evaluate: StepEvaluator | None = None
             ) -> tuple[dict[str, np.ndarray], list[StepReport]]:
     """Run the whole schedule; returns the final parameters (all quantized weights on their levels).
 
     `levels` maps each quantized weight's name to its levels; other trainable parameters (biases, excluded
     layers) retrain as float. `targets` is labels or, for distillation, the teacher's outputs, sample-aligned.
+    `checkpoint` receives the state after each retrained step; `resume_from` (such a state) continues from there.
     """
     rng = np.random.default_rng(config.seed)
     params = backend.get_parameters()
@@ -96,7 +101,12 @@ def run_inq(backend: GradientBackend, levels: Mapping[str, LayerLevels], portion
     batches_per_epoch = -(-count // config.batch_size)
     retrain_steps = [p for p in portions if p < 1.0]
     reports = []
+    if resume_from is not None:
+        _restore(resume_from, params, frozen, rng)
+        reports = [StepReport(**report) for report in resume_from.reports]
     for step, portion in enumerate(portions):
+        if resume_from is not None and step < resume_from.steps_done:
+            continue
         for name in levels:
             frozen[name] = grow_frozen_mask(params[name], frozen[name], portion, config.strategy, rng)
         frozen_values = _freeze(params, frozen, levels)
@@ -135,6 +145,24 @@ def run_inq(backend: GradientBackend, levels: Mapping[str, LayerLevels], portion
                 raise TrainingError(f"retraining diverged in step {step + 1} (a weight became NaN or Inf); "
                                     f"lower --lr")
             report.epoch_losses.append(float(np.mean(losses)))
-        if evaluate is not None:
+        if evaluate is not None:  # before the checkpoint, which keeps the reports
             report.accuracy = evaluate(params)
+        if checkpoint is not None:
+            checkpoint(InqState(step + 1, {k: v.copy() for k, v in params.items()},
+                                {k: v.copy() for k, v in frozen.items()}, rng.bit_generator.state,
+                                optimizer.state_dict(), [asdict(r) for r in reports]))
     return params, reports
+
+
+def _restore(state: InqState, params: dict[str, np.ndarray], frozen: dict[str, np.ndarray],
+             rng: np.random.Generator) -> None:
+    """Load a checkpointed state into the loop's parameters, masks and generator, checking it fits."""
+    if set(state.params) != set(params) or set(state.frozen) != set(frozen):
+        raise ConfigError("the checkpoint holds other parameters than the model trains")
+    for name, value in state.params.items():
+        if value.shape != params[name].shape:
+            raise ConfigError(f"the checkpoint's {name!r} has shape {value.shape}, the model's {params[name].shape}")
+        params[name] = value.astype(params[name].dtype)
+    for name, mask in state.frozen.items():
+        frozen[name] = mask.astype(bool)
+    rng.bit_generator.state = state.rng_state

@@ -7,9 +7,9 @@ import copy
 from typing import Mapping
 
 import onnx
-from onnx import helper, numpy_helper, shape_inference
+from onnx import helper, numpy_helper
 
-from . import packing, schemas
+from . import large_models, packing, schemas
 from .errors import ModelError
 from .fusion import fuse as fuse_following_ops
 from .layers import Layer
@@ -31,7 +31,7 @@ def _packed_name(weight: str, bits: int, taken: set[str]) -> str:
 def _input_ranks(model: onnx.ModelProto) -> dict[str, int]:
     """Rank of every value shape inference can tell."""
     try:
-        inferred = shape_inference.infer_shapes(model, strict_mode=False)
+        inferred = large_models.infer_shapes(model, strict_mode=False)
     except Exception:  # unknown ranks only make the rewrite pick the general op
         return {}
     g = inferred.graph
@@ -52,6 +52,13 @@ def _replacement(node: onnx.NodeProto, layer: Layer, levels: LayerLevels, packed
     # The standard op's own attributes (pads, group, transB, alpha, ...) keep their meaning unchanged.
     new.attribute.extend(copy.deepcopy(a) for a in node.attribute)
     return new
+
+
+def _drop_unused_initializers(graph: onnx.GraphProto) -> None:
+    used = {name for n in graph.node for name in n.input} | {o.name for o in graph.output}
+    kept = [t for t in graph.initializer if t.name in used]
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
 
 
 def rewrite_model(model: onnx.ModelProto, layers: list[Layer], levels: Mapping[str, LayerLevels],
@@ -99,17 +106,14 @@ def rewrite_model(model: onnx.ModelProto, layers: list[Layer], levels: Mapping[s
     if not any(o.domain == schemas.DOMAIN for o in model.opset_import):
         model.opset_import.append(schemas.opset_import())
     schemas.register_schemas()
+    _drop_unused_initializers(graph)  # the float weights: shape inference in the rules then sees a small model
     if fuse:  # after the opset import: the rules need shape inference through the com.inq ops
         fuse_following_ops(model)
-
-    used = {name for n in graph.node for name in n.input} | {o.name for o in graph.output}
-    kept = [t for t in graph.initializer if t.name in used]
-    del graph.initializer[:]
-    graph.initializer.extend(kept)
+        _drop_unused_initializers(graph)  # the Clip bounds fused away
 
     for key, value in (metadata or {}).items():
         entry = next((p for p in model.metadata_props if p.key == key), None) or model.metadata_props.add()
         entry.key, entry.value = key, str(value)
 
-    onnx.checker.check_model(model, full_check=True)
+    large_models.check_model(model, full_check=True)
     return model

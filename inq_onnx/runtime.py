@@ -11,6 +11,7 @@ from typing import Callable, Mapping
 import numpy as np
 import onnx
 
+from . import large_models
 from .errors import ModelError, RuntimeUnavailableError
 from .schemas import DOMAIN
 
@@ -58,8 +59,13 @@ def make_session(model: onnx.ModelProto | str | os.PathLike, threads: int | None
     proto = model if isinstance(model, onnx.ModelProto) else onnx.load(str(model))
     if any(n.domain == DOMAIN for n in proto.graph.node):
         options.register_custom_ops_library(get_library_path())
+    # A model past 2 GB is handed over as a file with external data (kept while the session lives).
+    source, folder = large_models.session_source(proto)
     try:
-        return ort.InferenceSession(proto.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+        if folder is not None:
+            session._inq_external_data = folder
+        return session
     except Exception as exc:  # onnxruntime raises its own exception types
         message = str(exc).strip()
     match = re.search(r"max supported IR version: (\d+)", message)

@@ -10,7 +10,7 @@ import onnx
 from .calibrate import ACTIVATIONS_KEY, metadata_ranges, metadata_value
 from .errors import ConfigError, ModelError, RuntimeUnavailableError
 from .export import export_float, export_qdq
-from .model_io import load_model
+from .model_io import load_model, save_model
 from .packed_nodes import shift_nodes
 
 try:
@@ -85,6 +85,6 @@ class InferenceSession(_ort.InferenceSession):
         # which would hold a second float copy of the weights.
         with tempfile.TemporaryDirectory(prefix="inq-onnx-") as tmp:
             path = os.path.join(tmp, "expanded.onnx")
-            onnx.save(expanded, path)
+            save_model(expanded, path)  # past 2 GB with its weights in a data file beside it
             del expanded
             super().__init__(path, sess_options, providers, provider_options, **kwargs)

@@ -184,3 +184,28 @@ def test_retraining_trains_the_folded_net():
     assert result.mode == "labels" and "BatchNormalization" not in ops(result.model)
     assert len(result.steps) == 2 and result.steps[0].epoch_losses
     check_rewrite(result, result.dataset)
+
+
+@pytest.mark.parametrize("add_shape, folds", [((1, 4, 1, 1), True), ((4, 1, 1), True), ((1, 1, 6, 6), False)])
+def test_bias_add_between_conv_and_batchnorm_is_taken_into_the_conv(add_shape, folds):
+    """Paddle writes a Conv's bias as Add((1, C, 1, 1)) and an Identity before the BatchNormalization."""
+    from inq_onnx.normalize import normalize_model
+
+    rng = np.random.default_rng(4)
+    init = {"w": weights(rng, 4, 2, 3, 3), "add": weights(rng, *add_shape),
+            **{f"bn.{k}": v for k, v in batch_norm_stats(rng, 4, spread=2).items()}}
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], name="conv", pads=[1, 1, 1, 1]),
+             helper.make_node("Add", ["c", "add"], ["a"], name="bias"),
+             helper.make_node("Identity", ["a"], ["i"], name="same"),
+             helper.make_node("BatchNormalization", ["i", "bn.scale", "bn.bias", "bn.mean", "bn.var"], ["y"],
+                              name="bn")]
+    model = make_model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 2, 6, 6])],
+                       [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4, 6, 6])], init)
+    folded, report = fold_batchnorm(normalize_model(model))
+    onnx.checker.check_model(folded, full_check=True)
+    if folds:
+        assert ops(folded) == Counter(Conv=1) and report.bias_adds == ["conv"]
+        assert [(f.batchnorm, f.layer) for f in report.folded] == [("bn", "conv")]
+    else:  # an Add that differs by position is no bias
+        assert ops(folded) == Counter(Conv=1, Add=1, BatchNormalization=1) and report.bias_adds == []
+    assert_same_function(model, folded, {"x": rng.standard_normal((3, 2, 6, 6)).astype(np.float32)})

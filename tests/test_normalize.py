@@ -154,3 +154,14 @@ def test_names_that_are_not_text_and_nan_weights_are_model_errors():
     model.graph.initializer[0].CopyFrom(numpy_helper.from_array(np.full((4, 2, 3, 3), np.nan, np.float32), "w1"))
     with pytest.raises(ModelError, match=r"^the weight of node conv1 \(w1\) contains NaN or Inf$"):
         quantize_model(model, QuantizeConfig(retrain=False))
+
+
+def test_identity_nodes_are_dropped_but_one_that_makes_a_graph_output_stays():
+    nodes = [helper.make_node("Identity", ["x"], ["a"], name="i0"),
+             helper.make_node("Relu", ["a"], ["r"], name="relu"),
+             helper.make_node("Identity", ["r"], ["y"], name="i1")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3])])
+    result = normalize(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8))
+    assert [(n.op_type, list(n.input)) for n in result.model.graph.node] == [("Relu", ["x"]), ("Identity", ["r"])]
+    assert "1 Identity node(s) removed" in result.notes

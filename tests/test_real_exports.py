@@ -37,8 +37,10 @@ RETRAINED = "tf_cnn"
 FIDELITY_RTOL = 1e-4
 # One-shot 5-bit top-1 agreement with the original on the 450 validation digits. Measured on this corpus with
 # every expected layer rounded (weight norm and BatchNorm folded first; per-tensor and per-channel ranges alike):
-# 95.8% (torch_cnn_bn_weightnorm) to 99.3% (tf_separable). 95% leaves the lowest three images of margin.
-MIN_AGREEMENT = 0.95
+# 95.8% (torch_cnn_bn_weightnorm) to 99.3% (tf_separable). The corpus is retrained by each framework on every
+# build (not bit-reproducible across machines), so the bound keeps 13 images of margin below the lowest: still far
+# above what a wrong rewrite gives (an unfolded BatchNorm: 88%; wrong weights: chance).
+MIN_AGREEMENT = 0.93
 # Accuracy of the exported float graph against the accuracy its framework measured before export: the same
 # network, so at most one validation image may flip on float rounding.
 EXPORT_TOLERANCE = 1.5 / 450

@@ -111,7 +111,8 @@ def test_names_from_the_model_are_escaped(files, matplotlib):
 def test_report_dir_that_is_a_file_fails_before_anything_is_written(files):
     (files / "taken").write_text("")
     with pytest.raises(ConfigError, match="exists and is not a directory"):
-        quantize(files / "model.onnx", QuantizeConfig(retrain=False), None, files / "q.onnx", report_dir=files / "taken")
+        quantize(files / "model.onnx", QuantizeConfig(retrain=False), None, files / "q.onnx",
+                 report_dir=files / "taken")
     assert not (files / "q.onnx").exists()
 
 

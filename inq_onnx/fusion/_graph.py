@@ -6,8 +6,9 @@ from collections import defaultdict
 
 import numpy as np
 import onnx
-from onnx import helper, numpy_helper, shape_inference
+from onnx import helper, numpy_helper
 
+from .. import large_models
 from ..schemas import DOMAIN, SHIFT_CONV, SHIFT_GEMM, SHIFT_MATMUL
 
 __all__ = ["GraphView", "attribute", "is_shift_node"]
@@ -62,7 +63,7 @@ class GraphView:
         if self._shapes is None:
             self._shapes = {}
             try:
-                inferred = shape_inference.infer_shapes(self.model, strict_mode=False)
+                inferred = large_models.infer_shapes(self.model, strict_mode=False)
             except Exception:  # shape inference is a help here, never a requirement
                 inferred = self.model
             g = inferred.graph

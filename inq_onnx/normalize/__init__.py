@@ -9,10 +9,11 @@ from typing import Callable
 
 import onnx
 
+from .. import large_models
 from ._constants import MAX_FOLDED_BYTES, fold_constants
 from ._opset import MAX_OPSET, TARGET_OPSET, convert_opset
-from ._structure import check_input_dims, check_layers, check_model, check_tensors, check_text, drop_initializer_inputs, \
-    fill_output_shapes, infer_shapes, name_nodes
+from ._structure import check_input_dims, check_layers, check_model, check_tensors, check_text, drop_identities, \
+    drop_initializer_inputs, fill_output_shapes, infer_shapes, name_nodes
 
 __all__ = ["normalize", "normalize_model", "Normalized", "PASSES", "TARGET_OPSET", "MAX_OPSET", "MAX_FOLDED_BYTES"]
 
@@ -45,18 +46,34 @@ PASSES: tuple[tuple[str, Pass], ...] = (
     ("opset", convert_opset),
     ("initializer inputs", _in_place(drop_initializer_inputs)),
     ("constant folding", _in_place(fold_constants)),
+    ("identities", _in_place(drop_identities)),
     ("shapes", _shapes),
     ("layer attributes", _in_place(check_layers)),
 )
 
 
 def normalize(model: onnx.ModelProto) -> Normalized:
-    """Run PASSES on a copy; the caller's model is left as it is. ModelError when the model is malformed."""
+    """Run PASSES on a copy; the caller's model is left as it is. ModelError when the model is malformed.
+
+    A model past protobuf's 2 GB goes through the passes with its large tensors held aside (the checker, shape
+    inference and the version converter serialize the model; none needs the weights' values), after their
+    stored bytes were checked against their dims.
+    """
     model = copy.deepcopy(model)
     notes: list[str] = []
-    for _, run in PASSES:
+    held: dict[str, bytes] = {}
+    if large_models.is_large(model):
+        check_tensors(model)
+        held = large_models.hold_large_tensors(model)
+        notes.append(f"{len(held)} tensor(s) of {sum(map(len, held.values())) / 1e9:.1f} GB held aside while the "
+                     "graph was checked and converted (the model is past protobuf's 2 GB)")
+    for name, run in PASSES:
+        if held and name == "checker":
+            large_models.check_model(model)
+            continue
         model, changed = run(model)
         notes.extend(changed)
+    large_models.restore_tensors(model, held)
     return Normalized(model, notes)
 
 

@@ -95,7 +95,9 @@ def fold_constants(model: onnx.ModelProto) -> list[str]:
     """Fold, in place, every node whose inputs are all constants; notes say what was folded and what was not."""
     graph = model.graph
     initializers = {t.name: t for t in graph.initializer}
-    constants: dict[str, onnx.TensorProto | np.ndarray] = dict(initializers)
+    # Tensors whose data is not in memory (held aside for a model past 2 GB) are not folded.
+    constants: dict[str, onnx.TensorProto | np.ndarray] = {
+        name: t for name, t in initializers.items() if t.data_location != onnx.TensorProto.EXTERNAL}
     outputs = {o.name for o in graph.output}
     values: dict[str, np.ndarray] = {}
     opsets = list(model.opset_import)

@@ -111,6 +111,34 @@ def drop_initializer_inputs(model: onnx.ModelProto) -> list[str]:
             f"constants"]
 
 
+def drop_identities(model: onnx.ModelProto) -> list[str]:
+    """Identity nodes between two ops are dropped (their readers read the Identity's input), so that patterns
+    such as Conv → Add → Identity → BatchNormalization (Paddle's export) are seen as written. An Identity that
+    produces a graph output stays."""
+    graph = model.graph
+    outputs = {o.name for o in graph.output}
+    alias: dict[str, str] = {}
+    kept = []
+    for node in graph.node:
+        if (node.op_type == "Identity" and node.domain in ("", "ai.onnx") and len(node.input) == 1
+                and len(node.output) == 1 and node.output[0] not in outputs):
+            alias[node.output[0]] = alias.get(node.input[0], node.input[0])
+            continue
+        for i, name in enumerate(node.input):
+            if name in alias:
+                node.input[i] = alias[name]
+        kept.append(node)
+    if not alias:
+        return []
+    del graph.node[:]
+    graph.node.extend(kept)
+    dropped = set(alias)
+    infos = [v for v in graph.value_info if v.name not in dropped]
+    del graph.value_info[:]
+    graph.value_info.extend(infos)
+    return [f"{len(alias)} Identity node(s) removed"]
+
+
 def name_nodes(model: onnx.ModelProto) -> list[str]:
     """Give unnamed or duplicate-named nodes a unique `<OpType>_<index>` name (used by --exclude and reports)."""
     seen: set[str] = set()

@@ -72,8 +72,8 @@ def render_report(result: QuantizeResult, original: onnx.ModelProto, *, config: 
     `validation` its comparison with `result.model` on the data (accuracy), `config` what was asked for."""
     load_pyplot()  # fail before measuring anything when matplotlib is missing
     report = Report()
-    bits = config.bits if config is not None else next(iter(result.levels.values())).bits
-    inq_name = f"INQ {bits}-bit"
+    widths = sorted({levels.bits for levels in result.levels.values()})
+    inq_name = f"INQ {widths[0]}-bit" if len(widths) == 1 else f"INQ {widths[0]}..{widths[-1]}-bit"
     score = _sections.Score.of(validation)
     sqnr_inputs = sample_inputs(result, SQNR_SAMPLES)
     report.layers = layer_stats(result, sqnr_inputs)

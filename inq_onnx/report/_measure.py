@@ -26,6 +26,7 @@ class LayerStats:
     op_type: str
     weight: str
     shape: tuple[int, ...]
+    bits: int
     exponent_range: str  # "n2..n1" of the levels ±2^k, over all channels when the range is per channel
     zero_fraction: float  # of the quantized weights
     weight_sqnr_db: float  # the final quantized weights against the original float ones
@@ -100,7 +101,7 @@ def layer_stats(result: QuantizeResult, inputs: dict[str, np.ndarray] | None) ->
         output_sqnr = (_sqnr_db(outputs_before[tensor], outputs_after[tensor])
                        if tensor in outputs_before else None)
         stats.append(LayerStats(
-            node=layer.node, op_type=layer.op_type, weight=layer.weight, shape=tuple(quantized.shape),
+            node=layer.node, op_type=layer.op_type, weight=layer.weight, shape=tuple(quantized.shape), bits=levels.bits,
             exponent_range=f"{n2}..{n1}", zero_fraction=float(np.mean(quantized == 0)) if quantized.size else 0.0,
             weight_sqnr_db=_sqnr_db(original, quantized) if original is not None else float("nan"),
             output_sqnr_db=output_sqnr))

@@ -124,14 +124,14 @@ def sqnr(layers: list[LayerStats], inputs: str | None, files: dict[str, bytes]) 
     files["sqnr.png"] = sqnr_png(layers)
     outputs = (f"and each layer's output (the float model with the INQ weights against the original, on {inputs})"
                if inputs else "(layer outputs need inputs: give --data)")
-    rows = [(s.node, s.op_type, "x".join(map(str, s.shape)), s.exponent_range, _percent(s.zero_fraction),
+    rows = [(s.node, s.op_type, "x".join(map(str, s.shape)), s.bits, s.exponent_range, _percent(s.zero_fraction),
              s.weight_sqnr_db, s.output_sqnr_db) for s in layers]
     return _html.Section("sqnr", "SQNR per layer", [
         _html.figure("sqnr.png", "SQNR per layer",
                      f"Signal-to-quantization-noise ratio, 10·log10(Σx² / Σ(x − x_q)²): final weights against the "
                      f"original weights, {outputs}. Exact layers are drawn at the right edge."),
-        _html.table(["layer", "op", "weight shape", "k of ±2^k", "zeros", "weight SQNR (dB)", "output SQNR (dB)"],
-                    rows, name_column=True)])
+        _html.table(["layer", "op", "weight shape", "bits", "k of ±2^k", "zeros", "weight SQNR (dB)",
+                     "output SQNR (dB)"], rows, name_column=True)])
 
 
 def weights(result: QuantizeResult, layers: list[LayerStats], files: dict[str, bytes]) -> _html.Section:
@@ -140,7 +140,8 @@ def weights(result: QuantizeResult, layers: list[LayerStats], files: dict[str, b
               if result.source_model is not None else {})
     after = {t.name: numpy_helper.to_array(t) for t in result.float_model.graph.initializer}
     body = [_html.paragraph("Left: the original weights with every level the layer may take (dashed; the union over "
-                            "channels when each output channel has its own range). Right: the final weights per level.")]
+                            "channels when each output channel has its own range). Right: the final weights per "
+                            "level.")]
     for index, (layer, stats) in enumerate(zip(result.layers, layers)):
         if layer.weight not in before:
             continue

@@ -34,6 +34,12 @@ class MaskedSGD:
             self._velocity[name] = v
             w -= (self.lr * v).astype(w.dtype)
 
+    def state_dict(self) -> dict[str, np.ndarray]:
+        return {f"velocity/{name}": v.copy() for name, v in self._velocity.items()}
+
+    def load_state_dict(self, state: Mapping[str, np.ndarray]) -> None:
+        self._velocity = {key.split("/", 1)[1]: np.array(v) for key, v in state.items() if key.startswith("velocity/")}
+
 
 class MaskedAdamW:
     """AdamW (decoupled weight decay)."""
@@ -58,6 +64,17 @@ class MaskedAdamW:
             if mask is not None:
                 update = np.where(mask, update, 0.0)
             w -= (self.lr * update).astype(w.dtype)
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        state = {"t": np.array(self._t)}
+        state.update((f"m/{name}", np.array(m)) for name, m in self._m.items())
+        state.update((f"v/{name}", np.array(v)) for name, v in self._v.items())
+        return state
+
+    def load_state_dict(self, state: Mapping[str, np.ndarray]) -> None:
+        self._t = int(state.get("t", 0))
+        self._m = {key[2:]: np.array(v) for key, v in state.items() if key.startswith("m/")}
+        self._v = {key[2:]: np.array(v) for key, v in state.items() if key.startswith("v/")}
 
 
 def make_optimizer(name: str, lr: float, weight_decay: float, momentum: float = 0.9):

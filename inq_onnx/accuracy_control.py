@@ -1,0 +1,225 @@
+"""Accuracy control: quantize, measure the drop on validation data, and give the most sensitive layers more bits
+(or leave them float) until the drop holds or nothing is left to relax."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Mapping
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from .batchnorm import fold_batchnorm
+from .data import Dataset, check_dataset
+from .errors import ConfigError
+from .layers import Layer, match_layers
+from .normalize import normalize
+from .packing import MAX_BITS
+from .pipeline import QuantizeConfig, QuantizeResult, quantize_model, with_initializers
+from .quantizer import layer_levels, quantize
+from .retrain import ProgressCallback
+from .runtime import make_session, run_batched
+from .validate import accuracy
+
+__all__ = ["Relaxation", "ControlReport", "quantize_with_control", "METRICS", "SUMMARY_KEY", "FLOAT_KEY",
+           "FLOAT_REASON"]
+
+METRICS = ("accuracy", "top-1 agreement")
+# Metadata of the model written: what the loop did, and the nodes it left float (which `info` names as such).
+SUMMARY_KEY, FLOAT_KEY = "inq.accuracy_control", "inq.accuracy_control.float"
+FLOAT_REASON = "left float by accuracy control (--max-drop)"
+
+
+@dataclass(frozen=True)
+class Relaxation:
+    """One change the loop made: `nodes` (sharing one weight) go from `bits_before` to `bits_after` (None: float)."""
+
+    nodes: tuple[str, ...]
+    bits_before: int
+    bits_after: int | None
+    sensitivity: float  # points lost with only these nodes quantized, at bits_before (the others float)
+    sensitivity_after: float | None  # the same at bits_after
+    drop_before: float  # the whole model's drop when the loop chose this change
+
+    @property
+    def reason(self) -> str:
+        alone = f"alone at {self.bits_before} bits it loses {self.sensitivity:.2f} points, the most of the " \
+                f"layers still quantized (model drop {self.drop_before:.2f})"
+        if self.bits_after is None:
+            return f"{alone}; no wider width up to {MAX_BITS} bits loses less and stays within half the allowed drop"
+        return f"{alone}; at {self.bits_after} bits it loses {self.sensitivity_after:.2f}"
+
+    def summary(self) -> str:
+        after = "float" if self.bits_after is None else f"{self.bits_after} bits"
+        return f"{', '.join(self.nodes)}: {self.bits_before} bits -> {after} ({self.reason})"
+
+
+@dataclass
+class ControlReport:
+    metric: str  # "accuracy" (the data has labels) or "top-1 agreement" with the float model
+    max_drop: float  # in points (percent)
+    reference: float  # the float model's metric, in percent
+    drops: list[float] = field(default_factory=list)  # the drop after each full quantize run, in points
+    relaxations: list[Relaxation] = field(default_factory=list)
+    evaluations: int = 0  # one-shot single-layer measurements on the validation data (sensitivity)
+    met: bool = False
+    chosen_run: int = 0  # index into `drops` of the run whose model is returned
+
+    @property
+    def runs(self) -> int:
+        """Full quantize runs (each retrains when retraining is on)."""
+        return len(self.drops)
+
+    @property
+    def drop(self) -> float:
+        return self.drops[self.chosen_run]
+
+    @property
+    def applied(self) -> list[Relaxation]:
+        """The changes behind the returned model."""
+        return self.relaxations[:self.chosen_run]
+
+    @property
+    def float_nodes(self) -> list[str]:
+        return [node for r in self.applied if r.bits_after is None for node in r.nodes]
+
+    def summary(self) -> str:
+        outcome = "met" if self.met else "not met: nothing left to relax"
+        changes = "; ".join(r.summary() for r in self.applied) or "no layer changed"
+        return (f"max drop {self.max_drop:g} points of {self.metric} {outcome}: drop {self.drops[0]:.2f} -> "
+                f"{self.drop:.2f} in {self.runs} run(s) and {self.evaluations} sensitivity measurement(s); "
+                f"{changes}")
+
+
+class _Scorer:
+    """The metric of a model on the validation data against the original: accuracy, or top-1 agreement."""
+
+    def __init__(self, model: onnx.ModelProto, validation: Dataset):
+        self.inputs = validation.inputs
+        reference = run_batched(make_session(model), self.inputs)[0]
+        if reference.ndim != 2 or reference.shape[1] < 2:
+            raise ConfigError(f"--max-drop needs the model's first output to be (samples, classes) scores; "
+                              f"{model.graph.output[0].name} has shape {reference.shape}")
+        self.labels = validation.labels
+        if self.labels is not None and reference.shape[1] <= int(self.labels.max(initial=0)):
+            raise ConfigError(f"the validation labels reach {int(self.labels.max())}; the model has "
+                              f"{reference.shape[1]} classes")
+        self.metric = METRICS[0] if self.labels is not None else METRICS[1]
+        self.top1 = reference.argmax(axis=1)
+        self.reference = self.score(reference)
+
+    def score(self, output: np.ndarray) -> float:
+        if self.labels is not None:
+            return 100.0 * accuracy(output, self.labels)
+        return 100.0 * float(np.mean(output.argmax(axis=1) == self.top1))
+
+    def drop(self, model: onnx.ModelProto) -> float:
+        return self.reference - self.score(run_batched(make_session(model), self.inputs)[0])
+
+
+class _Sensitivity:
+    """Points lost with one weight quantized one-shot at a width and every other layer float (cached)."""
+
+    def __init__(self, model: onnx.ModelProto, config: QuantizeConfig, scorer: _Scorer, report: ControlReport):
+        folded, _ = fold_batchnorm(normalize(model).model)
+        layers, _ = match_layers(folded, config.exclude)
+        self.model, self.scorer, self.report = folded, scorer, report
+        initializers = {t.name: t for t in folded.graph.initializer}
+        self.weights = {layer.weight: numpy_helper.to_array(initializers[layer.weight]) for layer in layers}
+        self.axes = {layer.weight: layer.channel_axis if config.granularity == "channel" else None
+                     for layer in layers}
+        self.cache: dict[tuple[str, int], float] = {}
+
+    def __call__(self, weight: str, bits: int) -> float:
+        if (weight, bits) not in self.cache:
+            w = self.weights[weight]
+            values = {weight: quantize(w, layer_levels(w, bits, self.axes[weight]))}
+            self.cache[weight, bits] = self.scorer.drop(with_initializers(self.model, values))
+            self.report.evaluations += 1
+        return self.cache[weight, bits]
+
+
+def _next_relaxation(layers: list[Layer], config: QuantizeConfig, sensitivity: _Sensitivity, drop: float,
+                     max_drop: float) -> Relaxation | None:
+    """The most sensitive quantized weight one step more precise: the smallest wider width that alone loses less
+    than now and at most half the allowed drop, else float (but the last quantized weight, which can only widen
+    to the widest)."""
+    nodes: dict[str, list[Layer]] = {}
+    for layer in layers:
+        nodes.setdefault(layer.weight, []).append(layer)
+    candidates = []
+    for weight, group in nodes.items():
+        bits = config.bits_of(group[0].node)
+        if len(nodes) > 1 or bits < MAX_BITS:
+            # The larger loss first; of equal ones, the smaller layer (cheaper to relax).
+            candidates.append((-sensitivity(weight, bits), int(np.prod(group[0].shape)), weight, bits))
+    if not candidates:
+        return None
+    _, _, weight, bits = min(candidates)
+    names = tuple(layer.node for layer in nodes[weight])
+    now = sensitivity(weight, bits)
+    # A width that loses as much as this one buys nothing: widening only while it helps keeps runs few.
+    wider = next((b for b in range(bits + 1, MAX_BITS + 1)
+                  if sensitivity(weight, b) <= max_drop / 2 and sensitivity(weight, b) < now), None)
+    if wider is None and len(nodes) == 1:
+        wider = MAX_BITS
+    return Relaxation(names, bits, wider, now,
+                      sensitivity(weight, wider) if wider is not None else None, drop)
+
+
+def _relaxed(config: QuantizeConfig, change: Relaxation) -> QuantizeConfig:
+    layer_bits = {n: b for n, b in config.layer_bits.items() if n not in change.nodes}
+    if change.bits_after is None:
+        return dataclasses.replace(config, layer_bits=layer_bits, exclude=(*config.exclude, *change.nodes))
+    layer_bits.update({node: change.bits_after for node in change.nodes})
+    return dataclasses.replace(config, layer_bits=layer_bits)
+
+
+def _set_metadata(model: onnx.ModelProto | None, values: Mapping[str, str]) -> None:
+    if model is None:
+        return
+    for key, value in values.items():
+        entry = next((p for p in model.metadata_props if p.key == key), None) or model.metadata_props.add()
+        entry.key, entry.value = key, value
+
+
+def quantize_with_control(model: onnx.ModelProto, config: QuantizeConfig, dataset: Dataset | None,
+                          validation: Dataset, max_drop: float, *, metadata: dict[str, str] | None = None,
+                          progress: ProgressCallback | None = None) -> tuple[QuantizeResult, ControlReport]:
+    """`quantize_model`, repeated with the most sensitive layer relaxed until the drop on `validation` (accuracy
+    points with labels, else top-1 disagreement with the float model in percent) is at most `max_drop`.
+
+    Costs one full run (with retraining when `config` retrains) per change, plus one inference pass over the
+    validation data per (layer, width) sensitivity measured. When nothing is left to relax, returns the run with
+    the smallest drop and a report whose `met` is False.
+    """
+    if isinstance(max_drop, bool) or not isinstance(max_drop, (int, float)) or not math.isfinite(max_drop) \
+            or max_drop < 0:
+        raise ConfigError(f"max_drop must be a number of points >= 0, got {max_drop!r}")
+    scorer = _Scorer(model, check_dataset(validation, model))
+    report = ControlReport(scorer.metric, float(max_drop), scorer.reference)
+    sensitivity: _Sensitivity | None = None
+    current, best = config, None
+    while True:
+        result = quantize_model(model, current, dataset, metadata=metadata, progress=progress)
+        report.drops.append(scorer.drop(result.model))
+        if best is None or report.drops[-1] < report.drop:
+            best, report.chosen_run = result, len(report.drops) - 1
+        if report.drops[-1] <= max_drop:
+            best, report.chosen_run, report.met = result, len(report.drops) - 1, True
+            break
+        sensitivity = sensitivity or _Sensitivity(model, config, scorer, report)
+        change = _next_relaxation(result.layers, current, sensitivity, report.drops[-1], max_drop)
+        if change is None:
+            break
+        report.relaxations.append(change)
+        current = _relaxed(current, change)
+    floated = set(report.float_nodes)
+    best.skipped = [dataclasses.replace(s, reason=FLOAT_REASON) if s.node in floated else s for s in best.skipped]
+    values = {SUMMARY_KEY: report.summary(), **({FLOAT_KEY: ",".join(report.float_nodes)} if floated else {})}
+    _set_metadata(best.model, values)
+    _set_metadata(best.float_mode_model, values)
+    return best, report

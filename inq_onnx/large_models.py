@@ -1,0 +1,118 @@
+"""Models past protobuf's 2 GB limit: the steps that serialize a model (onnx.checker, shape inference, the
+version converter, onnxruntime sessions) work on a copy whose large tensors are held aside or written beside it.
+
+A held tensor keeps its name, type and dims and refers to external data at a location no file has; the graph
+steps read only those, and the data is put back afterwards.
+"""
+
+from __future__ import annotations
+
+import copy
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from .model_io import SINGLE_FILE_LIMIT, save_model, tensor_bytes
+
+__all__ = ["LARGE_MODEL_BYTES", "is_large", "hold_large_tensors", "restore_tensors", "check_model", "infer_shapes",
+           "session_source"]
+
+# At this many bytes of tensors a model no longer serializes in one piece (protobuf's 2 GB, with room for the
+# graph); tests lower it to run the large-model paths on small models.
+LARGE_MODEL_BYTES = SINGLE_FILE_LIMIT
+# Tensors held aside: the large ones (the graph steps never need their values).
+HELD_MIN_BYTES = 1 << 20
+_HELD_LOCATION = "inq-onnx-held-tensor"
+
+
+def is_large(model: onnx.ModelProto) -> bool:
+    return tensor_bytes(model) >= LARGE_MODEL_BYTES
+
+
+def _is_held(tensor: onnx.TensorProto) -> bool:
+    return (tensor.data_location == onnx.TensorProto.EXTERNAL
+            and any(e.key == "location" and e.value == _HELD_LOCATION for e in tensor.external_data))
+
+
+def hold_large_tensors(model: onnx.ModelProto) -> dict[str, bytes]:
+    """In place: each initializer of HELD_MIN_BYTES or more keeps its name, type and dims but not its data,
+    which is returned by name (as raw bytes)."""
+    held: dict[str, bytes] = {}
+    for tensor in model.graph.initializer:
+        if tensor.data_location == onnx.TensorProto.EXTERNAL:
+            continue
+        raw = tensor.raw_data if tensor.HasField("raw_data") else None
+        if raw is None and int(np.prod(tensor.dims, dtype=np.int64)) * 4 < HELD_MIN_BYTES:
+            continue  # small typed data (no element is smaller than a byte here, floats are 4)
+        if raw is None:
+            raw = numpy_helper.from_array(numpy_helper.to_array(tensor)).raw_data
+        if len(raw) < HELD_MIN_BYTES:
+            continue
+        held[tensor.name] = raw
+        dims, data_type, name = list(tensor.dims), tensor.data_type, tensor.name
+        tensor.Clear()
+        tensor.name, tensor.data_type = name, data_type
+        tensor.dims.extend(dims)
+        tensor.data_location = onnx.TensorProto.EXTERNAL
+        entry = tensor.external_data.add()
+        entry.key, entry.value = "location", _HELD_LOCATION
+    return held
+
+
+def restore_tensors(model: onnx.ModelProto, held: dict[str, bytes]) -> None:
+    """In place: the held tensors get their data back (those the graph steps dropped stay dropped)."""
+    for tensor in model.graph.initializer:
+        if tensor.name in held and _is_held(tensor):
+            tensor.data_location = onnx.TensorProto.DEFAULT
+            del tensor.external_data[:]
+            tensor.raw_data = held[tensor.name]
+
+
+def _light_copy(model: onnx.ModelProto) -> onnx.ModelProto:
+    light = copy.deepcopy(model)
+    if is_large(light):
+        hold_large_tensors(light)
+    return light
+
+
+def _stand_ins(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy for onnx.checker: each held (or large) tensor becomes one element of its type (the checker
+    verifies the graph's structure, not that weights fit their nodes)."""
+    light = _light_copy(model)
+    for tensor in light.graph.initializer:
+        if _is_held(tensor):
+            name, data_type = tensor.name, tensor.data_type
+            tensor.CopyFrom(numpy_helper.from_array(
+                np.zeros(1, onnx.helper.tensor_dtype_to_np_dtype(data_type)), name))
+    return light
+
+
+def check_model(model: onnx.ModelProto, full_check: bool = False) -> None:
+    """onnx.checker.check_model, also for a model past 2 GB (its structure checked on stand-ins; with
+    `full_check`, shapes inferred strictly on the held copy)."""
+    if not is_large(model) and not any(_is_held(t) for t in model.graph.initializer):
+        onnx.checker.check_model(model, full_check=full_check)
+        return
+    onnx.checker.check_model(_stand_ins(model))
+    if full_check:
+        onnx.shape_inference.infer_shapes(_light_copy(model), check_type=True, strict_mode=True)
+
+
+def infer_shapes(model: onnx.ModelProto, **options) -> onnx.ModelProto:
+    """onnx.shape_inference.infer_shapes, run on a copy with the large tensors held aside when the model is past
+    2 GB; the result carries the held copies (for its value_info, not its weights)."""
+    return onnx.shape_inference.infer_shapes(_light_copy(model) if is_large(model) else model, **options)
+
+
+def session_source(model: onnx.ModelProto) -> tuple[bytes | str, tempfile.TemporaryDirectory | None]:
+    """What onnxruntime.InferenceSession takes for `model`: its bytes, or for a model past 2 GB the path of a
+    copy written with external data into a temporary folder (returned too: keep it while the session lives)."""
+    if not is_large(model):
+        return model.SerializeToString(), None
+    folder = tempfile.TemporaryDirectory(prefix="inq-onnx-")
+    path = Path(folder.name) / "model.onnx"
+    save_model(model, path)
+    return str(path), folder
