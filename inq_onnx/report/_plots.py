@@ -79,7 +79,10 @@ def training_png(steps: Sequence[StepReport], reference_accuracy: float | None, 
             score_axes.axhline(100 * reference_accuracy, color=REFERENCE, linestyle="--", label="FP32")
         score_axes.legend(fontsize="small")
     else:
-        score_axes.text(0.5, 0.5, "not measured", ha="center", va="center", transform=score_axes.transAxes)
+        score_axes.text(0.5, 0.5, f"{accuracy_label} per step not measured", ha="center", va="center",
+                        transform=score_axes.transAxes)
+        score_axes.set_xticks([])
+        score_axes.set_yticks([])
     score_axes.set(title=f"{accuracy_label[:1].upper() + accuracy_label[1:]} after each INQ step",
                    xlabel="INQ step, portion frozen",
                    ylabel=f"{accuracy_label} (%)")

@@ -92,6 +92,9 @@ def settings(result: QuantizeResult, config: QuantizeConfig | None) -> _html.Sec
                      ("epochs per step", str(t.epochs)), ("batch size", str(t.batch_size)),
                      ("learning rate", f"{t.lr:g}"), ("optimizer", t.optimizer),
                      ("weight decay", f"{t.weight_decay:g}"), ("strategy", t.strategy), ("seed", str(t.seed))]
+    widths = sorted({levels.bits for levels in result.levels.values()})
+    if len(widths) > 1:
+        rows.append(("bits per layer", f"{widths[0]} to {widths[-1]} (see the per-layer table)"))
     if result.dataset is not None:
         rows.append(("samples in --data", str(len(result.dataset))))
     body = [_html.table(["setting", "value"], rows)]
