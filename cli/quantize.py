@@ -61,10 +61,12 @@ from ._output import StepProgress, echo_mode, percent, table
               help="Continue an interrupted retraining from the checkpoint folder it left (<output>.ckpt); "
                    "same options and data as the interrupted run.")
 @click.option("--no-checkpoint", is_flag=True, help="Write no checkpoint after each INQ step.")
+@click.option("--report", "report_dir", type=click.Path(file_okay=False),
+              help="Also write an HTML report (index.html and PNG plots) into this directory; needs matplotlib.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def command(model, bits, data, output, portions, strategy, epochs, batch_size, lr, decay, optimizer, weight_decay,
             seed, exclude, loss, activations, granularity, layer_bits, val_data, max_drop, no_retrain, resume,
-            no_checkpoint, quiet, **images):
+            no_checkpoint, report_dir, quiet, **images):
     """Quantize MODEL's Conv/Gemm/MatMul weights to 0 or ±2^k in BITS bits with INQ and write the rewritten model."""
     preprocess = preprocess_from(images)
     training = RetrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, decay=decay, optimizer=optimizer,
@@ -80,7 +82,7 @@ def command(model, bits, data, output, portions, strategy, epochs, batch_size, l
         warnings.simplefilter("always")
         summary = quantize_file(model, config, data, output, progress, resume=resume,
                                 checkpoints=not no_checkpoint, preprocess=preprocess, val_data_path=val_data,
-                                max_drop=max_drop)
+                                max_drop=max_drop, report_dir=report_dir)
     for w in caught:
         click.echo(f"Warning: {w.message}", err=True)
     result = summary.result
@@ -118,6 +120,8 @@ def command(model, bits, data, output, portions, strategy, epochs, batch_size, l
                        f"quantized {percent(v.accuracy_quantized)}")
     click.echo(f"Wrote {summary.output}" + (f" with its weights in {summary.external_data}"
                                             if summary.external_data else " (one file)"))
+    if summary.report is not None:
+        click.echo(f"Wrote the report {summary.report}")
 
 
 def _parse_layer_bits(values: tuple[str, ...]) -> dict[str, int]:

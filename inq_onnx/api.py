@@ -33,6 +33,7 @@ class QuantizeSummary:
     validation: ValidationReport | None = None  # against the original, on the data
     external_data: Path | None = None  # the weights' file beside `output`, for models past protobuf's 2 GB
     control: ControlReport | None = None  # what accuracy control (`max_drop`) measured and changed
+    report: Path | None = None  # the report's index.html
 
 
 def _data_inputs(data) -> list:
@@ -51,7 +52,7 @@ def quantize(model_path: str | os.PathLike, config: QuantizeConfig = QuantizeCon
              data_path=None, output_path: str | os.PathLike | None = None,
              progress: ProgressCallback | None = None, resume: str | os.PathLike | None = None,
              checkpoints: bool = True, preprocess: Preprocess | None = None, val_data_path=None,
-             max_drop: float | None = None) -> QuantizeSummary:
+             max_drop: float | None = None, report_dir: str | os.PathLike | None = None) -> QuantizeSummary:
     """Quantize a model file, check the rewrite, compare with the original, and write `<stem>.inq.onnx`.
 
     `data_path`: an .npz file, an image folder (decoded with `preprocess`), a Dataset, or input dicts (an
@@ -62,8 +63,9 @@ def quantize(model_path: str | os.PathLike, config: QuantizeConfig = QuantizeCon
     `resume`), removed once the output is written; `resume` continues an interrupted run from its checkpoint
     folder. With `val_data_path` (data as `data_path`) and `max_drop` (points of accuracy, or of top-1
     agreement without labels), the most sensitive layers get more bits or stay float until the drop on that
-    data is at most `max_drop` (`accuracy_control`); those runs write no checkpoints. Nothing but the
-    checkpoint is written unless every step succeeds.
+    data is at most `max_drop` (`accuracy_control`); those runs write no checkpoints. With `report_dir`, an
+    HTML report (index.html and its plots) goes there too. Nothing but the checkpoint is written unless every
+    step succeeds.
     """
     if (val_data_path is None) != (max_drop is None):
         raise ConfigError("--val-data and --max-drop go together: the drop is measured on the validation data")
@@ -78,13 +80,19 @@ def quantize(model_path: str | os.PathLike, config: QuantizeConfig = QuantizeCon
     if resume is None and checkpoint_dir is not None and (checkpoint_dir / CHECKPOINT_FILE).exists():
         warnings.warn(f"{checkpoint_dir} holds the checkpoint of an interrupted run; this run replaces it "
                       f"(--resume {checkpoint_dir} would continue it)", stacklevel=2)
+    if report_dir is not None:
+        from .report import check_report_dir, load_pyplot  # matplotlib: an optional extra
+
+        check_report_dir(report_dir)
+        load_pyplot()  # a missing matplotlib fails now, not after retraining
     model = load_model(model_path)
     dataset = load_data(data_path, model, preprocess) if data_path is not None else None
     metadata = {"inq.source_sha256": model_sha256(model_path)}
     control = None
     if max_drop is None:
         result = quantize_model(model, config, dataset, metadata=metadata, progress=progress,
-                                checkpoint_dir=checkpoint_dir, resume=resume is not None)
+                                checkpoint_dir=checkpoint_dir, resume=resume is not None,
+                                evaluate_steps=report_dir is not None)
     else:
         result, control = quantize_with_control(model, config, dataset, load_data(val_data_path, model, preprocess),
                                                 max_drop, metadata=metadata, progress=progress)
@@ -92,10 +100,16 @@ def quantize(model_path: str | os.PathLike, config: QuantizeConfig = QuantizeCon
     # against the original measures what quantizing activations (int8 mode) adds.
     comparisons = check_rewrite(result, result.dataset)
     validation = compare_models(model, result.model, result.dataset) if result.dataset is not None else None
+    rendered = None
+    if report_dir is not None:
+        from .report import render_report
+
+        rendered = render_report(result, model, config=config, validation=validation, title=Path(model_path).name)
     external_data = save_model(result.model, output)
     if checkpoint_dir is not None:
         CheckpointStore(checkpoint_dir, {}).remove()
-    return QuantizeSummary(output, result, comparisons, validation, external_data, control)
+    report = rendered.write(report_dir) if rendered is not None else None
+    return QuantizeSummary(output, result, comparisons, validation, external_data, control, report)
 
 
 def validate(original_path: str | os.PathLike, quantized_path: str | os.PathLike,

@@ -25,7 +25,8 @@ class ConfigError(InqError):
 
 
 class RuntimeUnavailableError(InqError):
-    """A runtime package (onnxruntime or onnxruntime-training) or the op library is missing."""
+    """A package a feature needs (onnxruntime, onnxruntime-training, matplotlib for reports) or the op library is
+    missing."""
 
 
 class TrainingError(InqError):

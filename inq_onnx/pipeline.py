@@ -24,7 +24,7 @@ from .packing import check_bits
 from .quantizer import GRANULARITIES, LayerLevels, layer_levels, quantize
 from .recipe import Recipe, choose_loss, choose_recipe
 from .refusals import group_reasons, summarize_reasons
-from .retrain import ProgressCallback, RetrainConfig, StepReport, run_inq
+from .retrain import ProgressCallback, RetrainConfig, StepEvaluator, StepReport, run_inq
 from .rewrite import rewrite_model
 from .runtime import make_session, run_batched
 from .schedule import check_portions, default_portions
@@ -36,6 +36,8 @@ __all__ = ["QuantizeConfig", "QuantizeResult", "quantize_model", "check_rewrite"
 
 # Outputs of the rewritten model may differ from the float model with the same weights only by float rounding.
 REWRITE_RTOL = 1e-4
+# Scoring the model after every INQ step runs it on at most this many training samples.
+STEP_EVALUATION_SAMPLES = 2048
 
 
 LOSSES = ("auto", "cross-entropy", "distillation")
@@ -135,6 +137,8 @@ class QuantizeResult:
     batchnorm: BatchNormReport | None = None  # the BatchNormalization nodes folded into the layer before
     normalization: list[str] = field(default_factory=list)  # what normalizing the model changed
     recipe: Recipe | None = None  # the retraining settings used and why; None for one-shot
+    # The normalized model with BatchNorm folded, before quantization: float_model's graph with the original weights.
+    source_model: onnx.ModelProto | None = None
 
     @property
     def checked_model(self) -> onnx.ModelProto:
@@ -170,13 +174,37 @@ def _channel_axes(layers: list[Layer]) -> dict[str, int | None]:
     return {name: next(iter(found)) if len(found) == 1 else None for name, found in axes.items()}
 
 
+def _step_evaluator(model: onnx.ModelProto, dataset: Dataset, targets, seed: int) -> StepEvaluator:
+    """Top-1 accuracy against the labels (or agreement with the original model's classes) on a fixed sample of
+    the training data, for the model with the given parameters."""
+    count = len(dataset)
+    index = np.arange(count)
+    if count > STEP_EVALUATION_SAMPLES:  # spread over the data, which may be sorted by class
+        index = np.sort(np.random.default_rng(seed).choice(count, STEP_EVALUATION_SAMPLES, replace=False))
+    inputs = dataset.batch(index)
+    reference = targets[index] if isinstance(targets, np.ndarray) else targets[0][index]
+    if reference.ndim == 2 and reference.shape[1] > 1:
+        reference = reference.argmax(axis=1)
+    elif reference.ndim != 1:  # not classes: nothing to score
+        return lambda params: None
+
+    def evaluate(params):
+        scores = run_batched(make_session(with_initializers(model, params)), inputs)[0]
+        if scores.ndim != 2 or scores.shape[1] <= int(reference.max(initial=0)):
+            return None
+        return accuracy(scores, reference)
+
+    return evaluate
+
+
 def _checkpoints(model, dataset: Dataset, config: QuantizeConfig, directory) -> CheckpointStore:
     # The activation mode is applied after retraining and does not change what a checkpoint holds.
     options = {**asdict(config), "portions": list(config.schedule), "activations": None}
     return CheckpointStore(directory, checkpoint_identity(model, dataset.inputs, dataset.labels, options))
 
 
-def _retrain(model, layers, levels, dataset: Dataset, config: QuantizeConfig, progress, checkpoint_dir, resume):
+def _retrain(model, layers, levels, dataset: Dataset, config: QuantizeConfig, progress, checkpoint_dir, resume,
+             evaluate_steps: bool):
     from .training.ort_backend import OrtGradientBackend  # needs onnxruntime-training: imported on demand
 
     if config.loss == "cross-entropy" and dataset.labels is None:
@@ -190,6 +218,7 @@ def _retrain(model, layers, levels, dataset: Dataset, config: QuantizeConfig, pr
     trainable = trainable_parameters(model, layers, config.exclude)
     store = _checkpoints(model, dataset, config, checkpoint_dir) if checkpoint_dir is not None else None
     start = store.load() if resume else None  # before the training graph is built: a refusal comes fast
+    evaluate = _step_evaluator(model, dataset, targets, config.training.seed) if evaluate_steps else None
     with OrtGradientBackend(model, trainable, "cross_entropy" if loss == "labels" else "distillation",
                             dataset.sample_shapes()) as backend:
         # A resumed run chooses the recipe again: the range test is deterministic for the seed, so it finds
@@ -198,18 +227,21 @@ def _retrain(model, layers, levels, dataset: Dataset, config: QuantizeConfig, pr
                                config.bits, loss, loss_why)
         params, steps = run_inq(backend, levels, config.schedule, dataset.inputs, targets,
                                 recipe.training(config.training), progress,
-                                checkpoint=store.save if store is not None else None, resume_from=start)
+                                checkpoint=store.save if store is not None else None, resume_from=start,
+                                evaluate=evaluate)
     resumed = f"resumed from {checkpoint_dir} after INQ step {start.steps_done}" if start is not None else None
     return params, steps, loss, recipe, resumed
 
 
 def quantize_model(model: onnx.ModelProto, config: QuantizeConfig, dataset: Dataset | None = None, *,
                    metadata: dict[str, str] | None = None, progress: ProgressCallback | None = None,
-                   checkpoint_dir: str | os.PathLike | None = None, resume: bool = False) -> QuantizeResult:
+                   checkpoint_dir: str | os.PathLike | None = None, resume: bool = False,
+                   evaluate_steps: bool = False) -> QuantizeResult:
     """INQ-quantize every qualifying Conv/Gemm/MatMul of `model` and rewrite them into com.inq ops.
 
     With `checkpoint_dir`, retraining writes a checkpoint there after every INQ step; `resume` continues from
     the one it holds (same model, data and options, else ConfigError) and gives the same result byte for byte.
+    `evaluate_steps` scores the model after every INQ step on (a sample of) the data: StepReport.accuracy.
     """
     if resume and checkpoint_dir is None:
         raise ConfigError("resume needs the checkpoint folder to resume from")
@@ -248,7 +280,7 @@ def quantize_model(model: onnx.ModelProto, config: QuantizeConfig, dataset: Data
         mode = "one-shot"
     else:
         values, steps, mode, recipe, resumed = _retrain(normalized, layers, levels, dataset, config, progress,
-                                                        checkpoint_dir, resume)
+                                                        checkpoint_dir, resume, evaluate_steps)
         notes.extend([resumed] if resumed else [])
 
     float_model = with_initializers(normalized, values)
@@ -261,7 +293,8 @@ def quantize_model(model: onnx.ModelProto, config: QuantizeConfig, dataset: Data
     meta.update(metadata or {})
     rewritten = rewrite_model(float_model, layers, levels, meta)
     result = QuantizeResult(rewritten, float_model, layers, skipped, levels, mode, dataset, steps, notes,
-                            batchnorm=batchnorm, normalization=normalized_model.notes, recipe=recipe)
+                            batchnorm=batchnorm, normalization=normalized_model.notes, recipe=recipe,
+                            source_model=normalized)
     if config.activations != "float":
         result.float_mode_model = rewritten
         result.model, result.activation_mode = set_activations(

@@ -15,12 +15,15 @@ from .schedule import STRATEGIES, grow_frozen_mask
 from .training.backend import GradientBackend
 from .training.optim import DECAYS, OPTIMIZERS, decayed_lr, make_optimizer
 
-__all__ = ["RetrainConfig", "StepReport", "run_inq", "ProgressCallback", "CheckpointCallback"]
+__all__ = ["RetrainConfig", "StepReport", "run_inq", "ProgressCallback", "CheckpointCallback", "StepEvaluator"]
 
 # progress(step_index, step_count, batches_done, batch_count, loss): called after every batch.
 ProgressCallback = Callable[[int, int, int, int, float], None]
 # checkpoint(state): called after every retrained INQ step with the state to continue from.
 CheckpointCallback = Callable[[InqState], None]
+# evaluate(parameters): a score of the model with these parameters (accuracy, or agreement with the original), or
+# None when the outputs do not read as classes; called once at the end of every INQ step.
+StepEvaluator = Callable[[Mapping[str, np.ndarray]], "float | None"]
 
 
 @dataclass(frozen=True)
@@ -67,6 +70,7 @@ class StepReport:
     portion: float
     frozen_fraction: float
     epoch_losses: list[float] = field(default_factory=list)
+    accuracy: float | None = None  # the StepEvaluator's score at the end of the step, when one was given
 
 
 def _freeze(params: dict[str, np.ndarray], frozen: dict[str, np.ndarray], levels: Mapping[str, LayerLevels]
@@ -83,7 +87,8 @@ def _freeze(params: dict[str, np.ndarray], frozen: dict[str, np.ndarray], levels
 def run_inq(backend: GradientBackend, levels: Mapping[str, LayerLevels], portions: Sequence[float],
             inputs: Mapping[str, np.ndarray], targets: np.ndarray | list[np.ndarray], config: RetrainConfig,
             progress: ProgressCallback | None = None, checkpoint: CheckpointCallback | None = None,
-            resume_from: InqState | None = None) -> tuple[dict[str, np.ndarray], list[StepReport]]:
+            resume_from: InqState | None = None, evaluate: StepEvaluator | None = None
+            ) -> tuple[dict[str, np.ndarray], list[StepReport]]:
     """Run the whole schedule; returns the final parameters (all quantized weights on their levels).
 
     `levels` maps each quantized weight's name to its levels; other trainable parameters (biases, excluded
@@ -117,6 +122,8 @@ def run_inq(backend: GradientBackend, levels: Mapping[str, LayerLevels], portion
         report = StepReport(portion, sum(int(m.sum()) for m in frozen.values()) / max(total, 1))
         reports.append(report)
         if portion >= 1.0:
+            if evaluate is not None:
+                report.accuracy = evaluate(params)
             break  # the last step quantizes everything; nothing is left to retrain
         trainable = {name: ~mask for name, mask in frozen.items()}
         optimizer = make_optimizer(config.optimizer, config.lr, config.weight_decay, config.momentum)
@@ -147,6 +154,8 @@ def run_inq(backend: GradientBackend, levels: Mapping[str, LayerLevels], portion
                 raise TrainingError(f"retraining diverged in step {step + 1} (a weight became NaN or Inf); "
                                     f"lower --lr")
             report.epoch_losses.append(float(np.mean(losses)))
+        if evaluate is not None:  # before the checkpoint, which keeps the reports
+            report.accuracy = evaluate(params)
         if checkpoint is not None:
             checkpoint(InqState(step + 1, {k: v.copy() for k, v in params.items()},
                                 {k: v.copy() for k, v in frozen.items()}, rng.bit_generator.state,

@@ -14,7 +14,7 @@ wheel=$(ls dist/inq_onnx-*.whl)
 for env in train runtime; do
   "$PYTHON" -m venv ".venv-$env"
   ".venv-$env/bin/pip" install -q --upgrade pip
-  ".venv-$env/bin/pip" install -q --force-reinstall "${wheel}[$env,test]"
+  ".venv-$env/bin/pip" install -q --force-reinstall "${wheel}[$env,test,report]"
 done
 
 # The native kernel tests (every ISA path this CPU has, integer paths bit-exact against a scalar reference),

@@ -169,3 +169,23 @@ def test_divergence_is_reported_not_packed():
     with pytest.raises(TrainingError, match="diverged in step 1 .*lower --lr"):
         run_inq(backend, {"w": layer_levels(w_true, 5)}, (0.5, 1.0), {"x": x}, y * 1e30,
                 RetrainConfig(epochs=3, lr=1e3))
+
+
+def test_evaluate_scores_every_step_after_its_retraining():
+    x, y, w_true = _problem()
+    backend = LinearBackend(w_true + 0.05, np.zeros(3, np.float32))
+    levels = {"w": layer_levels(w_true + 0.05, 4)}
+    seen = []
+
+    def evaluate(params):  # the frozen fraction at this point, and whether every weight sits on a level
+        seen.append(np.array_equal(params["w"], quantize(params["w"], levels["w"])))
+        return float(np.mean(params["w"] == quantize(params["w"], levels["w"])))
+
+    _, steps = run_inq(backend, levels, (0.5, 0.75, 1.0), {"x": x}, y, RetrainConfig(epochs=1, lr=0.05),
+                       evaluate=evaluate)
+    assert seen == [False, False, True]  # after retraining the float part; after the last freeze
+    assert steps[0].accuracy == pytest.approx(0.5, abs=0.03) and steps[1].accuracy == pytest.approx(0.75, abs=0.03)
+    assert steps[2].accuracy == 1.0
+    _, unscored = run_inq(LinearBackend(w_true, np.zeros(3, np.float32)), levels, (0.5, 1.0), {"x": x}, y,
+                          RetrainConfig(epochs=1, lr=0.05))
+    assert [s.accuracy for s in unscored] == [None, None]
