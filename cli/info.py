@@ -51,6 +51,8 @@ def command(model, as_json):
                f"compression {report.compression_ratio:.2f}x "
                f"(quantized weights {report.packed_bytes} vs {report.float_bytes} bytes)")
     if report.granularity:
-        click.echo(f"exponent ranges: per {report.granularity}")
+        ranges = ("per channel in some layers, per tensor in others" if report.granularity == "mixed"
+                  else f"per {report.granularity}")
+        click.echo(f"exponent ranges: {ranges}")
     if report.accuracy_control:
         click.echo(f"accuracy control: {report.accuracy_control}")

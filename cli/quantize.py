@@ -47,7 +47,8 @@ from ._output import StepProgress, echo_mode, percent, table
               help="float: weights-only INQ. int8: uint8 activations (scales calibrated on --data, else per run) "
                    "and integer accumulation, for speed.")
 @click.option("--granularity", type=click.Choice(GRANULARITIES), default=QuantizeConfig.granularity,
-              show_default=True, help="Exponent range (n1, n2) per output channel, or one per weight tensor.")
+              show_default=True, help="Exponent range (n1, n2) per output channel, one per weight tensor, or auto: "
+                                      "per channel below 5 bits, per tensor from 5 bits.")
 @click.option("--layer-bits", multiple=True, metavar="NODE=B",
               help="Quantize this node to B bits instead of --bits (repeatable).")
 @click.option("--val-data", type=click.Path(),

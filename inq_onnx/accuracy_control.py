@@ -19,7 +19,7 @@ from .layers import Layer, match_layers
 from .normalize import normalize
 from .packing import MAX_BITS
 from .pipeline import QuantizeConfig, QuantizeResult, quantize_model, with_initializers
-from .quantizer import layer_levels, quantize
+from .quantizer import layer_levels, quantize, uses_channel_ranges
 from .retrain import ProgressCallback
 from .runtime import make_session, run_batched
 from .validate import accuracy
@@ -129,14 +129,15 @@ class _Sensitivity:
         self.model, self.scorer, self.report = folded, scorer, report
         initializers = {t.name: t for t in folded.graph.initializer}
         self.weights = {layer.weight: numpy_helper.to_array(initializers[layer.weight]) for layer in layers}
-        self.axes = {layer.weight: layer.channel_axis if config.granularity == "channel" else None
-                     for layer in layers}
+        self.axes = {layer.weight: layer.channel_axis for layer in layers}
+        self.granularity = config.granularity
         self.cache: dict[tuple[str, int], float] = {}
 
     def __call__(self, weight: str, bits: int) -> float:
         if (weight, bits) not in self.cache:
             w = self.weights[weight]
-            values = {weight: quantize(w, layer_levels(w, bits, self.axes[weight]))}
+            axis = self.axes[weight] if uses_channel_ranges(self.granularity, bits) else None
+            values = {weight: quantize(w, layer_levels(w, bits, axis))}
             self.cache[weight, bits] = self.scorer.drop(with_initializers(self.model, values))
             self.report.evaluations += 1
         return self.cache[weight, bits]

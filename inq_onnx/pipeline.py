@@ -21,7 +21,7 @@ from .integer_mode import ACTIVATION_MODES, ModeReport, set_activations
 from .layers import Layer, SkippedNode, match_layers
 from .normalize import normalize
 from .packing import check_bits
-from .quantizer import GRANULARITIES, LayerLevels, layer_levels, quantize
+from .quantizer import GRANULARITIES, LayerLevels, layer_levels, quantize, uses_channel_ranges
 from .recipe import Recipe, choose_loss, choose_recipe
 from .refusals import group_reasons, summarize_reasons
 from .retrain import ProgressCallback, RetrainConfig, StepEvaluator, StepReport, run_inq
@@ -56,8 +56,9 @@ class QuantizeConfig:
     # float: weights-only INQ (what retraining assumes); int8: uint8 activations, scales calibrated on the data
     # (or computed per run without data), integer accumulation.
     activations: str = "float"
-    # channel: n1, n2 per output channel (folded BatchNorm scales differ by channel); tensor: one range per layer.
-    granularity: str = "channel"
+    # channel: n1, n2 per output channel (folded BatchNorm scales differ by channel); tensor: one range per layer;
+    # auto: per channel below 5 bits, per tensor from 5 bits (quantizer.uses_channel_ranges).
+    granularity: str = "auto"
     # Bits of single nodes that differ from `bits` (node name -> 2..8), e.g. a sensitive layer given more.
     layer_bits: Mapping[str, int] = field(default_factory=dict, hash=False)  # a dict: left out of the hash
 
@@ -89,6 +90,12 @@ class QuantizeConfig:
 
     def bits_of(self, node: str) -> int:
         return int(self.layer_bits.get(node, self.bits))
+
+
+def _granularity_used(levels: Mapping[str, LayerLevels]) -> str:
+    """"channel", "tensor", or "mixed" (per channel for some layers): what the metadata and `info` report."""
+    kinds = {"channel" if len(level.exponent_base) > 1 else "tensor" for level in levels.values()}
+    return kinds.pop() if len(kinds) == 1 else "mixed"
 
 
 def _weight_bits(layers: list[Layer], skipped: list[SkippedNode], config: QuantizeConfig,
@@ -262,8 +269,10 @@ def quantize_model(model: onnx.ModelProto, config: QuantizeConfig, dataset: Data
             raise ModelError(f"the weight of node {layer.node} ({layer.weight}) contains NaN or Inf")
     notes: list[str] = []
     weight_bits = _weight_bits(layers, skipped, config, normalized, notes)
-    axes = _channel_axes(layers) if config.granularity == "channel" else {}
-    levels = {name: layer_levels(w, weight_bits[name], axes.get(name)) for name, w in originals.items()}
+    axes = _channel_axes(layers)
+    levels = {name: layer_levels(w, weight_bits[name],
+                                 axes.get(name) if uses_channel_ranges(config.granularity, weight_bits[name]) else None)
+              for name, w in originals.items()}
 
     steps: list[StepReport] = []
     recipe = None
@@ -286,7 +295,7 @@ def quantize_model(model: onnx.ModelProto, config: QuantizeConfig, dataset: Data
     float_model = with_initializers(normalized, values)
     meta = {"inq.bits": str(config.bits), "inq.mode": mode, "inq.version": __version__,
             "inq.portions": ",".join(f"{p:g}" for p in config.schedule) if mode != "one-shot" else "1",
-            "inq.strategy": config.training.strategy, "inq.granularity": config.granularity}
+            "inq.strategy": config.training.strategy, "inq.granularity": _granularity_used(levels)}
     mixed = layer_bits_metadata(layers, levels, config.bits)
     if mixed:
         meta["inq.layer_bits"] = mixed

@@ -67,9 +67,9 @@ def test_integer_mode_and_qdq_export_take_per_channel_ranges():
 
 
 def test_granularity_is_checked_and_recorded():
-    with pytest.raises(ConfigError, match="granularity must be one of tensor, channel, got 'row'"):
+    with pytest.raises(ConfigError, match="granularity must be one of auto, tensor, channel, got 'row'"):
         QuantizeConfig(granularity="row")
-    assert QuantizeConfig().granularity == "channel"
+    assert QuantizeConfig().granularity == "auto"
     result = quantize_model(batch_norm_model(), QuantizeConfig(retrain=False, granularity="tensor"))
     check_rewrite(result)
     assert all(len(packed_weight(n, {t.name: t for t in result.model.graph.initializer}).exponent_base) == 1
@@ -92,4 +92,22 @@ def test_cli_granularity_option_and_info(tmp_path):
     assert info(tmp_path / "bn.onnx").granularity is None  # a float model has none
 
     bad = runner.invoke(cli, ["quantize", str(tmp_path / "bn.onnx"), "--no-retrain", "--granularity", "row"])
-    assert bad.exit_code == 2 and "'row' is not one of 'tensor', 'channel'" in bad.output
+    assert bad.exit_code == 2 and "'row' is not one of 'auto', 'tensor', 'channel'" in bad.output
+
+
+@pytest.mark.parametrize("bits, expected", [(3, "channel"), (4, "channel"), (5, "tensor"), (6, "tensor")])
+def test_auto_granularity_is_per_channel_below_5_bits(bits, expected):
+    result = quantize_model(batch_norm_model(spread=4), QuantizeConfig(bits=bits, retrain=False))
+    initializers = {t.name: t for t in result.model.graph.initializer}
+    per_channel = {len(packed_weight(n, initializers).exponent_base) > 1 for n in shift_nodes(result.model)}
+    assert per_channel == {expected == "channel"}
+    assert model_info(result.model).granularity == expected
+
+
+def test_auto_granularity_follows_each_layers_bits():
+    model = batch_norm_model(spread=4)
+    result = quantize_model(model, QuantizeConfig(bits=4, retrain=False, layer_bits={"fc": 5}))
+    initializers = {t.name: t for t in result.model.graph.initializer}
+    ranges = {n.name: len(packed_weight(n, initializers).exponent_base) for n in shift_nodes(result.model)}
+    assert ranges["fc"] == 1 and all(count > 1 for name, count in ranges.items() if name != "fc")
+    assert model_info(result.model).granularity == "mixed"
