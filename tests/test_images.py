@@ -9,7 +9,7 @@ from PIL import Image
 
 from inq_onnx.api import convert, quantize
 from inq_onnx.calibrate import activation_ranges
-from inq_onnx.data import Dataset, check_dataset, load_data
+from inq_onnx.data import check_dataset, load_data
 from inq_onnx.errors import ConfigError, DataError
 from inq_onnx.images import Preprocess
 from inq_onnx.pipeline import QuantizeConfig

@@ -43,8 +43,8 @@ const OrtApi* newest_api(const OrtApiBase* base, uint32_t lowest, uint32_t* vers
 }
 
 std::mutex g_mutex;
-// ShiftConv once per element-type variant (ShiftConv::specs(): float X / Z / Y first), then ShiftGemm and ShiftMatMul. Sized
-// once; onnxruntime keeps pointers to the entries.
+// ShiftConv once per element-type variant (ShiftConv::specs(): float X / Z / Y first), then ShiftGemm and
+// ShiftMatMul. Sized once; onnxruntime keeps pointers to the entries.
 std::vector<CustomOp> g_ops;
 // Created once and kept for the process: sessions must not outlive the domain, and onnxruntime accepts the
 // same domain object in several SessionOptions.

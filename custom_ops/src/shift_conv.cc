@@ -2,6 +2,7 @@
 #include "shift_conv.h"
 
 #include <cmath>
+#include <optional>
 
 #include "kernels/packed_weights.h"
 
@@ -124,7 +125,8 @@ Status ShiftConv::read_pool(const OrtKernelInfo* info, size_t spatial_axes) {
   INQ_RETURN_IF_ERROR(with_prefix(prefix(), attr_ints(api_, info, "pool_strides", &strides, &has_strides)));
   INQ_RETURN_IF_ERROR(with_prefix(prefix(), attr_ints(api_, info, "pool_pads", &pads, &has_pads)));
   if (!has_kernel) {
-    if (has_strides || has_pads) return Status::Invalid(prefix() + "pool_strides / pool_pads need pool_kernel_shape");
+    if (has_strides || has_pads)
+      return Status::Invalid(prefix() + "pool_strides / pool_pads need pool_kernel_shape");
     return Status();
   }
   if (spatial_axes != 2 || kernel.size() != 2)
@@ -135,12 +137,11 @@ Status ShiftConv::read_pool(const OrtKernelInfo* info, size_t spatial_axes) {
   if (strides.size() != 2 || pads.size() != 4)
     return Status::Invalid(prefix() + "pool_strides " + shape_str(strides) + " / pool_pads " + shape_str(pads) +
                            " must have 2 / 4 values");
+  const std::string range = " has a value outside [1, " + std::to_string(kMaxConvAttr) + "]";
   for (int64_t v : kernel)
-    if (v < 1 || v > kMaxConvAttr) return Status::Invalid(prefix() + "pool_kernel_shape " + shape_str(kernel) +
-                                                         " has a value outside [1, " + std::to_string(kMaxConvAttr) + "]");
+    if (v < 1 || v > kMaxConvAttr) return Status::Invalid(prefix() + "pool_kernel_shape " + shape_str(kernel) + range);
   for (int64_t v : strides)
-    if (v < 1 || v > kMaxConvAttr) return Status::Invalid(prefix() + "pool_strides " + shape_str(strides) +
-                                                         " has a value outside [1, " + std::to_string(kMaxConvAttr) + "]");
+    if (v < 1 || v > kMaxConvAttr) return Status::Invalid(prefix() + "pool_strides " + shape_str(strides) + range);
   pooled_ = true;
   pool_.kh = kernel[0], pool_.kw = kernel[1], pool_.sh = strides[0], pool_.sw = strides[1];
   pool_.pad_t = pads[0], pool_.pad_l = pads[1], pool_.pad_b = pads[2], pool_.pad_r = pads[3];
@@ -277,10 +278,12 @@ Status ShiftConv::compute(OrtKernelContext* ctx) const {
   ep.summand = z.present && !z_u8 ? static_cast<const float*>(z.data) : nullptr;
   OrtTaskRunner pool(api_, ctx);
   // With a fused MaxPool, the convolution writes its whole output to scratch and the pool reads it from there.
-  const size_t elem = yzp.present ? 1 : sizeof(float);
-  const ScratchPool& scratch = qw ? qw->pool() : w->pool();
-  const ScratchPool::Lease conv_out = scratch.acquire(pooled_ ? static_cast<size_t>(element_count(conv_shape)) * elem : 0);
-  void* conv_y = pooled_ ? conv_out.as<void>() : y.data;
+  std::optional<ScratchPool::Lease> conv_out;
+  if (pooled_) {
+    const size_t elem = yzp.present ? 1 : sizeof(float);
+    conv_out.emplace((qw ? qw->pool() : w->pool()).acquire(static_cast<size_t>(element_count(conv_shape)) * elem));
+  }
+  void* conv_y = conv_out ? conv_out->as<void>() : y.data;
   if (qw) {
     QConvOperands io;
     io.x = x_u8 ? nullptr : static_cast<const float*>(x.data);
