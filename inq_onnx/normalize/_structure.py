@@ -11,8 +11,8 @@ from onnx import helper
 
 from ..errors import ModelError
 
-__all__ = ["check_model", "check_text", "check_tensors", "check_input_dims", "fill_output_shapes", "drop_initializer_inputs", "name_nodes", "infer_shapes",
-           "check_layers"]
+__all__ = ["check_model", "check_text", "check_tensors", "check_input_dims", "fill_output_shapes",
+           "drop_initializer_inputs", "drop_identities", "name_nodes", "infer_shapes", "check_layers"]
 
 
 def _first_line(exc: Exception, limit: int = 240) -> str:
