@@ -220,7 +220,9 @@ def main() -> None:
         result = quantize_model(fp32, dataclasses.replace(config, retrain=True, training=training), train_set)
         seconds = time.perf_counter() - clock
         steps = sum(len(s.epoch_losses) for s in result.steps)
-        variants[f"INQ {bits}-bit"] = (result.model, f"{seconds:.0f} s retraining, {steps} epochs")
+        chosen = result.recipe.training(training) if result.recipe is not None else training
+        variants[f"INQ {bits}-bit"] = (result.model, f"{seconds:.0f} s retraining, {steps} epochs, lr {chosen.lr:.2g}"
+                                                     f", {result.recipe.loss if result.recipe else 'labels'}")
         # The same weights with uint8 activations (integer mode), calibrated on the images int8 PTQ saw.
         integer, _ = set_activations(result.model, "int8", {INPUT: train_set.inputs[INPUT][:256]})
         variants[f"INQ {bits}-bit, int8 activations"] = (integer, "")
@@ -237,8 +239,9 @@ def main() -> None:
     print(f"# Small ResNet on rendered shapes, {datetime.date.today()}: {command.strip()}")
     print(f"# {cpu_name()}; onnxruntime {ort.__version__}, inq-onnx {inq_onnx.__version__}; latency: one thread, "
           f"median of {args.rounds} interleaved rounds")
-    print(f"# {args.train} training / {args.test} test images; FP32: {args.fp32_epochs} epochs AdamW; INQ: "
-          f"{training.epochs} epoch(s) per step, {training.optimizer} lr {training.lr:g}, labels")
+    inq = (f"{training.epochs if training.epochs is not None else 'recipe-chosen'} epoch(s) per step, "
+           f"{training.optimizer} lr {training.lr if training.lr is not None else 'from the recipe'}")
+    print(f"# {args.train} training / {args.test} test images; FP32: {args.fp32_epochs} epochs AdamW; INQ: {inq}")
     print()
     base = variants["FP32"][0].ByteSize()
     print(f"| model | test accuracy | size (bytes) | smaller | latency b1 (ms) | latency b{args.batch} (ms) | note |")
