@@ -45,8 +45,8 @@ def hold_large_tensors(model: onnx.ModelProto) -> dict[str, bytes]:
         if tensor.data_location == onnx.TensorProto.EXTERNAL:
             continue
         raw = tensor.raw_data if tensor.HasField("raw_data") else None
-        if raw is None and int(np.prod(tensor.dims, dtype=np.int64)) * 4 < HELD_MIN_BYTES:
-            continue  # small typed data (no element is smaller than a byte here, floats are 4)
+        if raw is None and int(np.prod(tensor.dims, dtype=np.int64)) * 8 < HELD_MIN_BYTES:
+            continue  # typed data surely under the bound (no element takes more than 8 bytes): not converted
         if raw is None:
             raw = numpy_helper.from_array(numpy_helper.to_array(tensor)).raw_data
         if len(raw) < HELD_MIN_BYTES:
