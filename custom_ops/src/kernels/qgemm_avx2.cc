@@ -85,21 +85,33 @@ void minmax(const float* x, int64_t n, float* lo, float* hi) {
   generic_qkernels().minmax(x + j, n - j, lo, hi);
 }
 
-void epilogue(const QRowEpilogue& e, const int32_t* acc, int64_t n, float* y) {
-  const __m256i zprs = _mm256_set1_epi32(e.zprs);
-  const __m256 mult = _mm256_set1_ps(e.mult), bias = _mm256_set1_ps(e.bias);
-  const __m256 lo = _mm256_set1_ps(e.lo), hi = _mm256_set1_ps(e.hi);
-  int64_t j = 0;
-  for (; j + 8 <= n; j += 8) {
+// One row's rescale (QRowEpilogue) of the 8 accumulators from column j on: the float operations of the
+// scalar epilogue, shared by the float and the uint8 outputs.
+class RowRescale {
+ public:
+  explicit RowRescale(const QRowEpilogue& e)
+      : e_(e), zprs_(_mm256_set1_epi32(e.zprs)), mult_(_mm256_set1_ps(e.mult)), bias_(_mm256_set1_ps(e.bias)),
+        lo_(_mm256_set1_ps(e.lo)), hi_(_mm256_set1_ps(e.hi)) {}
+  __m256 operator()(const int32_t* acc, int64_t j) const {
     const __m256i a = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(acc + j));
-    __m256 v = _mm256_cvtepi32_ps(e.negate ? _mm256_sub_epi32(zprs, a) : _mm256_sub_epi32(a, zprs));
-    v = _mm256_mul_ps(v, mult);
-    if (e.has_bias) v = _mm256_add_ps(v, bias);
-    if (e.summand) v = _mm256_add_ps(v, _mm256_loadu_ps(e.summand + j));
-    v = _mm256_max_ps(lo, v);  // v < lo ? lo : v, as std::max(v, lo)
-    v = _mm256_min_ps(hi, v);  // hi < v ? hi : v, as std::min(v, hi)
-    _mm256_storeu_ps(y + j, v);
+    __m256 v = _mm256_cvtepi32_ps(e_.negate ? _mm256_sub_epi32(zprs_, a) : _mm256_sub_epi32(a, zprs_));
+    v = _mm256_mul_ps(v, mult_);
+    if (e_.has_bias) v = _mm256_add_ps(v, bias_);
+    if (e_.summand) v = _mm256_add_ps(v, _mm256_loadu_ps(e_.summand + j));
+    v = _mm256_max_ps(lo_, v);  // v < lo ? lo : v, as std::max(v, lo)
+    return _mm256_min_ps(hi_, v);  // hi < v ? hi : v, as std::min(v, hi)
   }
+
+ private:
+  const QRowEpilogue& e_;
+  __m256i zprs_;
+  __m256 mult_, bias_, lo_, hi_;
+};
+
+void epilogue(const QRowEpilogue& e, const int32_t* acc, int64_t n, float* y) {
+  const RowRescale rescale(e);
+  int64_t j = 0;
+  for (; j + 8 <= n; j += 8) _mm256_storeu_ps(y + j, rescale(acc, j));
   if (j < n) {
     QRowEpilogue t = e;
     if (t.summand) t.summand += j;
@@ -133,21 +145,10 @@ void interleave4_u8(const uint8_t* const* src, int64_t n, int32_t zp, uint32_t* 
 }
 
 void epilogue_u8(const QRowEpilogue& e, const int32_t* acc, int64_t n, float scale, int32_t zp, uint8_t* y) {
-  const __m256i zprs = _mm256_set1_epi32(e.zprs);
-  const __m256 mult = _mm256_set1_ps(e.mult), bias = _mm256_set1_ps(e.bias);
-  const __m256 lo = _mm256_set1_ps(e.lo), hi = _mm256_set1_ps(e.hi);
+  const RowRescale rescale(e);
   const __m256 inv = _mm256_set1_ps(inverse_scale(scale)), zv = _mm256_set1_ps(static_cast<float>(zp));
   int64_t j = 0;
-  for (; j + 8 <= n; j += 8) {
-    const __m256i a = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(acc + j));
-    __m256 v = _mm256_cvtepi32_ps(e.negate ? _mm256_sub_epi32(zprs, a) : _mm256_sub_epi32(a, zprs));
-    v = _mm256_mul_ps(v, mult);
-    if (e.has_bias) v = _mm256_add_ps(v, bias);
-    if (e.summand) v = _mm256_add_ps(v, _mm256_loadu_ps(e.summand + j));
-    v = _mm256_max_ps(lo, v);
-    v = _mm256_min_ps(hi, v);
-    store8_u8(codes8(_mm256_mul_ps(v, inv), zv), y + j);
-  }
+  for (; j + 8 <= n; j += 8) store8_u8(codes8(_mm256_mul_ps(rescale(acc, j), inv), zv), y + j);
   if (j < n) {
     QRowEpilogue t = e;
     if (t.summand) t.summand += j;

@@ -15,6 +15,11 @@
 namespace inq {
 namespace {
 
+// Lanes of a 16-column group with `left` columns to go (any sign).
+inline __mmask16 tail_mask(int64_t left) {
+  return left >= 16 ? __mmask16(0xFFFF) : left <= 0 ? __mmask16(0) : __mmask16((1u << left) - 1);
+}
+
 inline int32_t load32(const void* p) {
   int32_t v;
   std::memcpy(&v, p, sizeof v);
@@ -122,18 +127,14 @@ void tile_tail(int64_t kqn, const int8_t* a, const uint8_t* b, const int64_t* bo
   }
 }
 
-// Lanes of a 16-column group with `left` columns to go (any sign).
-inline __mmask16 cols_mask(int64_t left) {
-  return left >= 16 ? __mmask16(0xFFFF) : left <= 0 ? __mmask16(0) : __mmask16((1u << left) - 1);
-}
 
 // Up to 4 column groups of 16 per pass, accumulators in registers across the entries (masked past ncols).
 void sparse_add(const int32_t* kq, const uint32_t* w4, int64_t n, const uint8_t* b, const int64_t* boff, int32_t* c,
                 int64_t ncols) {
   for (int64_t j = 0; j < ncols; j += 64) {
     const int64_t left = ncols - j;
-    const __mmask16 m0 = cols_mask(left), m1 = cols_mask(left - 16), m2 = cols_mask(left - 32),
-                    m3 = cols_mask(left - 48);
+    const __mmask16 m0 = tail_mask(left), m1 = tail_mask(left - 16), m2 = tail_mask(left - 32),
+                    m3 = tail_mask(left - 48);
     int32_t* cj = c + j;
     __m512i a0 = _mm512_maskz_loadu_epi32(m0, cj), a1 = _mm512_maskz_loadu_epi32(m1, cj + 16);
     __m512i a2 = _mm512_maskz_loadu_epi32(m2, cj + 32), a3 = _mm512_maskz_loadu_epi32(m3, cj + 48);
@@ -166,7 +167,7 @@ void quantize4(const float* const* src, int64_t n, float scale, int32_t zp, uint
   const __m512 sv = _mm512_set1_ps(scale), zv = _mm512_set1_ps(static_cast<float>(zp));
   const __m512i zpi = _mm512_set1_epi32(zp);
   for (int64_t j = 0; j < n; j += 16) {
-    const __mmask16 m = n - j >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << (n - j)) - 1);
+    const __mmask16 m = tail_mask(n - j);
     __m512i out = _mm512_setzero_si512();
     for (int i = 0; i < 4; ++i) {
       const __m512i q = src[i] ? quantize16(_mm512_maskz_loadu_ps(m, src[i] + j), sv, zv) : zpi;
@@ -179,7 +180,7 @@ void quantize4(const float* const* src, int64_t n, float scale, int32_t zp, uint
 void minmax(const float* x, int64_t n, float* lo, float* hi) {
   __m512 l = _mm512_set1_ps(*lo), h = _mm512_set1_ps(*hi);
   for (int64_t j = 0; j < n; j += 16) {
-    const __mmask16 m = n - j >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << (n - j)) - 1);
+    const __mmask16 m = tail_mask(n - j);
     l = _mm512_min_ps(_mm512_mask_loadu_ps(l, m, x + j), l);  // x < l ? x : l (NaN ignored)
     h = _mm512_max_ps(_mm512_mask_loadu_ps(h, m, x + j), h);
   }
@@ -187,20 +188,34 @@ void minmax(const float* x, int64_t n, float* lo, float* hi) {
   *hi = _mm512_reduce_max_ps(h);
 }
 
-void epilogue(const QRowEpilogue& e, const int32_t* acc, int64_t n, float* y) {
-  const __m512i zprs = _mm512_set1_epi32(e.zprs);
-  const __m512 mult = _mm512_set1_ps(e.mult), bias = _mm512_set1_ps(e.bias);
-  const __m512 lo = _mm512_set1_ps(e.lo), hi = _mm512_set1_ps(e.hi);
-  for (int64_t j = 0; j < n; j += 16) {
-    const __mmask16 m = n - j >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << (n - j)) - 1);
+// One row's rescale (QRowEpilogue) of 16 accumulators from column j on (lanes of m): the float operations
+// of the scalar epilogue, shared by the float and the uint8 outputs.
+class RowRescale {
+ public:
+  explicit RowRescale(const QRowEpilogue& e)
+      : e_(e), zprs_(_mm512_set1_epi32(e.zprs)), mult_(_mm512_set1_ps(e.mult)), bias_(_mm512_set1_ps(e.bias)),
+        lo_(_mm512_set1_ps(e.lo)), hi_(_mm512_set1_ps(e.hi)) {}
+  __m512 operator()(const int32_t* acc, int64_t j, __mmask16 m) const {
     const __m512i a = _mm512_maskz_loadu_epi32(m, acc + j);
-    __m512 v = _mm512_cvtepi32_ps(e.negate ? _mm512_sub_epi32(zprs, a) : _mm512_sub_epi32(a, zprs));
-    v = _mm512_mul_ps(v, mult);
-    if (e.has_bias) v = _mm512_add_ps(v, bias);
-    if (e.summand) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(m, e.summand + j));
-    v = _mm512_max_ps(lo, v);  // v < lo ? lo : v, as std::max(v, lo)
-    v = _mm512_min_ps(hi, v);  // hi < v ? hi : v, as std::min(v, hi)
-    _mm512_mask_storeu_ps(y + j, m, v);
+    __m512 v = _mm512_cvtepi32_ps(e_.negate ? _mm512_sub_epi32(zprs_, a) : _mm512_sub_epi32(a, zprs_));
+    v = _mm512_mul_ps(v, mult_);
+    if (e_.has_bias) v = _mm512_add_ps(v, bias_);
+    if (e_.summand) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(m, e_.summand + j));
+    v = _mm512_max_ps(lo_, v);  // v < lo ? lo : v, as std::max(v, lo)
+    return _mm512_min_ps(hi_, v);  // hi < v ? hi : v, as std::min(v, hi)
+  }
+
+ private:
+  const QRowEpilogue& e_;
+  __m512i zprs_;
+  __m512 mult_, bias_, lo_, hi_;
+};
+
+void epilogue(const QRowEpilogue& e, const int32_t* acc, int64_t n, float* y) {
+  const RowRescale rescale(e);
+  for (int64_t j = 0; j < n; j += 16) {
+    const __mmask16 m = tail_mask(n - j);
+    _mm512_mask_storeu_ps(y + j, m, rescale(acc, j, m));
   }
 }
 
@@ -210,10 +225,6 @@ inline void store16_u8(uint8_t* y, __mmask16 m, __m512i v) {
   const __m128i b = _mm512_cvtepi32_epi8(v);
   if (m == 0xFFFF) _mm_storeu_si128(reinterpret_cast<__m128i*>(y), b);
   else _mm_mask_storeu_epi8(y, m, b);
-}
-
-inline __mmask16 tail_mask(int64_t left) {
-  return left >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << left) - 1);
 }
 
 void interleave4_u8(const uint8_t* const* src, int64_t n, int32_t zp, uint32_t* dst) {
@@ -230,20 +241,11 @@ void interleave4_u8(const uint8_t* const* src, int64_t n, int32_t zp, uint32_t* 
 }
 
 void epilogue_u8(const QRowEpilogue& e, const int32_t* acc, int64_t n, float scale, int32_t zp, uint8_t* y) {
-  const __m512i zprs = _mm512_set1_epi32(e.zprs);
-  const __m512 mult = _mm512_set1_ps(e.mult), bias = _mm512_set1_ps(e.bias);
-  const __m512 lo = _mm512_set1_ps(e.lo), hi = _mm512_set1_ps(e.hi);
+  const RowRescale rescale(e);
   const __m512 inv = _mm512_set1_ps(inverse_scale(scale)), zv = _mm512_set1_ps(static_cast<float>(zp));
   for (int64_t j = 0; j < n; j += 16) {
     const __mmask16 m = tail_mask(n - j);
-    const __m512i a = _mm512_maskz_loadu_epi32(m, acc + j);
-    __m512 v = _mm512_cvtepi32_ps(e.negate ? _mm512_sub_epi32(zprs, a) : _mm512_sub_epi32(a, zprs));
-    v = _mm512_mul_ps(v, mult);
-    if (e.has_bias) v = _mm512_add_ps(v, bias);
-    if (e.summand) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(m, e.summand + j));
-    v = _mm512_max_ps(lo, v);
-    v = _mm512_min_ps(hi, v);
-    store16_u8(y + j, m, codes16(_mm512_mul_ps(v, inv), zv));
+    store16_u8(y + j, m, codes16(_mm512_mul_ps(rescale(acc, j, m), inv), zv));
   }
 }
 
