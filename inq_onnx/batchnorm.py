@@ -14,6 +14,8 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from .graph_edit import drop_unused_initializers
+
 __all__ = ["FoldedBatchNorm", "BatchNormReport", "fold_batchnorm"]
 
 _STANDARD = ("", "ai.onnx")
@@ -260,8 +262,5 @@ def fold_batchnorm(model: onnx.ModelProto) -> tuple[onnx.ModelProto, BatchNormRe
     kept_info = [v for v in graph.value_info if v.name not in gone]
     del graph.value_info[:]
     graph.value_info.extend(kept_info)
-    used = {name for n in graph.node for name in n.input} | graph_outputs
-    kept_init = [t for t in graph.initializer if t.name in used]
-    del graph.initializer[:]
-    graph.initializer.extend(kept_init)
+    drop_unused_initializers(graph)
     return model, report

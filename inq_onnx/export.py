@@ -13,6 +13,7 @@ from onnx import helper, numpy_helper
 
 from . import large_models
 from .errors import ConfigError, ModelError
+from .graph_edit import drop_unused_initializers
 from .integer_mode import float_mode_copy
 from .packed_nodes import STANDARD_OP, packed_weight, shift_nodes
 from .schemas import DOMAIN, FUSION_ATTRIBUTES, INTEGER_ATTRIBUTES, PACKING_ATTRIBUTES, POOL_ATTRIBUTES, SHIFT_MATMUL
@@ -117,10 +118,7 @@ def export_float(model: onnx.ModelProto) -> onnx.ModelProto:
     del graph.node[:]
     graph.node.extend(nodes)
     graph.initializer.extend(constants)
-    used = {name for n in graph.node for name in n.input}
-    kept = [t for t in graph.initializer if t.name in used]
-    del graph.initializer[:]
-    graph.initializer.extend(kept)
+    drop_unused_initializers(graph)
     if not any(n.domain == DOMAIN for n in graph.node):
         kept_opsets = [o for o in model.opset_import if o.domain != DOMAIN]
         del model.opset_import[:]

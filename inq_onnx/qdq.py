@@ -12,6 +12,7 @@ from onnx import helper, numpy_helper
 
 from . import large_models
 from .errors import ModelError
+from .graph_edit import drop_unused_initializers
 
 __all__ = ["QdqResult", "insert_qdq", "int8_weight", "activation_qparams", "MIN_OPSET"]
 
@@ -176,10 +177,8 @@ def insert_qdq(model: onnx.ModelProto, layers: set[str], ranges: Mapping[str, tu
         result.quantized.append(node.name)
     del model.graph.node[:]
     model.graph.node.extend(nodes)
-    used = {name for n in nodes for name in n.input}
-    kept = [t for t in model.graph.initializer if t.name in used] + builder.new_inits
-    del model.graph.initializer[:]
-    model.graph.initializer.extend(kept)
+    model.graph.initializer.extend(builder.new_inits)
+    drop_unused_initializers(model.graph)
     large_models.check_model(model)
     return result
 

@@ -12,6 +12,7 @@ from onnx import helper, numpy_helper
 from . import large_models, packing, schemas
 from .errors import ModelError
 from .fusion import fuse as fuse_following_ops
+from .graph_edit import drop_unused_initializers
 from .layers import Layer
 from .quantizer import LayerLevels
 
@@ -52,13 +53,6 @@ def _replacement(node: onnx.NodeProto, layer: Layer, levels: LayerLevels, packed
     # The standard op's own attributes (pads, group, transB, alpha, ...) keep their meaning unchanged.
     new.attribute.extend(copy.deepcopy(a) for a in node.attribute)
     return new
-
-
-def _drop_unused_initializers(graph: onnx.GraphProto) -> None:
-    used = {name for n in graph.node for name in n.input} | {o.name for o in graph.output}
-    kept = [t for t in graph.initializer if t.name in used]
-    del graph.initializer[:]
-    graph.initializer.extend(kept)
 
 
 def rewrite_model(model: onnx.ModelProto, layers: list[Layer], levels: Mapping[str, LayerLevels],
@@ -106,10 +100,10 @@ def rewrite_model(model: onnx.ModelProto, layers: list[Layer], levels: Mapping[s
     if not any(o.domain == schemas.DOMAIN for o in model.opset_import):
         model.opset_import.append(schemas.opset_import())
     schemas.register_schemas()
-    _drop_unused_initializers(graph)  # the float weights: shape inference in the rules then sees a small model
+    drop_unused_initializers(graph)  # the float weights: shape inference in the rules then sees a small model
     if fuse:  # after the opset import: the rules need shape inference through the com.inq ops
         fuse_following_ops(model)
-        _drop_unused_initializers(graph)  # the Clip bounds fused away
+        drop_unused_initializers(graph)  # the Clip bounds fused away
 
     for key, value in (metadata or {}).items():
         entry = next((p for p in model.metadata_props if p.key == key), None) or model.metadata_props.add()
