@@ -7,6 +7,7 @@
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #include <immintrin.h>
 
+#include "kernels/avx512_lanes.h"
 #include "kernels/code_gemv_kernels.h"
 
 namespace inq {
@@ -112,20 +113,13 @@ void cg_int_avx512(const CgIntArgs& g) {
 }
 
 void cg_quantize_avx512(const float* x, int64_t n, float scale, int zp, uint8_t flip, uint8_t* out) {
-  // Same operations as the scalar version: IEEE division, round half to even, + zp, max(v, 0) (NaN -> 0), min 255.
+  // Same operations as the scalar version (quantize_one), then the flip.
   const __m512 vs = _mm512_set1_ps(scale), vz = _mm512_set1_ps(static_cast<float>(zp));
-  const __m512 lo = _mm512_setzero_ps(), hi = _mm512_set1_ps(255.0f);
   const __m512i vf = _mm512_set1_epi32(flip);
   for (int64_t i = 0; i < n; i += 16) {
-    const __mmask16 mk = n - i >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << (n - i)) - 1u);
-    __m512 v = _mm512_div_ps(_mm512_maskz_loadu_ps(mk, x + i), vs);
-    v = _mm512_roundscale_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    v = _mm512_min_ps(_mm512_max_ps(_mm512_add_ps(v, vz), lo), hi);
-    const __m512i q = _mm512_xor_si512(_mm512_cvttps_epi32(v), vf);
-    // Narrowed in a register, then stored: vpmovdb's masked store to memory is far slower on Zen 4.
-    const __m128i b = _mm512_cvtepi32_epi8(q);
-    if (mk == 0xFFFF) _mm_storeu_si128(reinterpret_cast<__m128i*>(out + i), b);
-    else _mm_mask_storeu_epi8(out + i, mk, b);
+    const __mmask16 mk = avx512::tail_mask(n - i);
+    const __m512i q = avx512::quantize16(_mm512_maskz_loadu_ps(mk, x + i), vs, vz);
+    avx512::store16_u8(out + i, mk, _mm512_xor_si512(q, vf));
   }
 }
 

@@ -143,6 +143,17 @@ Layout make_layout(const ConvGeometry& g, bool compact) {
   return l;
 }
 
+// Input row ih of the 4 channels of quad `cq` (float or u8 source, the other null); null past the channels.
+void quad_rows(const ConvGeometry& g, const float* xg, const uint8_t* xg8, int64_t cq, int64_t ih,
+               const float* src[4], const uint8_t* src8[4]) {
+  for (int64_t c = 0; c < 4; ++c) {
+    const bool in = cq * 4 + c < g.cg();
+    const int64_t at = (cq * 4 + c) * g.h * g.w + ih * g.w;
+    src[c] = in && xg ? xg + at : nullptr;
+    src8[c] = in && xg8 ? xg8 + at : nullptr;
+  }
+}
+
 // Quantizes channel quad `cq` of one (image, group) into its zero-point-padded phase planes.
 // xg8 (u8 codes, then xg is null) is copied instead.
 void quantize_quad(const ConvGeometry& g, const Layout& l, const QKernels& k, const float* xg, const uint8_t* xg8,
@@ -151,7 +162,6 @@ void quantize_quad(const ConvGeometry& g, const Layout& l, const QKernels& k, co
   uint32_t* planes = reinterpret_cast<uint32_t*>(image) + cq * l.cplane;
   for (int64_t pl = 0; pl < l.na * l.nb; ++pl)
     std::fill(planes + pl * l.pplane + i0 * l.wph, planes + pl * l.pplane + i1 * l.wph, zq);
-  const int64_t cg = g.cg(), hw = g.h * g.w;
   std::vector<uint32_t> tmp;  // one quantized input row, for strided column phases
   for (int64_t a = 0; a < g.sh; ++a) {
     if (l.pa[static_cast<size_t>(a)] < 0) continue;
@@ -160,12 +170,7 @@ void quantize_quad(const ConvGeometry& g, const Layout& l, const QKernels& k, co
       if (ih < 0 || ih >= g.h) continue;
       const float* src[4];
       const uint8_t* src8[4];
-      for (int64_t c = 0; c < 4; ++c) {
-        const bool in = cq * 4 + c < cg;
-        const int64_t at = (cq * 4 + c) * hw + ih * g.w;
-        src[c] = in && xg ? xg + at : nullptr;
-        src8[c] = in && xg8 ? xg8 + at : nullptr;
-      }
+      quad_rows(g, xg, xg8, cq, ih, src, src8);
       bool have_tmp = false;
       for (int64_t b = 0; b < g.sw; ++b) {
         if (l.pb[static_cast<size_t>(b)] < 0) continue;
@@ -206,7 +211,7 @@ void quantize_quad_compact(const ConvGeometry& g, const Layout& l, const QKernel
                            const uint8_t* xg8, int64_t cq, int64_t i0, int64_t i1, QuantParams p, uint8_t* image) {
   const uint32_t zq = static_cast<uint32_t>(p.zero_point) * 0x01010101u;
   uint32_t* planes = reinterpret_cast<uint32_t*>(image) + cq * l.cplane;
-  const int64_t cg = g.cg(), hw = g.h * g.w, wp = g.w + g.pad_l + g.pad_r;
+  const int64_t wp = g.w + g.pad_l + g.pad_r;
   std::vector<uint32_t> tmp(static_cast<size_t>(wp + 16), zq);  // padded row (+ slack, never read)
   uint32_t* t = tmp.data();
   for (int64_t a = 0; a < g.sh; ++a) {
@@ -223,12 +228,7 @@ void quantize_quad_compact(const ConvGeometry& g, const Layout& l, const QKernel
       }
       const float* src[4];
       const uint8_t* src8[4];
-      for (int64_t c = 0; c < 4; ++c) {
-        const bool in = cq * 4 + c < cg;
-        const int64_t at = (cq * 4 + c) * hw + ih * g.w;
-        src[c] = in && xg ? xg + at : nullptr;
-        src8[c] = in && xg8 ? xg8 + at : nullptr;
-      }
+      quad_rows(g, xg, xg8, cq, ih, src, src8);
       if (xg8) k.interleave4_u8(src8, g.w, p.zero_point, t + g.pad_l);
       else k.quantize4(src, g.w, p.scale, p.zero_point, t + g.pad_l);
       for (int64_t kj = 0; kj < g.kw; ++kj) {

@@ -8,12 +8,13 @@
 #endif
 #include <immintrin.h>
 
+#include "kernels/avx512_lanes.h"
 #include "kernels/qkernels.h"
 
 namespace inq {
 namespace {
 
-inline __mmask16 tail_mask(int64_t n) { return n >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << (n > 0 ? n : 0)) - 1); }
+using avx512::tail_mask;
 
 // float(q(x)) - zp, the operations of quantize_one.
 struct CenteredQuantizer {

@@ -10,15 +10,16 @@
 #include <algorithm>
 #include <cstring>
 
+#include "kernels/avx512_lanes.h"
 #include "kernels/quantize.h"
 
 namespace inq {
 namespace {
 
-// Lanes of a 16-column group with `left` columns to go (any sign).
-inline __mmask16 tail_mask(int64_t left) {
-  return left >= 16 ? __mmask16(0xFFFF) : left <= 0 ? __mmask16(0) : __mmask16((1u << left) - 1);
-}
+using avx512::codes16;
+using avx512::quantize16;
+using avx512::store16_u8;
+using avx512::tail_mask;
 
 inline int32_t load32(const void* p) {
   int32_t v;
@@ -153,15 +154,6 @@ void sparse_add(const int32_t* kq, const uint32_t* w4, int64_t n, const uint8_t*
   }
 }
 
-// saturated_code of 16 quotients.
-inline __m512i codes16(__m512 quotient, __m512 zpf) {
-  __m512 f = _mm512_roundscale_ps(quotient, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  f = _mm512_add_ps(f, zpf);
-  f = _mm512_max_ps(f, _mm512_setzero_ps());  // f > 0 ? f : 0 (NaN -> 0)
-  f = _mm512_min_ps(f, _mm512_set1_ps(255.0f));
-  return _mm512_cvttps_epi32(f);
-}
-inline __m512i quantize16(__m512 x, __m512 scale, __m512 zpf) { return codes16(_mm512_div_ps(x, scale), zpf); }
 
 void quantize4(const float* const* src, int64_t n, float scale, int32_t zp, uint32_t* dst) {
   const __m512 sv = _mm512_set1_ps(scale), zv = _mm512_set1_ps(static_cast<float>(zp));
@@ -217,14 +209,6 @@ void epilogue(const QRowEpilogue& e, const int32_t* acc, int64_t n, float* y) {
     const __mmask16 m = tail_mask(n - j);
     _mm512_mask_storeu_ps(y + j, m, rescale(acc, j, m));
   }
-}
-
-// The low bytes of 16 int32 lanes to y[0..15] (the lanes of m): narrowed in a register, then one plain or
-// byte-masked store. vpmovdb's own masked store to memory is far slower on Zen 4 (it dominated the rescale).
-inline void store16_u8(uint8_t* y, __mmask16 m, __m512i v) {
-  const __m128i b = _mm512_cvtepi32_epi8(v);
-  if (m == 0xFFFF) _mm_storeu_si128(reinterpret_cast<__m128i*>(y), b);
-  else _mm_mask_storeu_epi8(y, m, b);
 }
 
 void interleave4_u8(const uint8_t* const* src, int64_t n, int32_t zp, uint32_t* dst) {
