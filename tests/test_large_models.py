@@ -54,3 +54,12 @@ def test_checker_still_refuses_a_broken_large_graph(large):
     model.graph.node[0].input[0] = "nowhere"
     with pytest.raises(Exception, match="nowhere"):
         large_models.check_model(model)
+
+
+def test_a_broken_large_model_is_a_model_error_in_normalize(large):
+    from inq_onnx.errors import ModelError
+
+    model = conv_gemm_model()
+    model.graph.node[0].input[0] = "nowhere"
+    with pytest.raises(ModelError, match="does not pass onnx.checker"):
+        normalize(model)

@@ -9,6 +9,7 @@ import numpy as np
 import onnx
 from onnx import helper
 
+from .. import large_models
 from ..errors import ModelError
 
 __all__ = ["check_model", "check_text", "check_tensors", "check_input_dims", "fill_output_shapes",
@@ -42,9 +43,10 @@ def fill_output_shapes(model: onnx.ModelProto) -> list[str]:
 
 
 def check_model(model: onnx.ModelProto) -> list[str]:
-    """onnx.checker's verdict as a ModelError: dangling or cyclic inputs, duplicate outputs, unknown ops, ..."""
+    """onnx.checker's verdict as a ModelError: dangling or cyclic inputs, duplicate outputs, unknown ops, ...
+    (on stand-ins for the tensors of a model past 2 GB, large_models.check_model)."""
     try:
-        onnx.checker.check_model(model)
+        large_models.check_model(model)
     except (onnx.checker.ValidationError, ValueError) as exc:
         raise ModelError(f"the model does not pass onnx.checker: {_first_line(exc)}") from None
     return []
