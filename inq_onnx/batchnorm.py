@@ -161,6 +161,14 @@ def _fold(graph, layer, k, shift, initializers, consumers, graph_outputs, taken)
         layer.input.append(new_name)
 
 
+def _consumers(graph: onnx.GraphProto) -> dict[str, list[onnx.NodeProto]]:
+    consumers: dict[str, list[onnx.NodeProto]] = defaultdict(list)
+    for node in graph.node:
+        for name in node.input:
+            consumers[name].append(node)
+    return consumers
+
+
 def _per_channel(value: np.ndarray, rank: int, channels: int) -> np.ndarray | None:
     """`value` as (channels,) when adding it to an (N, channels, ...) tensor of `rank` dims adds one number per
     channel (shapes (C, 1, 1), (1, C, 1, 1), ...), else None."""
@@ -199,7 +207,6 @@ def _fold_bias_adds(graph, initializers, producers, consumers, graph_outputs, ta
                 conv.input[2] = new_name
             else:
                 conv.input.append(new_name)
-            consumers[new_name].append(conv)
             conv.output[0] = add.output[0]
             producers[add.output[0]] = conv
             removed.append(add)
@@ -224,18 +231,12 @@ def fold_batchnorm(model: onnx.ModelProto) -> tuple[onnx.ModelProto, BatchNormRe
     report = BatchNormReport()
     initializers = {t.name: t for t in graph.initializer}
     producers = {o: n for n in graph.node for o in n.output if o}
-    consumers: dict[str, list[onnx.NodeProto]] = defaultdict(list)
-    for node in graph.node:
-        for name in node.input:
-            consumers[name].append(node)
+    consumers = _consumers(graph)
     graph_outputs = {o.name for o in graph.output}
     taken = set(initializers) | set(producers) | {i.name for i in graph.input}
     if any(n.op_type == "BatchNormalization" for n in graph.node):
         report.bias_adds = _fold_bias_adds(graph, initializers, producers, consumers, graph_outputs, taken)
-        consumers = defaultdict(list)
-        for node in graph.node:
-            for name in node.input:
-                consumers[name].append(node)
+        consumers = _consumers(graph)  # the bias Adds are gone
     removed = []
     for node in graph.node:
         if node.op_type != "BatchNormalization" or node.domain not in _STANDARD:

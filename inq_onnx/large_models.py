@@ -78,10 +78,10 @@ def _light_copy(model: onnx.ModelProto) -> onnx.ModelProto:
     return light
 
 
-def _stand_ins(model: onnx.ModelProto) -> onnx.ModelProto:
-    """A copy for onnx.checker: each held (or large) tensor becomes one element of its type (the checker
+def _stand_ins(light: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy of a light model for onnx.checker: each held tensor becomes one element of its type (the checker
     verifies the graph's structure, not that weights fit their nodes)."""
-    light = _light_copy(model)
+    light = copy.deepcopy(light)
     for tensor in light.graph.initializer:
         if _is_held(tensor):
             name, data_type = tensor.name, tensor.data_type
@@ -96,9 +96,10 @@ def check_model(model: onnx.ModelProto, full_check: bool = False) -> None:
     if not is_large(model) and not any(_is_held(t) for t in model.graph.initializer):
         onnx.checker.check_model(model, full_check=full_check)
         return
-    onnx.checker.check_model(_stand_ins(model))
+    light = _light_copy(model)
+    onnx.checker.check_model(_stand_ins(light))
     if full_check:
-        onnx.shape_inference.infer_shapes(_light_copy(model), check_type=True, strict_mode=True)
+        onnx.shape_inference.infer_shapes(light, check_type=True, strict_mode=True)
 
 
 def infer_shapes(model: onnx.ModelProto, **options) -> onnx.ModelProto:
