@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <random>
 #include <string>
@@ -527,8 +528,15 @@ int main(int argc, char** argv) {
   test_conv_random(trials);
   test_direct_random(trials);
   test_gemm_random(trials);
-  test_u8_operands(trials);
-  test_corrections(trials / 3 + 1);
+  // Again with each activation layout forced (the small random layers mostly pick the wide one; compact
+  // columns are the output offsets themselves, where the kernels may fuse the epilogue into the tile).
+  for (const char* layout : {"", "compact", "wide"}) {
+    if (*layout) setenv("INQ_QCONV_LAYOUT", layout, 1);
+    std::printf("activation layout: %s\n", *layout ? layout : "chosen per layer");
+    test_u8_operands(trials);
+    test_corrections(trials / 3 + 1);
+  }
+  unsetenv("INQ_QCONV_LAYOUT");
   if (g_failures) {
     std::printf("%d failure(s)\n", g_failures);
     return 1;

@@ -323,33 +323,62 @@ void qconv_run(const ConvGeometry& g, const QConvWeights& w, const QConvOperands
   // Tasks over (image, group, 64-row block, column block): column blocks of ~256 columns (fewer, larger tasks
   // measured faster on two threads than ~128), more of them when there are too few tasks (a 7x7 layer splits
   // over output channels instead), and an even count where the columns allow it (two threads end together).
+  // Blocks are whole kQChunk column chunks (the kernels' widest tile), the last block taking the remainder, so
+  // that the narrower tiles run once per row block rather than once per column block; kQCols groups only
+  // where whole chunks give too few tasks.
   const int64_t bpg = pw.blocks_per_group();
-  const int64_t groups16 = l.wpad / kQCols;
-  int64_t cbn = (l.wpad + 255) / 256;
   const int64_t min_tasks = 8;
-  if (images * bpg * cbn < min_tasks) cbn = std::min(groups16, (min_tasks + images * bpg - 1) / (images * bpg));
-  if ((images * bpg * cbn) % 2 == 1 && cbn < groups16) ++cbn;
-  int64_t nc = (groups16 + cbn - 1) / cbn * kQCols;
-  cbn = (l.wpad + nc - 1) / nc;
+  const int64_t chunks = l.wide / kQChunk;
+  const int64_t unit = images * bpg * chunks >= min_tasks ? kQChunk : kQCols;
+  const int64_t units = std::max<int64_t>(1, unit == kQChunk ? chunks : l.wpad / kQCols);
+  int64_t cbn = (units * unit + 255) / 256;
+  if (images * bpg * cbn < min_tasks) cbn = std::min(units, (min_tasks + images * bpg - 1) / (images * bpg));
+  if ((images * bpg * cbn) % 2 == 1 && cbn < units) ++cbn;
+  const int64_t nc = (units + cbn - 1) / cbn * unit;
+  cbn = (units * unit + nc - 1) / nc;
   const float lo = ep.lower(), hi = ep.upper();
   auto gemm_task = [&](size_t t) {
     const int64_t cb = static_cast<int64_t>(t) % cbn, rest = static_cast<int64_t>(t) / cbn;
     const int64_t bi = rest % bpg, img = rest / bpg, n = img / g.group, grp = img % g.group;
     const QBlock& b = pw.block(grp, bi);
-    const int64_t q0 = cb * nc, qn = std::min(nc, l.wpad - q0), qend = std::min(q0 + qn, l.wide);
+    const int64_t q0 = cb * nc, qn = (cb == cbn - 1 ? l.wpad : q0 + nc) - q0, qend = std::min(q0 + qn, l.wide);
     const size_t acc_count = static_cast<size_t>(b.panels * kQMR * qn);
     // With a u8 summand, qn more floats after the accumulators: the dequantized summand of one row segment.
     ScratchPool::Lease accl =
         pw.pool().acquire((acc_count + (io.z_u8 ? static_cast<size_t>(qn) : 0)) * sizeof(int32_t));
     int32_t* acc = accl.as<int32_t>();
     float* zbuf = reinterpret_cast<float*>(acc + acc_count);
-    pw.run_block(b, act + img * l.image + 4 * q0, l.off.data(), qn, acc, qend - q0);
-    for (int64_t r = 0; r < b.rows; ++r) {
+    // Column q is output offset q of each channel plane (compact, or wide rows without dropped columns): the
+    // kernels may apply the epilogue in registers and store the outputs themselves.
+    QRowEpilogue rows[QPackedWeights::kBlockRows];
+    float* yrow[QPackedWeights::kBlockRows];
+    uint8_t* y8row[QPackedWeights::kBlockRows];
+    const uint8_t* z8row[QPackedWeights::kBlockRows];
+    auto row_epilogue = [&](int64_t r) {
       const int64_t ch = grp * mg + b.row0 + r;  // output channel, also the packed row index
-      QRowEpilogue e{p.zero_point * pw.rowsum(ch), pw.negated(ch), pw.unit(ch) * p.scale, ep.bias ? ep.bias[ch] : 0.0f,
-                     ep.bias != nullptr, nullptr, lo, hi};
+      return QRowEpilogue{p.zero_point * pw.rowsum(ch), pw.negated(ch), pw.unit(ch) * p.scale,
+                          ep.bias ? ep.bias[ch] : 0.0f, ep.bias != nullptr, nullptr, lo, hi};
+    };
+    const bool fusable = (l.compact || l.wph == g.ow) && k.tile_epilogue && b.rows <= QPackedWeights::kBlockRows;
+    QTileOutput out{static_cast<int>(b.rows), rows, io.y ? yrow : nullptr, io.y_u8 ? y8row : nullptr,
+                    io.z_u8 ? z8row : nullptr, io.zq.scale, io.yq.scale, io.zq.zero_point, io.yq.zero_point};
+    if (fusable)
+      for (int64_t r = 0; r < b.rows; ++r) {
+        const int64_t plane = (n * g.m + grp * mg + b.row0 + r) * out_plane;
+        rows[r] = row_epilogue(r);
+        rows[r].summand = ep.summand ? ep.summand + plane : nullptr;
+        yrow[r] = y ? y + plane : nullptr;
+        y8row[r] = io.y_u8 ? io.y_u8 + plane : nullptr;
+        z8row[r] = io.z_u8 ? io.z_u8 + plane : nullptr;
+      }
+    const int64_t done = pw.run_block(b, act + img * l.image + 4 * q0, l.off.data(), qn, acc, qend - q0,
+                                      fusable ? &out : nullptr, q0);
+    if (q0 + done >= qend) return;
+    for (int64_t r = 0; r < b.rows; ++r) {
+      const int64_t ch = grp * mg + b.row0 + r;
+      QRowEpilogue e = row_epilogue(r);
       const int64_t plane = (n * g.m + ch) * out_plane;
-      for (int64_t q = q0; q < qend;) {
+      for (int64_t q = q0 + done; q < qend;) {
         const int64_t oh = q / l.wph, ow = q % l.wph;
         // Compact: output rows are consecutive columns, one call for the whole segment.
         const int64_t len = l.compact ? qend - q : std::min(qend - q, l.wph - ow);

@@ -179,7 +179,8 @@ void dequantize_u8(const uint8_t* src, int64_t n, float scale, int32_t zp, float
 const QKernels& avx2_qkernels() {
   static const QKernels k{"avx2",        8,           tile,         quantize4,          minmax,
                           epilogue,      dw_quantize_avx2, dw_conv_avx2, interleave4_u8, epilogue_u8,
-                          quantize_u8,   dequantize_u8, nullptr,      nullptr};
+                          quantize_u8,   dequantize_u8, nullptr,      nullptr,
+                          nullptr};
   return k;
 }
 

@@ -27,11 +27,11 @@ inline int32_t load32(const void* p) {
   return v;
 }
 
-// kQMR rows x NV*16 columns, accumulators in registers over the whole depth. Named variables, not an array:
-// GCC spills an array of vectors through the stack on every step.
-template <int NV>
-inline void tile_cols(int64_t kqn, const int8_t* a, const uint8_t* b, const int64_t* boff, int32_t* c,
-                      int64_t ldc) {
+// kQMR rows x NV*16 columns, accumulators in registers over the whole depth, then handed row by row to
+// sink.row<NV>(r, acc0, acc1, acc2) (the unused ones zero). Named variables, not an array: GCC spills an array
+// of vectors through the stack on every step.
+template <int NV, class Sink>
+inline void tile_cols(int64_t kqn, const int8_t* a, const uint8_t* b, const int64_t* boff, const Sink& sink) {
   static_assert(kQMR == 8, "tile written for 8 rows");
 #define INQ_ACC(r) __m512i c##r##0 = _mm512_setzero_si512(), c##r##1 = c##r##0, c##r##2 = c##r##0;
   INQ_ACC(0) INQ_ACC(1) INQ_ACC(2) INQ_ACC(3) INQ_ACC(4) INQ_ACC(5) INQ_ACC(6) INQ_ACC(7)
@@ -52,20 +52,29 @@ inline void tile_cols(int64_t kqn, const int8_t* a, const uint8_t* b, const int6
     INQ_ROW(0) INQ_ROW(1) INQ_ROW(2) INQ_ROW(3) INQ_ROW(4) INQ_ROW(5) INQ_ROW(6) INQ_ROW(7)
 #undef INQ_ROW
   }
-#define INQ_STORE(r)                                                          \
-  _mm512_storeu_si512(c + r * ldc, c##r##0);                                  \
-  if (NV > 1) _mm512_storeu_si512(c + r * ldc + 16, c##r##1);                 \
-  if (NV > 2) _mm512_storeu_si512(c + r * ldc + 32, c##r##2);
-  INQ_STORE(0) INQ_STORE(1) INQ_STORE(2) INQ_STORE(3) INQ_STORE(4) INQ_STORE(5) INQ_STORE(6) INQ_STORE(7)
-#undef INQ_STORE
+#define INQ_SINK(r) sink.template row<NV>(r, c##r##0, c##r##1, c##r##2);
+  INQ_SINK(0) INQ_SINK(1) INQ_SINK(2) INQ_SINK(3) INQ_SINK(4) INQ_SINK(5) INQ_SINK(6) INQ_SINK(7)
+#undef INQ_SINK
 }
+
+// The accumulators stored as they are (tile()).
+struct StoreSink {
+  int32_t* c;
+  int64_t ldc;
+  template <int NV>
+  void row(int r, __m512i a0, __m512i a1, __m512i a2) const {
+    _mm512_storeu_si512(c + r * ldc, a0);
+    if (NV > 1) _mm512_storeu_si512(c + r * ldc + 16, a1);
+    if (NV > 2) _mm512_storeu_si512(c + r * ldc + 32, a2);
+  }
+};
 
 void tile(int64_t kqn, const int8_t* a, const uint8_t* b, const int64_t* boff, int32_t* c, int64_t ldc,
           int64_t ncols) {
   int64_t j = 0;
-  for (; j + 48 <= ncols; j += 48) tile_cols<3>(kqn, a, b + 4 * j, boff, c + j, ldc);
-  if (ncols - j == 32) tile_cols<2>(kqn, a, b + 4 * j, boff, c + j, ldc);
-  else if (ncols - j == 16) tile_cols<1>(kqn, a, b + 4 * j, boff, c + j, ldc);
+  for (; j + 48 <= ncols; j += 48) tile_cols<3>(kqn, a, b + 4 * j, boff, StoreSink{c + j, ldc});
+  if (ncols - j == 32) tile_cols<2>(kqn, a, b + 4 * j, boff, StoreSink{c + j, ldc});
+  else if (ncols - j == 16) tile_cols<1>(kqn, a, b + 4 * j, boff, StoreSink{c + j, ldc});
 }
 
 // tile() for R < 16 columns, weights as the vector operand: one ymm of 8 rows x 4 depth per depth quad, each
@@ -180,34 +189,45 @@ void minmax(const float* x, int64_t n, float* lo, float* hi) {
   *hi = _mm512_reduce_max_ps(h);
 }
 
-// One row's rescale (QRowEpilogue) of 16 accumulators from column j on (lanes of m): the float operations
-// of the scalar epilogue, shared by the float and the uint8 outputs.
+// One row's rescale (QRowEpilogue) of 16 accumulators (with their 16 summands when the row has one): the
+// float operations of the scalar epilogue, shared by the float and the uint8 outputs and by tile_epilogue.
 class RowRescale {
  public:
   explicit RowRescale(const QRowEpilogue& e)
-      : e_(e), zprs_(_mm512_set1_epi32(e.zprs)), mult_(_mm512_set1_ps(e.mult)), bias_(_mm512_set1_ps(e.bias)),
-        lo_(_mm512_set1_ps(e.lo)), hi_(_mm512_set1_ps(e.hi)) {}
-  __m512 operator()(const int32_t* acc, int64_t j, __mmask16 m) const {
-    const __m512i a = _mm512_maskz_loadu_epi32(m, acc + j);
-    __m512 v = _mm512_cvtepi32_ps(e_.negate ? _mm512_sub_epi32(zprs_, a) : _mm512_sub_epi32(a, zprs_));
+      : negate_(e.negate), has_bias_(e.has_bias), zprs_(_mm512_set1_epi32(e.zprs)), mult_(_mm512_set1_ps(e.mult)),
+        bias_(_mm512_set1_ps(e.bias)), lo_(_mm512_set1_ps(e.lo)), hi_(_mm512_set1_ps(e.hi)) {}
+  __m512 operator()(__m512i a, const __m512* summand) const {
+    __m512 v = _mm512_cvtepi32_ps(negate_ ? _mm512_sub_epi32(zprs_, a) : _mm512_sub_epi32(a, zprs_));
     v = _mm512_mul_ps(v, mult_);
-    if (e_.has_bias) v = _mm512_add_ps(v, bias_);
-    if (e_.summand) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(m, e_.summand + j));
+    if (has_bias_) v = _mm512_add_ps(v, bias_);
+    if (summand) v = _mm512_add_ps(v, *summand);
     v = _mm512_max_ps(lo_, v);  // v < lo ? lo : v, as std::max(v, lo)
     return _mm512_min_ps(hi_, v);  // hi < v ? hi : v, as std::min(v, hi)
   }
+  // Columns j.. of a row in memory (lanes of m).
+  __m512 operator()(const QRowEpilogue& e, const int32_t* acc, int64_t j, __mmask16 m) const {
+    const __m512i a = _mm512_maskz_loadu_epi32(m, acc + j);
+    if (!e.summand) return (*this)(a, nullptr);
+    const __m512 s = _mm512_maskz_loadu_ps(m, e.summand + j);
+    return (*this)(a, &s);
+  }
 
  private:
-  const QRowEpilogue& e_;
+  bool negate_, has_bias_;
   __m512i zprs_;
   __m512 mult_, bias_, lo_, hi_;
 };
+
+// dequantize_u8 of 16 codes.
+inline __m512 dequantize16(__m128i z, __m512i zpi, __m512 scale) {
+  return _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(_mm512_cvtepu8_epi32(z), zpi)), scale);
+}
 
 void epilogue(const QRowEpilogue& e, const int32_t* acc, int64_t n, float* y) {
   const RowRescale rescale(e);
   for (int64_t j = 0; j < n; j += 16) {
     const __mmask16 m = tail_mask(n - j);
-    _mm512_mask_storeu_ps(y + j, m, rescale(acc, j, m));
+    _mm512_mask_storeu_ps(y + j, m, rescale(e, acc, j, m));
   }
 }
 
@@ -229,7 +249,7 @@ void epilogue_u8(const QRowEpilogue& e, const int32_t* acc, int64_t n, float sca
   const __m512 inv = _mm512_set1_ps(inverse_scale(scale)), zv = _mm512_set1_ps(static_cast<float>(zp));
   for (int64_t j = 0; j < n; j += 16) {
     const __mmask16 m = tail_mask(n - j);
-    store16_u8(y + j, m, codes16(_mm512_mul_ps(rescale(acc, j, m), inv), zv));
+    store16_u8(y + j, m, codes16(_mm512_mul_ps(rescale(e, acc, j, m), inv), zv));
   }
 }
 
@@ -246,9 +266,57 @@ void dequantize_u8(const uint8_t* src, int64_t n, float scale, int32_t zp, float
   const __m512i zpi = _mm512_set1_epi32(zp);
   for (int64_t j = 0; j < n; j += 16) {
     const __mmask16 m = tail_mask(n - j);
-    const __m512i z = _mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(m, src + j));
-    _mm512_mask_storeu_ps(dst + j, m, _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(z, zpi)), sv));
+    _mm512_mask_storeu_ps(dst + j, m, dequantize16(_mm_maskz_loadu_epi8(m, src + j), zpi, sv));
   }
+}
+
+// tile_epilogue's sink: each row's accumulators rescaled and stored where `out` says (all 16 lanes valid).
+class EpilogueSink {
+ public:
+  EpilogueSink(const QTileOutput& out, int64_t col)
+      : out_(out), col_(col), yinv_(_mm512_set1_ps(inverse_scale(out.yscale))),
+        yzp_(_mm512_set1_ps(static_cast<float>(out.yzp))), zscale_(_mm512_set1_ps(out.zscale)),
+        zzp_(_mm512_set1_epi32(out.zzp)) {}
+  template <int NV>
+  void row(int r, __m512i a0, __m512i a1, __m512i a2) const {
+    if (r >= out_.rows) return;
+    const QRowEpilogue& e = out_.e[r];
+    const RowRescale rescale(e);
+    one(rescale, e, r, 0, a0);
+    if (NV > 1) one(rescale, e, r, 16, a1);
+    if (NV > 2) one(rescale, e, r, 32, a2);
+  }
+
+ private:
+  void one(const RowRescale& rescale, const QRowEpilogue& e, int r, int64_t j, __m512i a) const {
+    const int64_t at = col_ + j;
+    __m512 v;
+    if (e.summand) {
+      const __m512 s = _mm512_loadu_ps(e.summand + at);
+      v = rescale(a, &s);
+    } else if (out_.z8) {
+      const __m512 s =
+          dequantize16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(out_.z8[r] + at)), zzp_, zscale_);
+      v = rescale(a, &s);
+    } else {
+      v = rescale(a, nullptr);
+    }
+    if (out_.y8) store16_u8(out_.y8[r] + at, 0xFFFF, codes16(_mm512_mul_ps(v, yinv_), yzp_));
+    else _mm512_storeu_ps(out_.y[r] + at, v);
+  }
+
+  const QTileOutput& out_;
+  int64_t col_;
+  __m512 yinv_, yzp_, zscale_;
+  __m512i zzp_;
+};
+
+void tile_epilogue(int64_t kqn, const int8_t* a, const uint8_t* b, const int64_t* boff, const QTileOutput& out,
+                   int64_t col, int64_t ncols) {
+  int64_t j = 0;
+  for (; j + 48 <= ncols; j += 48) tile_cols<3>(kqn, a, b + 4 * j, boff, EpilogueSink(out, col + j));
+  if (ncols - j == 32) tile_cols<2>(kqn, a, b + 4 * j, boff, EpilogueSink(out, col + j));
+  else if (ncols - j == 16) tile_cols<1>(kqn, a, b + 4 * j, boff, EpilogueSink(out, col + j));
 }
 
 }  // namespace
@@ -256,7 +324,8 @@ void dequantize_u8(const uint8_t* src, int64_t n, float scale, int32_t zp, float
 const QKernels& avx512vnni_qkernels() {
   static const QKernels k{"avx512vnni",   4,           tile,           quantize4,          minmax,
                           epilogue,       dw_quantize_avx512, dw_conv_avx512, interleave4_u8, epilogue_u8,
-                          quantize_u8,    dequantize_u8, tile_tail,      sparse_add};
+                          quantize_u8,    dequantize_u8, tile_tail,      sparse_add,
+                          tile_epilogue};
   return k;
 }
 

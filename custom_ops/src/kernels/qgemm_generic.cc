@@ -109,7 +109,8 @@ void sparse_add(const int32_t* kq, const uint32_t* w4, int64_t n, const uint8_t*
 const QKernels& generic_qkernels() {
   static const QKernels k{"generic",       4,           tile,           quantize4,          minmax,
                           epilogue,        dw_quantize_generic, dw_conv_generic, interleave4_u8, epilogue_u8,
-                          quantize_u8,     dequantize_u8, nullptr,         sparse_add};
+                          quantize_u8,     dequantize_u8, nullptr,         sparse_add,
+                          nullptr};
   return k;
 }
 

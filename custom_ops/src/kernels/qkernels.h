@@ -50,6 +50,20 @@ struct QDwArgs {
   float* y;  // rows * cols
 };
 
+// Where tile_epilogue puts one panel's results, column j of the tile going to column `col + j` of each row:
+// row r < rows goes through e[r] (a float summand at e[r].summand + col + j, or a uint8 one at z8[r] + col + j
+// dequantized as dequantize_u8 does) and is stored as float at y[r] + col + j, or, with y8, as uint8 at
+// y8[r] + col + j (epilogue_u8's requantization with yscale / yzp). Rows past `rows` are panel padding.
+struct QTileOutput {
+  int rows;
+  const QRowEpilogue* e;
+  float* const* y;
+  uint8_t* const* y8;        // null: float output
+  const uint8_t* const* z8;  // null: no uint8 summand
+  float zscale, yscale;
+  int32_t zzp, yzp;
+};
+
 struct QKernels {
   const char* name;
   int wbytes;  // bytes per (depth quad, row) in weight panels
@@ -88,6 +102,11 @@ struct QKernels {
   // without it they take whole correction rows in the panels.
   void (*sparse_add)(const int32_t* kq, const uint32_t* w4, int64_t n, const uint8_t* b, const int64_t* boff,
                      int32_t* c, int64_t ncols);
+  // Optional (may be null): tile() with the epilogue applied to the accumulators in registers (no round trip
+  // through memory, no separate pass), the results stored as `out` says; the very float operations of
+  // epilogue / epilogue_u8 (and dequantize_u8 for a uint8 summand).
+  void (*tile_epilogue)(int64_t kqn, const int8_t* a, const uint8_t* b, const int64_t* boff, const QTileOutput& out,
+                        int64_t col, int64_t ncols);
 };
 
 // Direct-path kernels of each ISA (qdepthwise_*.cc), referenced by the tables.

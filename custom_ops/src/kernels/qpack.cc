@@ -113,8 +113,8 @@ std::string QPackedWeights::pack(const QKernels& k, int64_t groups, int64_t rows
   return {};
 }
 
-void QPackedWeights::run_block(const QBlock& b, const uint8_t* act, const int64_t* boff, int64_t ncols,
-                               int32_t* acc, int64_t valid) const {
+int64_t QPackedWeights::run_block(const QBlock& b, const uint8_t* act, const int64_t* boff, int64_t ncols,
+                                  int32_t* acc, int64_t valid, const QTileOutput* out, int64_t col) const {
   const int8_t* a = panels(b);
   const int64_t panel_bytes = kqn_ * kQMR * k_->wbytes;
   // Columns computed: all of them, or up to `valid` when the kernels have a tail tile.
@@ -123,16 +123,35 @@ void QPackedWeights::run_block(const QBlock& b, const uint8_t* act, const int64_
     full = valid / kQCols * kQCols;
     tail = valid - full;
   }
+  int64_t done = 0;
+  if (out && k_->tile_epilogue && b.corr.empty() && b.sparse.empty()) {
+    // Fused: only columns that are wanted, in whole kQCols groups; the rest goes the acc way below.
+    done = (valid >= 0 ? std::min(valid, ncols) : ncols) / kQCols * kQCols;
+    for (int64_t j = 0; j < done; j += kQChunk) {
+      const int64_t n = std::min<int64_t>(kQChunk, done - j);
+      for (int64_t p = 0; p < b.panels; ++p) {
+        QTileOutput o = *out;
+        o.rows = static_cast<int>(std::min<int64_t>(kQMR, b.rows - p * kQMR));
+        o.e += p * kQMR;
+        if (o.y) o.y += p * kQMR;
+        if (o.y8) o.y8 += p * kQMR;
+        if (o.z8) o.z8 += p * kQMR;
+        k_->tile_epilogue(kqn_, a + p * panel_bytes, act + 4 * j, boff, o, col + j, n);
+      }
+    }
+    full -= done;  // what the acc way still computes: the full groups past `done` (no tail tile), or none
+  }
   // Column chunks outer: one chunk of activations stays in L1 while every panel of the block passes over it.
-  for (int64_t j = 0; j < full; j += kQChunk) {
-    const int64_t n = std::min<int64_t>(kQChunk, full - j);
+  for (int64_t j = done; j < done + full; j += kQChunk) {
+    const int64_t n = std::min<int64_t>(kQChunk, done + full - j);
     for (int64_t p = 0; p < b.panels; ++p)
       k_->tile(kqn_, a + p * panel_bytes, act + 4 * j, boff, acc + p * kQMR * ncols + j, ncols, n);
   }
   if (tail > 0)
     for (int64_t p = 0; p < b.panels; ++p)
-      k_->tile_tail(kqn_, a + p * panel_bytes, act + 4 * full, boff, acc + p * kQMR * ncols + full, ncols, tail);
-  const int64_t used = full + tail;
+      k_->tile_tail(kqn_, a + p * panel_bytes, act + 4 * (done + full), boff, acc + p * kQMR * ncols + done + full,
+                    ncols, tail);
+  const int64_t used = done + full + tail;
   for (const auto& c : b.corr) {
     const int32_t* s = acc + c.first * ncols;
     int32_t* d = acc + c.second * ncols;
@@ -141,6 +160,7 @@ void QPackedWeights::run_block(const QBlock& b, const uint8_t* act, const int64_
   for (const auto& s : b.sparse)
     k_->sparse_add(b.sparse_kq.data() + s.begin, b.sparse_w4.data() + s.begin, s.end - s.begin, act, boff,
                    acc + static_cast<int64_t>(s.row) * ncols, used);
+  return done;
 }
 
 }  // namespace inq

@@ -57,8 +57,12 @@ class QPackedWeights {
   // main rows; column j reads quads at act[boff[kq] + 4*j].
   // Only the first `valid` columns (default: all) are needed: with the kernels' tile_tail, the others past the
   // last full kQCols group are not computed (left unset).
-  void run_block(const QBlock& b, const uint8_t* act, const int64_t* boff, int64_t ncols, int32_t* acc,
-                 int64_t valid = -1) const;
+  // With `out` (rows: the block's main rows, e / y / y8 / z8 indexed by block row, columns from `col`): where the
+  // kernels have tile_epilogue and the block has no corrections, the full kQCols groups of the first `valid`
+  // columns go through the epilogue in registers and straight to their outputs; acc then holds only the
+  // remaining columns. Returns the number of leading columns finished that way (0 without `out`).
+  int64_t run_block(const QBlock& b, const uint8_t* act, const int64_t* boff, int64_t ncols, int32_t* acc,
+                    int64_t valid = -1, const QTileOutput* out = nullptr, int64_t col = 0) const;
 
  private:
   const QKernels* k_ = nullptr;
