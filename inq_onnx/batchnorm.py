@@ -217,8 +217,9 @@ def _fold_bias_adds(graph, initializers, producers, consumers, graph_outputs, ta
     return folded
 
 
-def fold_batchnorm(model: onnx.ModelProto) -> tuple[onnx.ModelProto, BatchNormReport]:
-    """A copy of `model` with each foldable BatchNormalization folded into the Conv/Gemm that feeds it.
+def fold_batchnorm(model: onnx.ModelProto, in_place: bool = False) -> tuple[onnx.ModelProto, BatchNormReport]:
+    """A copy of `model` (`model` itself with `in_place`) with each foldable BatchNormalization folded into the
+    Conv/Gemm that feeds it.
 
     Foldable: inference form (one output, training_mode 0), constant float scale/bias/mean/var, and an input
     that only a Conv or Gemm with a constant float weight (and bias, if any) produces and nothing else reads.
@@ -226,7 +227,8 @@ def fold_batchnorm(model: onnx.ModelProto) -> tuple[onnx.ModelProto, BatchNormRe
     The layer's output takes the BN's output name, so the rest of the graph is unchanged. Other BN nodes stay,
     with the reason in the report.
     """
-    model = copy.deepcopy(model)
+    if not in_place:
+        model = copy.deepcopy(model)
     graph = model.graph
     report = BatchNormReport()
     initializers = {t.name: t for t in graph.initializer}

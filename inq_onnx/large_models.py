@@ -15,10 +15,11 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from .graph_edit import copy_model
 from .model_io import SINGLE_FILE_LIMIT, save_model, tensor_bytes
 
-__all__ = ["LARGE_MODEL_BYTES", "is_large", "hold_large_tensors", "restore_tensors", "check_model", "infer_shapes",
-           "session_source"]
+__all__ = ["LARGE_MODEL_BYTES", "is_large", "hold_large_tensors", "held_copy", "held_array", "restore_tensors",
+           "check_model", "infer_shapes", "session_source"]
 
 # At this many bytes of tensors a model no longer serializes in one piece (protobuf's 2 GB, with room for the
 # graph); tests lower it to run the large-model paths on small models.
@@ -37,45 +38,83 @@ def _is_held(tensor: onnx.TensorProto) -> bool:
             and any(e.key == "location" and e.value == _HELD_LOCATION for e in tensor.external_data))
 
 
+def _held_bytes(tensor: onnx.TensorProto) -> int:
+    """The bytes of a tensor's data by its dims and type (no copy of the data is made to tell)."""
+    if tensor.data_location == onnx.TensorProto.EXTERNAL or tensor.data_type == onnx.TensorProto.STRING:
+        return 0
+    count = int(np.prod(tensor.dims, dtype=np.int64))
+    return count * onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type).itemsize if count > 0 else 0
+
+
+def _make_held(tensor: onnx.TensorProto, target: onnx.TensorProto) -> None:
+    target.name, target.data_type = tensor.name, tensor.data_type
+    target.dims.extend(tensor.dims)
+    target.data_location = onnx.TensorProto.EXTERNAL
+    entry = target.external_data.add()
+    entry.key, entry.value = "location", _HELD_LOCATION
+
+
 def hold_large_tensors(model: onnx.ModelProto) -> dict[str, bytes]:
     """In place: each initializer of HELD_MIN_BYTES or more keeps its name, type and dims but not its data,
     which is returned by name (as raw bytes)."""
     held: dict[str, bytes] = {}
     for tensor in model.graph.initializer:
-        if tensor.data_location == onnx.TensorProto.EXTERNAL:
+        if _held_bytes(tensor) < HELD_MIN_BYTES:
             continue
-        raw = tensor.raw_data if tensor.HasField("raw_data") else None
-        if raw is None and int(np.prod(tensor.dims, dtype=np.int64)) * 8 < HELD_MIN_BYTES:
-            continue  # typed data surely under the bound (no element takes more than 8 bytes): not converted
-        if raw is None:
-            raw = numpy_helper.from_array(numpy_helper.to_array(tensor)).raw_data
-        if len(raw) < HELD_MIN_BYTES:
-            continue
+        raw = (tensor.raw_data if tensor.HasField("raw_data")
+               else numpy_helper.from_array(numpy_helper.to_array(tensor)).raw_data)
         held[tensor.name] = raw
-        dims, data_type, name = list(tensor.dims), tensor.data_type, tensor.name
-        tensor.Clear()
-        tensor.name, tensor.data_type = name, data_type
-        tensor.dims.extend(dims)
-        tensor.data_location = onnx.TensorProto.EXTERNAL
-        entry = tensor.external_data.add()
-        entry.key, entry.value = "location", _HELD_LOCATION
+        source = onnx.TensorProto()
+        _make_held(tensor, source)
+        tensor.CopyFrom(source)
     return held
 
 
+def held_copy(model: onnx.ModelProto) -> tuple[onnx.ModelProto, dict[str, bytes]]:
+    """A copy of `model` whose initializers of HELD_MIN_BYTES or more are held (as hold_large_tensors leaves
+    them), and their data by name: the copy never holds a large tensor in protobuf form."""
+    held: dict[str, bytes] = {}
+
+    def hold(tensor):
+        held[tensor.name] = (tensor.raw_data if tensor.HasField("raw_data")
+                             else numpy_helper.from_array(numpy_helper.to_array(tensor)).raw_data)
+        stand_in = onnx.TensorProto()
+        _make_held(tensor, stand_in)
+        return stand_in
+    copied = copy_model(model, {t.name: (lambda t=t: hold(t)) for t in model.graph.initializer
+                                if _held_bytes(t) >= HELD_MIN_BYTES})
+    return copied, held
+
+
+def held_array(tensor: onnx.TensorProto, data: bytes) -> np.ndarray:
+    """A held tensor's value (read-only, over its bytes)."""
+    dtype = onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type)
+    return np.frombuffer(data, dtype=dtype).reshape(tuple(tensor.dims))
+
+
 def restore_tensors(model: onnx.ModelProto, held: dict[str, bytes]) -> None:
-    """In place: the held tensors get their data back (those the graph steps dropped stay dropped)."""
+    """In place: the held tensors get their data back (those the graph steps dropped stay dropped); `held` is
+    emptied as they do, so no tensor is in memory twice for longer than its own copy."""
     for tensor in model.graph.initializer:
         if tensor.name in held and _is_held(tensor):
             tensor.data_location = onnx.TensorProto.DEFAULT
             del tensor.external_data[:]
-            tensor.raw_data = held[tensor.name]
+            tensor.raw_data = held.pop(tensor.name)
+    held.clear()
 
 
 def _light_copy(model: onnx.ModelProto) -> onnx.ModelProto:
-    light = copy.deepcopy(model)
-    if is_large(light):
-        hold_large_tensors(light)
-    return light
+    """A copy of `model` whose tensors of HELD_MIN_BYTES or more are held (their data never copied)."""
+    def held(tensor):
+        stand_in = onnx.TensorProto()
+        _make_held(tensor, stand_in)
+        return stand_in
+    return copy_model(model, {t.name: (lambda t=t: held(t)) for t in model.graph.initializer
+                              if _held_bytes(t) >= HELD_MIN_BYTES})
+
+
+def _has_large_tensor(model: onnx.ModelProto) -> bool:
+    return any(_held_bytes(t) >= HELD_MIN_BYTES or _is_held(t) for t in model.graph.initializer)
 
 
 def _stand_ins(light: onnx.ModelProto) -> onnx.ModelProto:
@@ -91,9 +130,10 @@ def _stand_ins(light: onnx.ModelProto) -> onnx.ModelProto:
 
 
 def check_model(model: onnx.ModelProto, full_check: bool = False) -> None:
-    """onnx.checker.check_model, also for a model past 2 GB (its structure checked on stand-ins; with
-    `full_check`, shapes inferred strictly on the held copy)."""
-    if not is_large(model) and not any(_is_held(t) for t in model.graph.initializer):
+    """onnx.checker.check_model, without serializing large tensors (and so also for a model past 2 GB): the
+    structure is checked on stand-ins for them and, with `full_check`, shapes inferred strictly on a copy with
+    them held. (Their bytes against their dims are the normalize pass's check.)"""
+    if not _has_large_tensor(model):
         onnx.checker.check_model(model, full_check=full_check)
         return
     light = _light_copy(model)
@@ -103,9 +143,10 @@ def check_model(model: onnx.ModelProto, full_check: bool = False) -> None:
 
 
 def infer_shapes(model: onnx.ModelProto, **options) -> onnx.ModelProto:
-    """onnx.shape_inference.infer_shapes, run on a copy with the large tensors held aside when the model is past
-    2 GB; the result carries the held copies (for its value_info, not its weights)."""
-    return onnx.shape_inference.infer_shapes(_light_copy(model) if is_large(model) else model, **options)
+    """onnx.shape_inference.infer_shapes, run on a copy with the large tensors held aside (shape inference
+    serializes the model, and reads only small constants such as shapes); the result carries the held copies
+    (for its value_info, not its weights)."""
+    return onnx.shape_inference.infer_shapes(_light_copy(model) if _has_large_tensor(model) else model, **options)
 
 
 def session_source(model: onnx.ModelProto) -> tuple[bytes | str, tempfile.TemporaryDirectory | None]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from .errors import ConfigError, InqError
@@ -22,7 +24,7 @@ def channel_base(exponent_base: np.ndarray, shape: tuple[int, ...], channel_axis
     """Broadcast a per-tensor (1 value) or per-channel exponent base to `shape`."""
     base = np.asarray(exponent_base, dtype=np.int64).reshape(-1)
     if base.size == 1:
-        return np.full(shape, base[0], dtype=np.int64)
+        return np.broadcast_to(base[0], shape)  # a read-only view, as below
     if base.size != shape[channel_axis]:
         raise InqError(
             f"exponent_base has {base.size} values; expected 1 or {shape[channel_axis]} (axis {channel_axis})"
@@ -90,8 +92,29 @@ def unpack_bits(packed: np.ndarray, bits: int, count: int) -> np.ndarray:
 
 
 def pack_weight(values: np.ndarray, bits: int, exponent_base, channel_axis: int = 0) -> np.ndarray:
-    """Packed bytes of a weight tensor whose entries are INQ levels."""
-    return pack_bits(encode(values, bits, exponent_base, channel_axis), bits)
+    """Packed bytes of a weight tensor whose entries are INQ levels.
+
+    Encoded and packed in blocks of whole rows along axis 0, each a multiple of 8 codes (so every block ends on
+    a byte and the bytes are those of the whole tensor at once): the temporaries, several bytes per code, stay
+    a few times a block however large the layer."""
+    values = np.asarray(values, dtype=np.float32)
+    if values.ndim == 0 or values.size <= _PACK_BLOCK:
+        return pack_bits(encode(values, bits, exponent_base, channel_axis), bits)
+    channel_base(exponent_base, values.shape, channel_axis)  # the base's size checked once, for the whole tensor
+    base = np.asarray(exponent_base, dtype=np.int64).reshape(-1)
+    row = values.size // values.shape[0]
+    step = max(1, _PACK_BLOCK // row)
+    step = -(-step // (8 // math.gcd(row, 8))) * (8 // math.gcd(row, 8))  # step * row codes: whole bytes
+    parts = []
+    for start in range(0, values.shape[0], step):
+        block = values[start:start + step]
+        block_base = base[start:start + step] if base.size > 1 and channel_axis % values.ndim == 0 else base
+        parts.append(pack_bits(encode(block, bits, block_base, channel_axis), bits))
+    return np.concatenate(parts)
+
+
+# Codes per block of pack_weight().
+_PACK_BLOCK = 1 << 20
 
 
 def unpack_weight(packed: np.ndarray, bits: int, exponent_base, shape, channel_axis: int = 0) -> np.ndarray:

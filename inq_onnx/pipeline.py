@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import os
 import warnings
 from dataclasses import asdict, dataclass, field
@@ -14,6 +13,7 @@ from onnx import numpy_helper
 
 from . import __version__
 from .batchnorm import BatchNormReport, fold_batchnorm
+from .graph_edit import copy_model
 from .checkpoint import CheckpointStore, checkpoint_identity
 from .data import Dataset, check_dataset, model_inputs
 from .errors import ConfigError, DataError, ModelError, ValidationError
@@ -164,13 +164,13 @@ def trainable_parameters(model: onnx.ModelProto, layers: list[Layer], exclude: t
     return sorted(n for n in names if n in initializers)
 
 
-def with_initializers(model: onnx.ModelProto, values: dict[str, np.ndarray]) -> onnx.ModelProto:
-    """A copy of `model` with the named initializers set to `values` (as float32)."""
-    model = copy.deepcopy(model)
-    for tensor in model.graph.initializer:
-        if tensor.name in values:
-            tensor.CopyFrom(numpy_helper.from_array(values[tensor.name].astype(np.float32), tensor.name))
-    return model
+def with_initializers(model: onnx.ModelProto, values: dict[str, np.ndarray], consume: bool = False
+                      ) -> onnx.ModelProto:
+    """A copy of `model` with the named initializers set to `values` (as float32); the replaced tensors are
+    never copied first. With `consume`, each value leaves `values` as its tensor is made."""
+    take = values.pop if consume else values.__getitem__
+    return copy_model(model, {name: (lambda name=name: numpy_helper.from_array(
+        np.asarray(take(name), dtype=np.float32), name)) for name in list(values)})
 
 
 def _channel_axes(layers: list[Layer]) -> dict[str, int | None]:
@@ -257,7 +257,10 @@ def quantize_model(model: onnx.ModelProto, config: QuantizeConfig, dataset: Data
     # Folded before the levels are computed: the deployed weights carry the BN scale. Retraining then trains
     # the folded net, whose quantized weights are exactly the deployed ones.
     normalized_model = normalize(model)
-    normalized, batchnorm = fold_batchnorm(normalized_model.model)
+    normalization_notes = normalized_model.notes
+    # The normalized model is this call's own copy: folded in place, not copied again.
+    normalized, batchnorm = fold_batchnorm(normalized_model.model, in_place=True)
+    del normalized_model
     layers, skipped = match_layers(normalized, config.exclude)
     if not layers:
         reasons = summarize_reasons(group_reasons(skipped)) or "the model has no Conv, Gemm or MatMul node"
@@ -285,14 +288,16 @@ def quantize_model(model: onnx.ModelProto, config: QuantizeConfig, dataset: Data
         if resume:
             raise ConfigError(f"--resume continues a retraining, but this run does not retrain: {why}")
         notes.append(f"one-shot quantization without retraining: {why}")
-        values = {name: quantize(w, levels[name]) for name, w in originals.items()}
+        # Each float weight is dropped once its quantized copy exists (at most one layer held twice).
+        values = {name: quantize(originals.pop(name), levels[name]) for name in list(originals)}
         mode = "one-shot"
     else:
+        originals.clear()  # retraining reads the weights from the model
         values, steps, mode, recipe, resumed = _retrain(normalized, layers, levels, dataset, config, progress,
                                                         checkpoint_dir, resume, evaluate_steps)
         notes.extend([resumed] if resumed else [])
 
-    float_model = with_initializers(normalized, values)
+    float_model = with_initializers(normalized, values, consume=True)
     meta = {"inq.bits": str(config.bits), "inq.mode": mode, "inq.version": __version__,
             "inq.portions": ",".join(f"{p:g}" for p in config.schedule) if mode != "one-shot" else "1",
             "inq.strategy": config.training.strategy, "inq.granularity": _granularity_used(levels)}
@@ -302,7 +307,7 @@ def quantize_model(model: onnx.ModelProto, config: QuantizeConfig, dataset: Data
     meta.update(metadata or {})
     rewritten = rewrite_model(float_model, layers, levels, meta)
     result = QuantizeResult(rewritten, float_model, layers, skipped, levels, mode, dataset, steps, notes,
-                            batchnorm=batchnorm, normalization=normalized_model.notes, recipe=recipe,
+                            batchnorm=batchnorm, normalization=normalization_notes, recipe=recipe,
                             source_model=normalized)
     if config.activations != "float":
         result.float_mode_model = rewritten

@@ -81,7 +81,9 @@ def layer_levels(weights: np.ndarray, bits: int, channel_axis: int | None = None
     With `channel_axis`, s is each output channel's own max|W| along that axis, and so are n1 and n2.
     """
     check_bits(bits)
-    w = np.abs(np.asarray(weights, dtype=np.float64))
+    w = np.abs(np.asarray(weights))  # exact in the weights' own type; maxima of float32 are float64-exact
+    if w.dtype.kind != "f":
+        w = w.astype(np.float64)
     s = float(np.max(w)) if w.size else 0.0
     if not np.isfinite(s):
         raise ConfigError("weights contain NaN or Inf")
@@ -94,7 +96,7 @@ def layer_levels(weights: np.ndarray, bits: int, channel_axis: int | None = None
         raise ConfigError(f"channel_axis {channel_axis} is out of range for a weight of rank {w.ndim}")
     channel_axis %= w.ndim
     others = tuple(a for a in range(w.ndim) if a != channel_axis)
-    per_channel = np.max(w, axis=others, initial=0.0) if others else w
+    per_channel = (np.max(w, axis=others, initial=0.0) if others else w).astype(np.float64)
     # An all-zero channel takes the tensor's range: it quantizes to zeros anyway, and values retraining gives it
     # land on the tensor's levels.
     n1, n2 = _range(np.where(per_channel > 0, per_channel, s), bits)
@@ -117,6 +119,24 @@ def quantize(weights: np.ndarray, levels: LayerLevels) -> np.ndarray:
         n2 = channel_base(levels.n2, w.shape, levels.channel_axis)
     else:
         n1, n2 = levels.n1, levels.n2
+    if w.ndim == 0 or w.size <= _QUANTIZE_BLOCK:
+        return _quantize_block(w, n1, n2)
+    # Blocks along axis 0: the float64 temporaries stay a few times a block, not the whole tensor, however
+    # large the layer (per-channel bases are sliced with it where they vary along that axis).
+    out = np.empty(w.shape, np.float32)
+    step = max(1, _QUANTIZE_BLOCK // max(1, w.size // w.shape[0]))
+    for start in range(0, w.shape[0], step):
+        block = slice(start, start + step)
+        pick = (lambda base: base[block] if isinstance(base, np.ndarray) and base.shape[0] > 1 else base)
+        out[block] = _quantize_block(w[block], pick(n1), pick(n2))
+    return out
+
+
+# Elements per block of quantize().
+_QUANTIZE_BLOCK = 1 << 20
+
+
+def _quantize_block(w: np.ndarray, n1, n2) -> np.ndarray:
     magnitude = np.abs(w).astype(np.float64)
     # Exponent k with 0.75·2^k <= |w| < 1.5·2^k, i.e. 2^k nearest to |w|, ties (at 1.5·2^k) going up.
     _, e = np.frexp(magnitude / 0.75)  # magnitude/0.75 = m * 2^e, 0.5 <= m < 1  =>  k = e - 1

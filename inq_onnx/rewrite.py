@@ -12,7 +12,7 @@ from onnx import helper, numpy_helper
 from . import large_models, packing, schemas
 from .errors import ModelError
 from .fusion import fuse as fuse_following_ops
-from .graph_edit import drop_unused_initializers
+from .graph_edit import copy_model, drop_unused_initializers
 from .layers import Layer
 from .quantizer import LayerLevels
 
@@ -40,6 +40,29 @@ def _input_ranks(model: onnx.ModelProto) -> dict[str, int]:
             if v.type.HasField("tensor_type") and v.type.tensor_type.HasField("shape")}
 
 
+def _read_names(graph: onnx.GraphProto) -> dict[str, set[str]]:
+    """The nodes (by name, subgraphs' included) that read each value."""
+    readers: dict[str, set[str]] = {}
+    for node in graph.node:
+        for name in node.input:
+            readers.setdefault(name, set()).add(node.name)
+        for attribute in node.attribute:
+            for sub in (*([attribute.g] if attribute.HasField("g") else []), *attribute.graphs):
+                for name, nodes in _read_names(sub).items():
+                    readers.setdefault(name, set()).update(nodes)
+    return readers
+
+
+def _replaced_only(model: onnx.ModelProto, layers: list[Layer]) -> set[str]:
+    """Weights that only the replaced nodes read: the copy leaves them out (they go, packed) rather than copy
+    them first."""
+    replaced = {layer.node for layer in layers} | {layer.bias_add for layer in layers if layer.bias_add}
+    readers = _read_names(model.graph)
+    outputs = {o.name for o in model.graph.output}
+    return {layer.weight for layer in layers
+            if layer.weight not in outputs and readers.get(layer.weight, set()) <= replaced}
+
+
 def _replacement(node: onnx.NodeProto, layer: Layer, levels: LayerLevels, packed: str, outputs: list[str],
                  input_rank: int | None) -> onnx.NodeProto:
     op = REPLACEMENT_OP[node.op_type]
@@ -57,19 +80,21 @@ def _replacement(node: onnx.NodeProto, layer: Layer, levels: LayerLevels, packed
 
 def rewrite_model(model: onnx.ModelProto, layers: list[Layer], levels: Mapping[str, LayerLevels],
                   metadata: Mapping[str, str] | None = None, fuse: bool = True) -> onnx.ModelProto:
-    """A copy of `model` with each layer's node replaced; its weight must already be INQ levels.
+    """A copy of `model` with each layer's node replaced; its weight must already be INQ levels (the copy never
+    holds the float weights that only those nodes read).
 
     `levels` maps a layer's weight name to its levels. The float weights that no node uses any more are dropped.
     A MatMul layer's bias Add (`Layer.bias_add`) becomes part of its replacement. With `fuse`, a residual Add
     and a Relu/Clip after a replaced node are fused into it (`fusion.RULES`).
     """
-    model = copy.deepcopy(model)
+    ranks = _input_ranks(model) if any(layer.op_type == "MatMul" for layer in layers) else {}
+    source = {t.name: t for t in model.graph.initializer}
+    model = copy_model(model, {name: lambda: None for name in _replaced_only(model, layers)})
     graph = model.graph
     initializers = {t.name: t for t in graph.initializer}
     by_node = {layer.node: layer for layer in layers}
     folded = {layer.bias_add: layer for layer in layers if layer.bias_add}
     nodes_by_name = {n.name: n for n in graph.node}
-    ranks = _input_ranks(model) if any(layer.op_type == "MatMul" for layer in layers) else {}
     taken = set(initializers) | {v for n in graph.node for v in (*n.input, *n.output)}
     packed_names: dict[str, str] = {}
     new_nodes = []
@@ -82,7 +107,7 @@ def rewrite_model(model: onnx.ModelProto, layers: list[Layer], levels: Mapping[s
             continue
         layer_levels = levels[layer.weight]
         if layer.weight not in packed_names:
-            weight = numpy_helper.to_array(initializers[layer.weight])
+            weight = numpy_helper.to_array(source[layer.weight])
             try:
                 data = packing.pack_weight(weight, layer_levels.bits, layer_levels.exponent_base,
                                            layer.channel_axis)

@@ -63,3 +63,42 @@ def test_a_broken_large_model_is_a_model_error_in_normalize(large):
     model.graph.node[0].input[0] = "nowhere"
     with pytest.raises(ModelError, match="does not pass onnx.checker"):
         normalize(model)
+
+
+def test_every_model_folds_constants_with_its_large_tensors_held_as_with_them_in_place(monkeypatch):
+    # Held tensors (now any of 256 bytes or more, in a model far under 2 GB) are folded from where they are held.
+    model = constant_subgraph_model(opset=9)
+    monkeypatch.setattr(large_models, "HELD_MIN_BYTES", 1 << 62)
+    in_place = normalize(model)
+    monkeypatch.setattr(large_models, "HELD_MIN_BYTES", 256)
+    held = normalize(model)
+    assert held.notes == in_place.notes and any(n.startswith("folded ") for n in held.notes)
+    assert [n.op_type for n in held.model.graph.node] == [n.op_type for n in in_place.model.graph.node]
+    values = {t.name: onnx.numpy_helper.to_array(t) for t in in_place.model.graph.initializer}
+    assert {t.name for t in held.model.graph.initializer} == set(values)
+    for tensor in held.model.graph.initializer:
+        np.testing.assert_array_equal(onnx.numpy_helper.to_array(tensor), values[tensor.name])
+    assert any(tensor.nbytes >= 256 for tensor in values.values())
+
+
+def test_copy_model_copies_all_but_the_replaced_tensors_in_their_places():
+    from inq_onnx.graph_edit import copy_model
+
+    model = conv_gemm_model()
+    model.metadata_props.add(key="k", value="v")
+    assert copy_model(model).SerializeToString() == model.SerializeToString()
+    names = [t.name for t in model.graph.initializer]
+    made = []
+
+    def new_w1():
+        made.append("w1")
+        return onnx.numpy_helper.from_array(np.zeros(3, np.float32), "w1")
+
+    copied = copy_model(model, {"w1": new_w1, "b3": lambda: None})
+    assert made == ["w1"]
+    assert [t.name for t in copied.graph.initializer] == [n for n in names if n != "b3"]
+    assert list(copied.graph.initializer[names.index("w1")].dims) == [3]
+    assert copied.metadata_props[0].value == "v" and len(copied.graph.node) == len(model.graph.node)
+    assert [t.name for t in model.graph.initializer] == names  # the source is untouched
+    copied.graph.node[0].name = "changed"
+    assert model.graph.node[0].name == "conv1"

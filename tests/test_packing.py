@@ -58,3 +58,17 @@ def test_encode_rejects_off_level_weights():
 def test_unpack_rejects_wrong_byte_count():
     with pytest.raises(InqError, match="need 2"):
         packing.unpack_bits(np.zeros(3, np.uint8), 5, 3)
+
+
+@pytest.mark.parametrize("bits", [2, 3, 5])
+@pytest.mark.parametrize("axis", [None, 0, 1])
+def test_pack_weight_in_blocks_gives_the_bytes_of_the_whole_tensor(monkeypatch, bits, axis):
+    rng = np.random.default_rng(bits)
+    w = (rng.standard_normal((29, 7, 3)) * rng.uniform(0.05, 2, size=(29, 1, 1))).astype(np.float32)
+    levels = layer_levels(w, bits, axis)
+    q = quantize(w, levels)
+    whole = packing.pack_bits(packing.encode(q, bits, levels.exponent_base, axis or 0), bits)
+    monkeypatch.setattr(packing, "_PACK_BLOCK", 50)  # rows of 21 codes: blocks of 8 rows (168 codes, 21 bytes)
+    blocked = packing.pack_weight(q, bits, levels.exponent_base, axis or 0)
+    np.testing.assert_array_equal(blocked, whole)
+    assert np.array_equal(packing.unpack_weight(blocked, bits, levels.exponent_base, q.shape, axis or 0), q)

@@ -118,3 +118,17 @@ def test_per_channel_levels_have_no_single_value_list():
         levels.values
     with pytest.raises(ConfigError, match="channel_axis 2 is out of range"):
         layer_levels(np.ones((2, 3), np.float32), 4, channel_axis=2)
+
+
+@pytest.mark.parametrize("axis", [None, 0, 1])
+def test_quantize_in_blocks_equals_the_whole_tensor_at_once(monkeypatch, axis):
+    import inq_onnx.quantizer as quantizer
+
+    rng = np.random.default_rng(5)
+    w = (rng.standard_normal((37, 11, 3)) * rng.uniform(0.01, 3, size=(37, 1, 1))).astype(np.float32)
+    w[3, 4, 1] = 0.0
+    levels = layer_levels(w, 4, axis)
+    whole = quantize(w, levels)
+    monkeypatch.setattr(quantizer, "_QUANTIZE_BLOCK", 70)  # blocks of two rows of 33, and a last one of one
+    np.testing.assert_array_equal(quantize(w, levels), whole)
+    assert whole.dtype == np.float32 and whole.shape == w.shape

@@ -3,7 +3,6 @@ initializers, shapes inferred and every node named; the passes' notes say what c
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -55,19 +54,20 @@ PASSES: tuple[tuple[str, Pass], ...] = (
 def normalize(model: onnx.ModelProto) -> Normalized:
     """Run PASSES on a copy; the caller's model is left as it is. ModelError when the model is malformed.
 
-    A model past protobuf's 2 GB goes through the passes with its large tensors held aside (the checker, shape
-    inference and the version converter serialize the model; none needs the weights' values), after their
-    stored bytes were checked against their dims.
+    The copy goes through the passes with its large tensors held aside (the checker, shape inference and the
+    version converter serialize the model, and none needs the weights' values; constant folding reads them
+    from where they are held), after their stored bytes were checked against their dims: so that a model
+    past protobuf's 2 GB passes at all, and any model without its weights copied over and over.
     """
-    model = copy.deepcopy(model)
+    check_tensors(model)
+    model, held = large_models.held_copy(model)
     notes: list[str] = []
-    held: dict[str, bytes] = {}
-    if large_models.is_large(model):
-        check_tensors(model)
-        held = large_models.hold_large_tensors(model)
+    if sum(map(len, held.values())) >= large_models.LARGE_MODEL_BYTES:
         notes.append(f"{len(held)} tensor(s) of {sum(map(len, held.values())) / 1e9:.1f} GB held aside while the "
                      "graph was checked and converted (the model is past protobuf's 2 GB)")
-    for _, run in PASSES:
+    for name, run in PASSES:
+        if name == "constant folding":
+            run = _in_place(lambda m: fold_constants(m, held))
         model, changed = run(model)
         notes.extend(changed)
     large_models.restore_tensors(model, held)

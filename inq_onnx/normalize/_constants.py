@@ -4,9 +4,13 @@ like stored ones."""
 
 from __future__ import annotations
 
+from typing import Mapping
+
 import numpy as np
 import onnx
 from onnx import helper, numpy_helper
+
+from ..large_models import held_array
 
 __all__ = ["fold_constants", "MAX_FOLDED_BYTES"]
 
@@ -91,13 +95,16 @@ def _evaluate(node: onnx.NodeProto, values: dict[str, np.ndarray], opsets) -> tu
     return arrays, ""
 
 
-def fold_constants(model: onnx.ModelProto) -> list[str]:
-    """Fold, in place, every node whose inputs are all constants; notes say what was folded and what was not."""
+def fold_constants(model: onnx.ModelProto, held: Mapping[str, bytes] | None = None) -> list[str]:
+    """Fold, in place, every node whose inputs are all constants; notes say what was folded and what was not.
+    `held`: the data of initializers held aside (large_models.held_copy), by name."""
     graph = model.graph
     initializers = {t.name: t for t in graph.initializer}
-    # Tensors whose data is not in memory (held aside for a model past 2 GB) are not folded.
+    held = held or {}
+    # Tensors whose data is elsewhere and not held here are not folded.
     constants: dict[str, onnx.TensorProto | np.ndarray] = {
-        name: t for name, t in initializers.items() if t.data_location != onnx.TensorProto.EXTERNAL}
+        name: (held_array(t, held[name]) if name in held else t) for name, t in initializers.items()
+        if t.data_location != onnx.TensorProto.EXTERNAL or name in held}
     outputs = {o.name for o in graph.output}
     values: dict[str, np.ndarray] = {}
     opsets = list(model.opset_import)
@@ -108,7 +115,8 @@ def fold_constants(model: onnx.ModelProto) -> list[str]:
             continue
         for name in node.input:
             if name and name not in values:
-                values[name] = numpy_helper.to_array(constants[name])
+                value = constants[name]
+                values[name] = value if isinstance(value, np.ndarray) else numpy_helper.to_array(value)
         arrays, why = _evaluate(node, values, opsets)
         if arrays is None:
             left.append(f"{node.name} ({node.op_type}): {why}")
@@ -127,10 +135,8 @@ def fold_constants(model: onnx.ModelProto) -> list[str]:
     graph.initializer.extend(numpy_helper.from_array(values[name], name) for name in added)
     # Initializers only the folded nodes read (ConstantOfShape's shape, a Reshape's target) are dropped.
     read_by_folded = {name for name in values if name in initializers and name not in used}
-    if read_by_folded:
-        kept_initializers = [t for t in graph.initializer if t.name not in read_by_folded]
-        del graph.initializer[:]
-        graph.initializer.extend(kept_initializers)
+    for index in reversed([i for i, t in enumerate(graph.initializer) if t.name in read_by_folded]):
+        del graph.initializer[index]  # in place: re-adding the kept ones would copy every tensor
     ops = ", ".join(f"{count} {op}" for op, count in sorted(folded.items(), key=lambda item: -item[1]))
     notes = [f"folded {sum(folded.values())} constant node(s) ({ops}) into {len(added)} initializer(s)"]
     return notes + _left_note(left)
