@@ -205,6 +205,46 @@ void quantize_quad(const ConvGeometry& g, const Layout& l, const QKernels& k, co
   }
 }
 
+// Whether the compact planes of `g` are the input plane itself shifted by whole quads (unit strides and
+// dilation, output rows as wide as input rows): then each kj plane is one flat copy of the quantized input
+// with its row ends set to the zero point (quantize_quad_flat) instead of a copy per row and plane.
+bool flat_compact(const ConvGeometry& g, const Layout& l) {
+  return l.compact && g.sh == 1 && g.sw == 1 && g.dw == 1 && l.wph == g.w;
+}
+
+// quantize_quad_compact for flat_compact layouts: rows [i0, i1) of channel quad `cq`. The input rows inside the
+// image are one contiguous run per channel, quantized (or interleaved) in one call; plane kj is that run moved
+// by kj - pad_l quads, after which the quads that wrapped around a row end are set to the zero point.
+void quantize_quad_flat(const ConvGeometry& g, const Layout& l, const QKernels& k, const float* xg,
+                        const uint8_t* xg8, int64_t cq, int64_t i0, int64_t i1, QuantParams p, uint8_t* image) {
+  const uint32_t zq = static_cast<uint32_t>(p.zero_point) * 0x01010101u;
+  uint32_t* planes = reinterpret_cast<uint32_t*>(image) + cq * l.cplane;
+  const int64_t w = g.w, a = std::max(i0, g.pad_t), b = std::min(i1, g.pad_t + g.h);  // image rows [a, b)
+  for (int64_t kj = 0; kj < g.kw; ++kj) {
+    uint32_t* plane = planes + kj * l.pplane;
+    std::fill(plane + i0 * w, plane + std::max(i0, std::min(a, i1)) * w, zq);
+    std::fill(plane + std::min(i1, std::max(b, i0)) * w, plane + i1 * w, zq);
+  }
+  if (b <= a) return;
+  const int64_t n = (b - a) * w, reach = g.kw - 1;
+  std::vector<uint32_t> run(static_cast<size_t>(n + 2 * reach), zq);  // the run, `reach` zero-point quads each side
+  const float* src[4];
+  const uint8_t* src8[4];
+  quad_rows(g, xg, xg8, cq, a - g.pad_t, src, src8);
+  if (xg8) k.interleave4_u8(src8, n, p.zero_point, run.data() + reach);
+  else k.quantize4(src, n, p.scale, p.zero_point, run.data() + reach);
+  for (int64_t kj = 0; kj < g.kw; ++kj) {
+    const int64_t shift = kj - g.pad_l;  // plane[j] = input[j + shift] within each row
+    uint32_t* plane = planes + kj * l.pplane + a * w;
+    std::memcpy(plane, run.data() + reach + shift, static_cast<size_t>(n) * 4);
+    for (int64_t r = 0; r < b - a; ++r) {
+      uint32_t* row = plane + r * w;
+      for (int64_t j = 0; j < std::min(w, -shift); ++j) row[j] = zq;
+      for (int64_t j = std::max<int64_t>(0, w - shift); j < w; ++j) row[j] = zq;
+    }
+  }
+}
+
 // quantize_quad for the compact layout: each input row quantized once into a zero-point padded row, then
 // copied (column stride sw, shift kj * dw) into the row of each kj plane.
 void quantize_quad_compact(const ConvGeometry& g, const Layout& l, const QKernels& k, const float* xg,
@@ -312,7 +352,9 @@ void qconv_run(const ConvGeometry& g, const QConvWeights& w, const QConvOperands
     const int64_t i0 = std::min(l.hph, rc * rper), i1 = std::min(l.hph, i0 + rper);
     uint8_t* image = act + img * l.image;
     const int64_t at = ((img / g.group) * g.c + (img % g.group) * cg) * g.h * g.w;
-    if (l.compact)
+    if (flat_compact(g, l))
+      quantize_quad_flat(g, l, k, x ? x + at : nullptr, io.x_u8 ? io.x_u8 + at : nullptr, cq, i0, i1, p, image);
+    else if (l.compact)
       quantize_quad_compact(g, l, k, x ? x + at : nullptr, io.x_u8 ? io.x_u8 + at : nullptr, cq, i0, i1, p, image);
     else
       quantize_quad(g, l, k, x ? x + at : nullptr, io.x_u8 ? io.x_u8 + at : nullptr, cq, i0, i1, p, image);
