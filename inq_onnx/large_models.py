@@ -38,12 +38,23 @@ def _is_held(tensor: onnx.TensorProto) -> bool:
             and any(e.key == "location" and e.value == _HELD_LOCATION for e in tensor.external_data))
 
 
+# Types whose elements are not whole bytes (or not fixed-size): never held, their stored form differs from
+# numpy's.
+_NOT_HELD = {getattr(onnx.TensorProto, name) for name in ("STRING", "INT4", "UINT4", "FLOAT4E2M1", "INT2", "UINT2")
+             if hasattr(onnx.TensorProto, name)}
+
+
 def _held_bytes(tensor: onnx.TensorProto) -> int:
-    """The bytes of a tensor's data by its dims and type (no copy of the data is made to tell)."""
-    if tensor.data_location == onnx.TensorProto.EXTERNAL or tensor.data_type == onnx.TensorProto.STRING:
+    """The bytes of a tensor's data by its dims and type (no copy of the data is made to tell); 0 for tensors
+    that are never held."""
+    if tensor.data_location == onnx.TensorProto.EXTERNAL or tensor.data_type in _NOT_HELD:
         return 0
-    count = int(np.prod(tensor.dims, dtype=np.int64))
-    return count * onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type).itemsize if count > 0 else 0
+    try:
+        itemsize = onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type).itemsize
+    except (KeyError, TypeError, ValueError):  # an unknown type is the tensor check's to refuse, not held here
+        return 0
+    count = int(np.prod(tensor.dims, dtype=object))  # exact for any dims (malformed ones included)
+    return count * itemsize if count > 0 else 0
 
 
 def _make_held(tensor: onnx.TensorProto, target: onnx.TensorProto) -> None:
@@ -87,9 +98,12 @@ def held_copy(model: onnx.ModelProto) -> tuple[onnx.ModelProto, dict[str, bytes]
 
 
 def held_array(tensor: onnx.TensorProto, data: bytes) -> np.ndarray:
-    """A held tensor's value (read-only, over its bytes)."""
-    dtype = onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type)
-    return np.frombuffer(data, dtype=dtype).reshape(tuple(tensor.dims))
+    """The value of held tensor `tensor` (its stand-in) from its held `data`."""
+    full = onnx.TensorProto()
+    full.name, full.data_type = tensor.name, tensor.data_type
+    full.dims.extend(tensor.dims)
+    full.raw_data = data
+    return numpy_helper.to_array(full)
 
 
 def restore_tensors(model: onnx.ModelProto, held: dict[str, bytes]) -> None:

@@ -102,3 +102,23 @@ def test_copy_model_copies_all_but_the_replaced_tensors_in_their_places():
     assert [t.name for t in model.graph.initializer] == names  # the source is untouched
     copied.graph.node[0].name = "changed"
     assert model.graph.node[0].name == "conv1"
+
+
+def test_held_copy_holds_typed_and_raw_tensors_but_never_sub_byte_ones(monkeypatch):
+    from onnx import TensorProto, helper
+
+    monkeypatch.setattr(large_models, "HELD_MIN_BYTES", 16)
+    model = conv_gemm_model()
+    values = np.arange(40, dtype=np.float32).reshape(5, 8)
+    typed = helper.make_tensor("typed", TensorProto.FLOAT, [5, 8], values.ravel().tolist())  # float_data
+    int4 = helper.make_tensor("int4", TensorProto.INT4, [64], [(i % 15) - 7 for i in range(64)])
+    model.graph.initializer.extend([typed, int4])
+    copied, held = large_models.held_copy(model)
+    assert "typed" in held and "int4" not in held and "w3" in held
+    tensors = {t.name: t for t in copied.graph.initializer}
+    assert tensors["typed"].data_location == onnx.TensorProto.EXTERNAL
+    np.testing.assert_array_equal(large_models.held_array(tensors["typed"], held["typed"]), values)
+    large_models.restore_tensors(copied, held)
+    assert held == {}
+    for before, after in zip(model.graph.initializer, copied.graph.initializer):
+        np.testing.assert_array_equal(onnx.numpy_helper.to_array(after), onnx.numpy_helper.to_array(before))

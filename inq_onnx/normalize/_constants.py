@@ -101,10 +101,9 @@ def fold_constants(model: onnx.ModelProto, held: Mapping[str, bytes] | None = No
     graph = model.graph
     initializers = {t.name: t for t in graph.initializer}
     held = held or {}
-    # Tensors whose data is elsewhere and not held here are not folded.
+    # Tensors whose data is elsewhere and not held here are not folded; held ones are read when a node needs them.
     constants: dict[str, onnx.TensorProto | np.ndarray] = {
-        name: (held_array(t, held[name]) if name in held else t) for name, t in initializers.items()
-        if t.data_location != onnx.TensorProto.EXTERNAL or name in held}
+        name: t for name, t in initializers.items() if t.data_location != onnx.TensorProto.EXTERNAL or name in held}
     outputs = {o.name for o in graph.output}
     values: dict[str, np.ndarray] = {}
     opsets = list(model.opset_import)
@@ -116,7 +115,8 @@ def fold_constants(model: onnx.ModelProto, held: Mapping[str, bytes] | None = No
         for name in node.input:
             if name and name not in values:
                 value = constants[name]
-                values[name] = value if isinstance(value, np.ndarray) else numpy_helper.to_array(value)
+                values[name] = (value if isinstance(value, np.ndarray) else
+                                held_array(value, held[name]) if name in held else numpy_helper.to_array(value))
         arrays, why = _evaluate(node, values, opsets)
         if arrays is None:
             left.append(f"{node.name} ({node.op_type}): {why}")
