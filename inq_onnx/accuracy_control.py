@@ -189,12 +189,14 @@ def _set_metadata(model: onnx.ModelProto | None, values: Mapping[str, str]) -> N
 
 def quantize_with_control(model: onnx.ModelProto, config: QuantizeConfig, dataset: Dataset | None,
                           validation: Dataset, max_drop: float, *, metadata: dict[str, str] | None = None,
-                          progress: ProgressCallback | None = None) -> tuple[QuantizeResult, ControlReport]:
+                          progress: ProgressCallback | None = None, evaluate_steps: bool = False
+                          ) -> tuple[QuantizeResult, ControlReport]:
     """`quantize_model`, repeated with the most sensitive layer relaxed until the drop on `validation` (accuracy
     points with labels, else top-1 disagreement with the float model in percent) is at most `max_drop`.
 
     Costs one full run (with retraining when `config` retrains) per change, plus one inference pass over the
-    validation data per (layer, width) sensitivity measured. When nothing is left to relax, returns the run with
+    validation data per (layer, width) sensitivity measured. `evaluate_steps` as in quantize_model, in every run
+    (the result's steps are those of the run returned). When nothing is left to relax, returns the run with
     the smallest drop and a report whose `met` is False.
     """
     if isinstance(max_drop, bool) or not isinstance(max_drop, (int, float)) or not math.isfinite(max_drop) \
@@ -205,7 +207,8 @@ def quantize_with_control(model: onnx.ModelProto, config: QuantizeConfig, datase
     sensitivity: _Sensitivity | None = None
     current, best = config, None
     while True:
-        result = quantize_model(model, current, dataset, metadata=metadata, progress=progress)
+        result = quantize_model(model, current, dataset, metadata=metadata, progress=progress,
+                                evaluate_steps=evaluate_steps)
         report.drops.append(scorer.drop(result.model))
         if best is None or report.drops[-1] < report.drop:
             best, report.chosen_run = result, len(report.drops) - 1

@@ -95,7 +95,8 @@ def quantize(model_path: str | os.PathLike, config: QuantizeConfig = QuantizeCon
                                 evaluate_steps=report_dir is not None)
     else:
         result, control = quantize_with_control(model, config, dataset, load_data(val_data_path, model, preprocess),
-                                                max_drop, metadata=metadata, progress=progress)
+                                                max_drop, metadata=metadata, progress=progress,
+                                                evaluate_steps=report_dir is not None)
     # The rewrite is checked in float mode, where it must match the float model to rounding; the validation
     # against the original measures what quantizing activations (int8 mode) adds.
     comparisons = check_rewrite(result, result.dataset)

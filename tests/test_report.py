@@ -79,6 +79,17 @@ def test_step_scores_are_accuracies_on_the_data(files, matplotlib):
     assert summary.report == files / "r" / "index.html"
 
 
+@pytest.mark.train
+def test_report_under_accuracy_control_scores_the_steps_of_the_run_kept(files, matplotlib):
+    config = QuantizeConfig(bits=4, portions=(0.5, 1.0), training=RetrainConfig(epochs=1))
+    summary = quantize(files / "model.onnx", config, files / "data.npz", files / "q.onnx", report_dir=files / "r",
+                       val_data_path=files / "data.npz", max_drop=100.0)
+    assert summary.control is not None and summary.control.met
+    scores = [s.accuracy for s in summary.result.steps]
+    assert len(scores) == 2 and all(0.0 <= s <= 1.0 for s in scores)
+    assert scores[-1] == pytest.approx(summary.validation.accuracy_quantized)
+
+
 def test_one_shot_report_without_data(files, matplotlib):
     summary = quantize(files / "model.onnx", QuantizeConfig(bits=3, retrain=False), None, files / "q.onnx",
                        report_dir=files / "r")
