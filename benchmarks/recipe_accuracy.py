@@ -16,6 +16,10 @@ Needs onnxruntime-training (.venv-train). Prints a Markdown table and the recipe
     python benchmarks/recipe_accuracy.py                        # all four networks, bits 5 4 3 2
     python benchmarks/recipe_accuracy.py --models cnn8 --bits 3
     python benchmarks/recipe_accuracy.py --seed 10             # another split, other network seeds
+    python benchmarks/recipe_accuracy.py --models mobile --bits 2 --max-drop 3   # with accuracy control
+
+With `--max-drop X`, INQ runs under accuracy control (`quantize --val-data ... --max-drop X`): the first half of
+the held-out split steers it, and the accuracies shown are on the second half only (FP32's too).
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ import onnx
 
 from inq_onnx.data import Dataset
 from inq_onnx.demo import build_digits_cnn, digits_datasets, train_float
+from inq_onnx.accuracy_control import quantize_with_control
 from inq_onnx.pipeline import QuantizeConfig, quantize_model
 from inq_onnx.runtime import make_session, run_batched
 from inq_onnx.validate import accuracy
@@ -55,13 +60,21 @@ def main() -> None:
     parser.add_argument("--bits", type=int, nargs="+", default=[5, 4, 3, 2])
     parser.add_argument("--seed", type=int, default=0,
                         help="seed of the train/held-out split, added to every network's own seed")
+    parser.add_argument("--max-drop", type=float, default=None,
+                        help="accuracy control: steer on the first half of the held-out split, report the second")
     args = parser.parse_args()
 
     import onnxruntime
 
     train, val = digits_datasets(args.seed)
+    steer = None
+    if args.max_drop is not None:
+        half = len(val) // 2
+        steer = Dataset({k: v[:half] for k, v in val.inputs.items()}, val.labels[:half])
+        val = Dataset({k: v[half:] for k, v in val.inputs.items()}, val.labels[half:])
     cpu = platform.processor() or platform.machine()
-    print(f"# digits ({len(train)} train / {len(val)} held out), {datetime.date.today()}, {cpu}, "
+    steering = f" / {len(steer)} steering accuracy control (--max-drop {args.max_drop:g})" if steer is not None else ""
+    print(f"# digits ({len(train)} train / {len(val)} held out{steering}), {datetime.date.today()}, {cpu}, "
           f"onnxruntime {onnxruntime.__version__}")
     rows, recipes = [], []
     for name in args.models:
@@ -71,7 +84,11 @@ def main() -> None:
         for bits in args.bits:
             one_shot = quantize_model(model, QuantizeConfig(bits=bits, retrain=False))
             start = time.perf_counter()
-            inq = quantize_model(model, QuantizeConfig(bits=bits), train)
+            control = None
+            if steer is None:
+                inq = quantize_model(model, QuantizeConfig(bits=bits), train)
+            else:
+                inq, control = quantize_with_control(model, QuantizeConfig(bits=bits), train, steer, args.max_drop)
             seconds = time.perf_counter() - start
             acc_one_shot = held_out_accuracy(one_shot.float_model, val)
             acc_inq = held_out_accuracy(inq.float_model, val)
@@ -81,6 +98,8 @@ def main() -> None:
                         f"{gain:+.1f} | {seconds:.0f} |")
             print(rows[-1], flush=True)
             recipes.append(f"{name} {bits} bits: " + "; ".join(inq.recipe.lines()))
+            if control is not None:
+                recipes.append(f"{name} {bits} bits, accuracy control: {control.summary()}")
     print()
     print("| model | seed | bits | FP32 % | one-shot % | INQ % | FP32 - INQ, points (target) | INQ - one-shot | "
           "INQ seconds |")
