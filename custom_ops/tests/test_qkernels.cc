@@ -173,6 +173,45 @@ static void test_conv_random(int trials) {
   }
 }
 
+// Output planes whose columns are whole 48-column chunks plus one (7x7 = 49, 1x97): the lone last column is
+// computed in the last chunk's pass (tile_epilogue's tail), on every ISA, serial and threaded.
+static void test_lone_last_column() {
+  std::mt19937 rng(61);
+  std::normal_distribution<float> nd;
+  const TaskRunner pool(parallel_for, nullptr);
+  struct Shape { int64_t c, h, w, m, kh, kw, pad; };
+  // Enough 64-row blocks that whole 48-column chunks make the column blocks (as in ResNet-18's 7x7 layers).
+  for (const Shape& sh : {Shape{16, 7, 7, 256, 3, 3, 1}, Shape{20, 1, 97, 130, 1, 3, 1}, Shape{32, 7, 7, 520, 1, 1, 0}}) {
+    ConvGeometry g;
+    g.n = 2, g.c = sh.c, g.h = sh.h, g.w = sh.w, g.m = sh.m, g.kh = sh.kh, g.kw = sh.kw;
+    g.pad_t = g.pad_b = sh.kh > 1 ? sh.pad : 0, g.pad_l = g.pad_r = sh.pad;
+    g.oh = g.h, g.ow = g.w;
+    std::vector<float> x(static_cast<size_t>(g.n * g.c * g.h * g.w)), unit(static_cast<size_t>(g.m)),
+        bias(static_cast<size_t>(g.m)), z(static_cast<size_t>(g.n * g.m * g.oh * g.ow));
+    for (auto& v : x) v = nd(rng) + 0.2f;
+    for (auto& v : unit) v = std::ldexp(1.0f, -9 + static_cast<int>(rng() % 6));
+    for (auto& v : bias) v = nd(rng);
+    for (auto& v : z) v = nd(rng);
+    std::vector<int16_t> lv(static_cast<size_t>(g.m * g.c * g.kh * g.kw));
+    for (auto& v : lv) v = static_cast<int16_t>(static_cast<int>(rng() % 255) - 127);  // no corrections
+    QuantParams q;
+    q.scale = 0.02f, q.zero_point = 100;
+    Epilogue ep;
+    ep.bias = bias.data(), ep.summand = z.data(), ep.activation = Activation::kRelu;
+    const std::vector<float> want = ref_conv(g, lv, unit, x, q, ep);
+    for (const QKernels* k : paths()) {
+      QConvWeights w;
+      CHECK(w.prepare(g.m, 1, g.c, g.kh, g.kw, lv.data(), unit.data(), k).empty(), "prepare");
+      for (int threaded = 0; threaded < 2; ++threaded) {
+        std::vector<float> y(want.size(), -7.0f);
+        qconv_forward(g, w, x.data(), q, ep, y.data(), threaded ? pool : TaskRunner());
+        CHECK(std::memcmp(y.data(), want.data(), want.size() * sizeof(float)) == 0, "lone column %s%s: c%lld %lldx%lld m%lld",
+              k->name, threaded ? " threaded" : "", (long long)g.c, (long long)g.h, (long long)g.w, (long long)g.m);
+      }
+    }
+  }
+}
+
 // The direct path (depthwise, channel multipliers, tiny groups), forced and automatic, against the reference:
 // strides 1-3, dilations, pads, channel counts that are not multiples of 16, static / dynamic parameters,
 // every epilogue, +-128 levels, exact ties of x / scale.
@@ -526,6 +565,7 @@ int main(int argc, char** argv) {
   std::printf(" (active %s)\n", active_qkernels().name);
   test_prepare_checks();
   test_conv_random(trials);
+  test_lone_last_column();
   test_direct_random(trials);
   test_gemm_random(trials);
   // Again with each activation layout forced (the small random layers mostly pick the wide one; compact

@@ -30,18 +30,25 @@ inline int32_t load32(const void* p) {
 // kQMR rows x NV*16 columns, accumulators in registers over the whole depth, then handed row by row to
 // sink.row<NV>(r, acc0, acc1, acc2) (the unused ones zero). Named variables, not an array: GCC spills an array
 // of vectors through the stack on every step.
-template <int NV, class Sink>
-inline void tile_cols(int64_t kqn, const int8_t* a, const uint8_t* b, const int64_t* boff, const Sink& sink) {
+// With Tail, one more column (NV * 16) in the same pass: its 8 rows in one ymm, the weights of the depth quad as
+// the vector operand (tail_cols' layout), stored raw to tail[r * ldc].
+template <int NV, class Sink, bool Tail = false>
+inline void tile_cols(int64_t kqn, const int8_t* a, const uint8_t* b, const int64_t* boff, const Sink& sink,
+                      int32_t* tail = nullptr, int64_t ldc = 0) {
   static_assert(kQMR == 8, "tile written for 8 rows");
 #define INQ_ACC(r) __m512i c##r##0 = _mm512_setzero_si512(), c##r##1 = c##r##0, c##r##2 = c##r##0;
   INQ_ACC(0) INQ_ACC(1) INQ_ACC(2) INQ_ACC(3) INQ_ACC(4) INQ_ACC(5) INQ_ACC(6) INQ_ACC(7)
 #undef INQ_ACC
+  __m256i ct = _mm256_setzero_si256();
   for (int64_t kq = 0; kq < kqn; ++kq) {
     const uint8_t* x = b + boff[kq];
     const __m512i x0 = _mm512_loadu_si512(x);
     const __m512i x1 = NV > 1 ? _mm512_loadu_si512(x + 64) : x0;
     const __m512i x2 = NV > 2 ? _mm512_loadu_si512(x + 128) : x0;
     const int8_t* w = a + kq * kQMR * 4;
+    if (Tail)
+      ct = _mm256_dpbusd_epi32(ct, _mm256_set1_epi32(load32(x + 64 * NV)),
+                               _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w)));
 #define INQ_ROW(r)                                                     \
   {                                                                    \
     const __m512i wr = _mm512_set1_epi32(load32(w + 4 * r));           \
@@ -55,6 +62,11 @@ inline void tile_cols(int64_t kqn, const int8_t* a, const uint8_t* b, const int6
 #define INQ_SINK(r) sink.template row<NV>(r, c##r##0, c##r##1, c##r##2);
   INQ_SINK(0) INQ_SINK(1) INQ_SINK(2) INQ_SINK(3) INQ_SINK(4) INQ_SINK(5) INQ_SINK(6) INQ_SINK(7)
 #undef INQ_SINK
+  if (Tail) {
+    alignas(32) int32_t t[8];
+    _mm256_store_si256(reinterpret_cast<__m256i*>(t), ct);
+    for (int r = 0; r < 8; ++r) tail[r * ldc] = t[r];
+  }
 }
 
 // The accumulators stored as they are (tile()).
@@ -312,9 +324,12 @@ class EpilogueSink {
 };
 
 void tile_epilogue(int64_t kqn, const int8_t* a, const uint8_t* b, const int64_t* boff, const QTileOutput& out,
-                   int64_t col, int64_t ncols) {
+                   int64_t col, int64_t ncols, int32_t* tail, int64_t ldc) {
   int64_t j = 0;
-  for (; j + 48 <= ncols; j += 48) tile_cols<3>(kqn, a, b + 4 * j, boff, EpilogueSink(out, col + j));
+  for (; j + 48 <= ncols; j += 48) {
+    if (tail && j + 48 == ncols) tile_cols<3, EpilogueSink, true>(kqn, a, b + 4 * j, boff, EpilogueSink(out, col + j), tail, ldc);
+    else tile_cols<3>(kqn, a, b + 4 * j, boff, EpilogueSink(out, col + j));
+  }
   if (ncols - j == 32) tile_cols<2>(kqn, a, b + 4 * j, boff, EpilogueSink(out, col + j));
   else if (ncols - j == 16) tile_cols<1>(kqn, a, b + 4 * j, boff, EpilogueSink(out, col + j));
 }

@@ -105,8 +105,11 @@ struct QKernels {
   // Optional (may be null): tile() with the epilogue applied to the accumulators in registers (no round trip
   // through memory, no separate pass), the results stored as `out` says; the very float operations of
   // epilogue / epilogue_u8 (and dequantize_u8 for a uint8 summand).
+  // With `tail` (ncols a multiple of kQChunk), column ncols too is computed in the same pass over the weights
+  // and stored raw, as tile() would: tail[r * ldc] for r < kQMR (a lone last column, e.g. the 49th of a 7x7
+  // output, that would otherwise take its own pass).
   void (*tile_epilogue)(int64_t kqn, const int8_t* a, const uint8_t* b, const int64_t* boff, const QTileOutput& out,
-                        int64_t col, int64_t ncols);
+                        int64_t col, int64_t ncols, int32_t* tail, int64_t ldc);
 };
 
 // Direct-path kernels of each ISA (qdepthwise_*.cc), referenced by the tables.

@@ -2,7 +2,6 @@
 #include "kernels/qpack.h"
 
 #include <algorithm>
-#include <cstdlib>
 #include <new>
 
 namespace inq {
@@ -127,8 +126,11 @@ int64_t QPackedWeights::run_block(const QBlock& b, const uint8_t* act, const int
   if (out && k_->tile_epilogue && b.corr.empty() && b.sparse.empty()) {
     // Fused: only columns that are wanted, in whole kQCols groups; the rest goes the acc way below.
     done = (valid >= 0 ? std::min(valid, ncols) : ncols) / kQCols * kQCols;
+    // A lone column after whole chunks (the 49th of a 7x7 output) rides along with the last chunk's pass.
+    const bool lone = tail == 1 && done > 0 && done % kQChunk == 0;
     for (int64_t j = 0; j < done; j += kQChunk) {
       const int64_t n = std::min<int64_t>(kQChunk, done - j);
+      const bool with_tail = lone && j + n == done;
       for (int64_t p = 0; p < b.panels; ++p) {
         QTileOutput o = *out;
         o.rows = static_cast<int>(std::min<int64_t>(kQMR, b.rows - p * kQMR));
@@ -136,10 +138,12 @@ int64_t QPackedWeights::run_block(const QBlock& b, const uint8_t* act, const int
         if (o.y) o.y += p * kQMR;
         if (o.y8) o.y8 += p * kQMR;
         if (o.z8) o.z8 += p * kQMR;
-        k_->tile_epilogue(kqn_, a + p * panel_bytes, act + 4 * j, boff, o, col + j, n);
+        k_->tile_epilogue(kqn_, a + p * panel_bytes, act + 4 * j, boff, o, col + j, n,
+                          with_tail ? acc + p * kQMR * ncols + done : nullptr, ncols);
       }
     }
     full -= done;  // what the acc way still computes: the full groups past `done` (no tail tile), or none
+    if (lone) tail = 0;
   }
   // Column chunks outer: one chunk of activations stays in L1 while every panel of the block passes over it.
   for (int64_t j = done; j < done + full; j += kQChunk) {
