@@ -64,8 +64,9 @@ def quantize(model_path: str | os.PathLike, config: QuantizeConfig = QuantizeCon
     folder. With `val_data_path` (data as `data_path`) and `max_drop` (points of accuracy, or of top-1
     agreement without labels), the most sensitive layers get more bits or stay float until the drop on that
     data is at most `max_drop` (`accuracy_control`); those runs write no checkpoints. With `report_dir`, an
-    HTML report (index.html and its plots) goes there too. Nothing but the checkpoint is written unless every
-    step succeeds.
+    HTML report (index.html and its plots) goes there too, and the summary's `result.source_model` (the
+    normalized float model the report compares against) is kept; without it, that copy is dropped early.
+    Nothing but the checkpoint is written unless every step succeeds.
     """
     if (val_data_path is None) != (max_drop is None):
         raise ConfigError("--val-data and --max-drop go together: the drop is measured on the validation data")
@@ -97,6 +98,8 @@ def quantize(model_path: str | os.PathLike, config: QuantizeConfig = QuantizeCon
         result, control = quantize_with_control(model, config, dataset, load_data(val_data_path, model, preprocess),
                                                 max_drop, metadata=metadata, progress=progress,
                                                 evaluate_steps=report_dir is not None)
+    if report_dir is None:
+        result.source_model = None  # only the report reads it: one copy of the weights fewer from here on
     # The rewrite is checked in float mode, where it must match the float model to rounding; the validation
     # against the original measures what quantizing activations (int8 mode) adds.
     comparisons = check_rewrite(result, result.dataset)

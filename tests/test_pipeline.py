@@ -169,3 +169,11 @@ def test_missing_output_folder_is_reported_before_any_work(tmp_path, monkeypatch
     monkeypatch.setattr(api, "quantize_model", lambda *a, **k: pytest.fail("quantized before checking -o"))
     with pytest.raises(InqError, match="output folder does not exist"):
         quantize(save(tmp_path, conv_gemm_model()), QuantizeConfig(retrain=False), None, tmp_path / "no" / "x.onnx")
+
+
+def test_the_source_copy_is_dropped_unless_a_report_reads_it(tmp_path):
+    onnx.save(conv_gemm_model(), tmp_path / "m.onnx")
+    summary = quantize(tmp_path / "m.onnx", QuantizeConfig(bits=5, retrain=False), None, tmp_path / "q.onnx")
+    assert summary.result.source_model is None and summary.result.float_model is not None
+    kept = quantize_model(conv_gemm_model(), QuantizeConfig(bits=5, retrain=False))
+    assert kept.source_model is not None  # the pipeline itself keeps it for callers that report
