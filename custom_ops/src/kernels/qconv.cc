@@ -160,27 +160,31 @@ void quantize_quad(const ConvGeometry& g, const Layout& l, const QKernels& k, co
                    int64_t cq, int64_t i0, int64_t i1, QuantParams p, uint8_t* image) {
   const uint32_t zq = static_cast<uint32_t>(p.zero_point) * 0x01010101u;
   uint32_t* planes = reinterpret_cast<uint32_t*>(image) + cq * l.cplane;
-  for (int64_t pl = 0; pl < l.na * l.nb; ++pl)
-    std::fill(planes + pl * l.pplane + i0 * l.wph, planes + pl * l.pplane + i1 * l.wph, zq);
   std::vector<uint32_t> tmp;  // one quantized input row, for strided column phases
   for (int64_t a = 0; a < g.sh; ++a) {
     if (l.pa[static_cast<size_t>(a)] < 0) continue;
     for (int64_t i = i0; i < i1; ++i) {
       const int64_t ih = i * g.sh + a - g.pad_t;
-      if (ih < 0 || ih >= g.h) continue;
-      const float* src[4];
-      const uint8_t* src8[4];
-      quad_rows(g, xg, xg8, cq, ih, src, src8);
+      const bool inside = ih >= 0 && ih < g.h;
+      const float* src[4] = {};
+      const uint8_t* src8[4] = {};
+      if (inside) quad_rows(g, xg, xg8, cq, ih, src, src8);
       bool have_tmp = false;
       for (int64_t b = 0; b < g.sw; ++b) {
         if (l.pb[static_cast<size_t>(b)] < 0) continue;
         uint32_t* row = planes + (l.pa[static_cast<size_t>(a)] * l.nb + l.pb[static_cast<size_t>(b)]) * l.pplane +
                         i * l.wph;
-        // Padded column j holds iw = j * sw + off, inside the image for j in [lo, hi).
+        // Padded column j holds iw = j * sw + off, inside the image for j in [lo, hi); the zero point elsewhere
+        // (each plane row written once).
         const int64_t off = b - g.pad_l;
         const int64_t lo = std::min(l.wph, off >= 0 ? 0 : (-off + g.sw - 1) / g.sw);
         const int64_t hi = std::max(lo, std::min(l.wph, g.w - off <= 0 ? 0 : (g.w - off + g.sw - 1) / g.sw));
-        if (hi <= lo) continue;
+        if (!inside || hi <= lo) {
+          std::fill(row, row + l.wph, zq);
+          continue;
+        }
+        std::fill(row, row + lo, zq);
+        std::fill(row + hi, row + l.wph, zq);
         if (g.sw == 1) {
           if (xg8) {
             const uint8_t* s8[4];
@@ -199,7 +203,12 @@ void quantize_quad(const ConvGeometry& g, const Layout& l, const QKernels& k, co
           else k.quantize4(src, g.w, p.scale, p.zero_point, tmp.data());
           have_tmp = true;
         }
-        for (int64_t j = lo; j < hi; ++j) row[j] = tmp[static_cast<size_t>(j * g.sw + off)];
+        const uint32_t* t = tmp.data();
+        if (g.sw == 2) {
+          for (int64_t j = lo; j < hi; ++j) row[j] = t[2 * j + off];  // a constant stride vectorizes
+        } else {
+          for (int64_t j = lo; j < hi; ++j) row[j] = t[j * g.sw + off];
+        }
       }
     }
   }
@@ -276,6 +285,8 @@ void quantize_quad_compact(const ConvGeometry& g, const Layout& l, const QKernel
         const uint32_t* s = t + kj * g.dw;
         if (g.sw == 1) {
           std::memcpy(row, s, static_cast<size_t>(l.wph) * 4);
+        } else if (g.sw == 2) {
+          for (int64_t j = 0; j < l.wph; ++j) row[j] = s[2 * j];  // a constant stride vectorizes
         } else {
           for (int64_t j = 0; j < l.wph; ++j) row[j] = s[j * g.sw];
         }
