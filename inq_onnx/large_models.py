@@ -57,12 +57,20 @@ def _held_bytes(tensor: onnx.TensorProto) -> int:
     return count * itemsize if count > 0 else 0
 
 
-def _make_held(tensor: onnx.TensorProto, target: onnx.TensorProto) -> None:
-    target.name, target.data_type = tensor.name, tensor.data_type
-    target.dims.extend(tensor.dims)
-    target.data_location = onnx.TensorProto.EXTERNAL
-    entry = target.external_data.add()
+def _held_stand_in(tensor: onnx.TensorProto) -> onnx.TensorProto:
+    """What a held tensor leaves in the model: its name, type and dims, its data at a location no file has."""
+    stand_in = onnx.TensorProto()
+    stand_in.name, stand_in.data_type = tensor.name, tensor.data_type
+    stand_in.dims.extend(tensor.dims)
+    stand_in.data_location = onnx.TensorProto.EXTERNAL
+    entry = stand_in.external_data.add()
     entry.key, entry.value = "location", _HELD_LOCATION
+    return stand_in
+
+
+def _raw_bytes(tensor: onnx.TensorProto) -> bytes:
+    return (tensor.raw_data if tensor.HasField("raw_data")
+            else numpy_helper.from_array(numpy_helper.to_array(tensor)).raw_data)
 
 
 def hold_large_tensors(model: onnx.ModelProto) -> dict[str, bytes]:
@@ -72,12 +80,8 @@ def hold_large_tensors(model: onnx.ModelProto) -> dict[str, bytes]:
     for tensor in model.graph.initializer:
         if _held_bytes(tensor) < HELD_MIN_BYTES:
             continue
-        raw = (tensor.raw_data if tensor.HasField("raw_data")
-               else numpy_helper.from_array(numpy_helper.to_array(tensor)).raw_data)
-        held[tensor.name] = raw
-        source = onnx.TensorProto()
-        _make_held(tensor, source)
-        tensor.CopyFrom(source)
+        held[tensor.name] = _raw_bytes(tensor)
+        tensor.CopyFrom(_held_stand_in(tensor))
     return held
 
 
@@ -87,11 +91,8 @@ def held_copy(model: onnx.ModelProto) -> tuple[onnx.ModelProto, dict[str, bytes]
     held: dict[str, bytes] = {}
 
     def hold(tensor):
-        held[tensor.name] = (tensor.raw_data if tensor.HasField("raw_data")
-                             else numpy_helper.from_array(numpy_helper.to_array(tensor)).raw_data)
-        stand_in = onnx.TensorProto()
-        _make_held(tensor, stand_in)
-        return stand_in
+        held[tensor.name] = _raw_bytes(tensor)
+        return _held_stand_in(tensor)
     copied = copy_model(model, {t.name: (lambda t=t: hold(t)) for t in model.graph.initializer
                                 if _held_bytes(t) >= HELD_MIN_BYTES})
     return copied, held
@@ -119,11 +120,7 @@ def restore_tensors(model: onnx.ModelProto, held: dict[str, bytes]) -> None:
 
 def _light_copy(model: onnx.ModelProto) -> onnx.ModelProto:
     """A copy of `model` whose tensors of HELD_MIN_BYTES or more are held (their data never copied)."""
-    def held(tensor):
-        stand_in = onnx.TensorProto()
-        _make_held(tensor, stand_in)
-        return stand_in
-    return copy_model(model, {t.name: (lambda t=t: held(t)) for t in model.graph.initializer
+    return copy_model(model, {t.name: (lambda t=t: _held_stand_in(t)) for t in model.graph.initializer
                               if _held_bytes(t) >= HELD_MIN_BYTES})
 
 
