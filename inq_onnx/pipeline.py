@@ -13,10 +13,10 @@ from onnx import numpy_helper
 
 from . import __version__
 from .batchnorm import BatchNormReport, fold_batchnorm
-from .graph_edit import copy_model
 from .checkpoint import CheckpointStore, checkpoint_identity
 from .data import Dataset, check_dataset, model_inputs
 from .errors import ConfigError, DataError, ModelError, ValidationError
+from .graph_edit import copy_model
 from .integer_mode import ACTIVATION_MODES, ModeReport, set_activations
 from .layers import Layer, SkippedNode, match_layers
 from .normalize import normalize
