@@ -18,8 +18,8 @@ from onnx import numpy_helper
 from .graph_edit import copy_model
 from .model_io import SINGLE_FILE_LIMIT, save_model, tensor_bytes
 
-__all__ = ["LARGE_MODEL_BYTES", "is_large", "hold_large_tensors", "held_copy", "held_array", "restore_tensors",
-           "check_model", "infer_shapes", "session_source"]
+__all__ = ["LARGE_MODEL_BYTES", "is_large", "held_copy", "held_array", "restore_tensors", "check_model",
+           "infer_shapes", "session_source"]
 
 # At this many bytes of tensors a model no longer serializes in one piece (protobuf's 2 GB, with room for the
 # graph); tests lower it to run the large-model paths on small models.
@@ -73,21 +73,10 @@ def _raw_bytes(tensor: onnx.TensorProto) -> bytes:
             else numpy_helper.from_array(numpy_helper.to_array(tensor)).raw_data)
 
 
-def hold_large_tensors(model: onnx.ModelProto) -> dict[str, bytes]:
-    """In place: each initializer of HELD_MIN_BYTES or more keeps its name, type and dims but not its data,
-    which is returned by name (as raw bytes)."""
-    held: dict[str, bytes] = {}
-    for tensor in model.graph.initializer:
-        if _held_bytes(tensor) < HELD_MIN_BYTES:
-            continue
-        held[tensor.name] = _raw_bytes(tensor)
-        tensor.CopyFrom(_held_stand_in(tensor))
-    return held
-
-
 def held_copy(model: onnx.ModelProto) -> tuple[onnx.ModelProto, dict[str, bytes]]:
-    """A copy of `model` whose initializers of HELD_MIN_BYTES or more are held (as hold_large_tensors leaves
-    them), and their data by name: the copy never holds a large tensor in protobuf form."""
+    """A copy of `model` whose initializers of HELD_MIN_BYTES or more are held (each keeps its name, type and
+    dims, not its data), and their data by name (raw bytes): the copy never holds a large tensor in protobuf
+    form."""
     held: dict[str, bytes] = {}
 
     def hold(tensor):

@@ -401,36 +401,32 @@ void qconv_run(const ConvGeometry& g, const QConvWeights& w, const QConvOperands
         pw.pool().acquire((acc_count + (io.z_u8 ? static_cast<size_t>(qn) : 0)) * sizeof(int32_t));
     int32_t* acc = accl.as<int32_t>();
     float* zbuf = reinterpret_cast<float*>(acc + acc_count);
-    // Column q is output offset q of each channel plane (compact, or wide rows without dropped columns): the
-    // kernels may apply the epilogue in registers and store the outputs themselves.
+    // Each row's rescale (a block has at most kBlockRows rows). Where column q is output offset q of each
+    // channel plane (compact, or wide rows without dropped columns), the kernels may apply it in registers and
+    // store the outputs themselves; the columns they leave take the acc way below.
     QRowEpilogue rows[QPackedWeights::kBlockRows];
     float* yrow[QPackedWeights::kBlockRows];
     uint8_t* y8row[QPackedWeights::kBlockRows];
     const uint8_t* z8row[QPackedWeights::kBlockRows];
-    auto row_epilogue = [&](int64_t r) {
+    for (int64_t r = 0; r < b.rows; ++r) {
       const int64_t ch = grp * mg + b.row0 + r;  // output channel, also the packed row index
-      return QRowEpilogue{p.zero_point * pw.rowsum(ch), pw.negated(ch), pw.unit(ch) * p.scale,
-                          ep.bias ? ep.bias[ch] : 0.0f, ep.bias != nullptr, nullptr, lo, hi};
-    };
-    const bool fusable = (l.compact || l.wph == g.ow) && k.tile_epilogue && b.rows <= QPackedWeights::kBlockRows;
+      const int64_t plane = (n * g.m + ch) * out_plane;
+      rows[r] = QRowEpilogue{p.zero_point * pw.rowsum(ch), pw.negated(ch), pw.unit(ch) * p.scale,
+                             ep.bias ? ep.bias[ch] : 0.0f, ep.bias != nullptr,
+                             ep.summand ? ep.summand + plane : nullptr, lo, hi};
+      yrow[r] = y ? y + plane : nullptr;
+      y8row[r] = io.y_u8 ? io.y_u8 + plane : nullptr;
+      z8row[r] = io.z_u8 ? io.z_u8 + plane : nullptr;
+    }
+    const bool fusable = (l.compact || l.wph == g.ow) && k.tile_epilogue;
     QTileOutput out{static_cast<int>(b.rows), rows, io.y ? yrow : nullptr, io.y_u8 ? y8row : nullptr,
                     io.z_u8 ? z8row : nullptr, io.zq.scale, io.yq.scale, io.zq.zero_point, io.yq.zero_point};
-    if (fusable)
-      for (int64_t r = 0; r < b.rows; ++r) {
-        const int64_t plane = (n * g.m + grp * mg + b.row0 + r) * out_plane;
-        rows[r] = row_epilogue(r);
-        rows[r].summand = ep.summand ? ep.summand + plane : nullptr;
-        yrow[r] = y ? y + plane : nullptr;
-        y8row[r] = io.y_u8 ? io.y_u8 + plane : nullptr;
-        z8row[r] = io.z_u8 ? io.z_u8 + plane : nullptr;
-      }
     const int64_t done = pw.run_block(b, act + img * l.image + 4 * q0, l.off.data(), qn, acc, qend - q0,
                                       fusable ? &out : nullptr, q0);
     if (q0 + done >= qend) return;
     for (int64_t r = 0; r < b.rows; ++r) {
-      const int64_t ch = grp * mg + b.row0 + r;
-      QRowEpilogue e = row_epilogue(r);
-      const int64_t plane = (n * g.m + ch) * out_plane;
+      QRowEpilogue e = rows[r];
+      const int64_t plane = (n * g.m + grp * mg + b.row0 + r) * out_plane;
       for (int64_t q = q0 + done; q < qend;) {
         const int64_t oh = q / l.wph, ow = q % l.wph;
         // Compact: output rows are consecutive columns, one call for the whole segment.
