@@ -9,6 +9,7 @@
 #include <atomic>
 #include <cstdlib>
 #include <cstring>
+#include <optional>
 #include <stdexcept>
 #include <thread>
 #include <vector>
@@ -154,6 +155,21 @@ void quad_rows(const ConvGeometry& g, const float* xg, const uint8_t* xg8, int64
   }
 }
 
+// Asks for the input rows that plane rows [i0, i1) of channel quad `cq` read, all at once: a copy task is a few
+// short runs per channel, too short for the hardware prefetchers, and at two threads about half of them come
+// from the other core's cache (the previous layer's output), so their latency is what the copy waits for.
+void prefetch_quad(const ConvGeometry& g, const float* xg, const uint8_t* xg8, int64_t cq, int64_t i0, int64_t i1) {
+  const int64_t r0 = std::max<int64_t>(0, i0 * g.sh - g.pad_t), r1 = std::min(g.h, i1 * g.sh - g.pad_t);
+  if (r1 <= r0) return;
+  const int64_t size = xg8 ? 1 : 4;
+  const char* base = xg8 ? reinterpret_cast<const char*>(xg8) : reinterpret_cast<const char*>(xg);
+  for (int64_t c = cq * 4; c < std::min(g.cg(), cq * 4 + 4); ++c) {
+    const char* from = base + (c * g.h * g.w + r0 * g.w) * size;
+    const char* to = base + (c * g.h * g.w + r1 * g.w) * size;
+    for (const char* a = from; a < to; a += 64) __builtin_prefetch(a);
+  }
+}
+
 // Quantizes channel quad `cq` of one (image, group) into its zero-point-padded phase planes.
 // xg8 (u8 codes, then xg is null) is copied instead.
 void quantize_quad(const ConvGeometry& g, const Layout& l, const QKernels& k, const float* xg, const uint8_t* xg8,
@@ -222,8 +238,9 @@ bool flat_compact(const ConvGeometry& g, const Layout& l) {
 }
 
 // quantize_quad_compact for flat_compact layouts: rows [i0, i1) of channel quad `cq`. The input rows inside the
-// image are one contiguous run per channel, quantized (or interleaved) in one call; plane kj is that run moved
-// by kj - pad_l quads, after which the quads that wrapped around a row end are set to the zero point.
+// image are one contiguous run per channel, quantized (or interleaved) in one call straight into the plane that
+// is not shifted (kj = pad_l); plane kj is that run moved by kj - pad_l quads, after which the quads that wrapped
+// around a row end are set to the zero point.
 void quantize_quad_flat(const ConvGeometry& g, const Layout& l, const QKernels& k, const float* xg,
                         const uint8_t* xg8, int64_t cq, int64_t i0, int64_t i1, QuantParams p, uint8_t* image) {
   const uint32_t zq = static_cast<uint32_t>(p.zero_point) * 0x01010101u;
@@ -235,17 +252,28 @@ void quantize_quad_flat(const ConvGeometry& g, const Layout& l, const QKernels& 
     std::fill(plane + std::min(i1, std::max(b, i0)) * w, plane + i1 * w, zq);
   }
   if (b <= a) return;
-  const int64_t n = (b - a) * w, reach = g.kw - 1;
-  std::vector<uint32_t> run(static_cast<size_t>(n + 2 * reach), zq);  // the run, `reach` zero-point quads each side
+  const int64_t n = (b - a) * w;
+  // The unshifted run: plane pad_l itself where the kernel has that column, else a scratch run.
+  std::vector<uint32_t> scratch;
+  uint32_t* run;
+  if (g.pad_l >= 0 && g.pad_l < g.kw) {
+    run = planes + g.pad_l * l.pplane + a * w;
+  } else {
+    scratch.resize(static_cast<size_t>(n));
+    run = scratch.data();
+  }
   const float* src[4];
   const uint8_t* src8[4];
   quad_rows(g, xg, xg8, cq, a - g.pad_t, src, src8);
-  if (xg8) k.interleave4_u8(src8, n, p.zero_point, run.data() + reach);
-  else k.quantize4(src, n, p.scale, p.zero_point, run.data() + reach);
+  if (xg8) k.interleave4_u8(src8, n, p.zero_point, run);
+  else k.quantize4(src, n, p.scale, p.zero_point, run);
   for (int64_t kj = 0; kj < g.kw; ++kj) {
     const int64_t shift = kj - g.pad_l;  // plane[j] = input[j + shift] within each row
     uint32_t* plane = planes + kj * l.pplane + a * w;
-    std::memcpy(plane, run.data() + reach + shift, static_cast<size_t>(n) * 4);
+    if (plane == run) continue;  // unshifted, and a row never wraps
+    // Quads moved in from outside the run are row-end ones, set below.
+    const int64_t lo = std::max<int64_t>(0, -shift), hi = std::min(n, n - shift);
+    if (hi > lo) std::memcpy(plane + lo, run + lo + shift, static_cast<size_t>(hi - lo) * 4);
     for (int64_t r = 0; r < b - a; ++r) {
       uint32_t* row = plane + r * w;
       for (int64_t j = 0; j < std::min(w, -shift); ++j) row[j] = zq;
@@ -295,17 +323,51 @@ void quantize_quad_compact(const ConvGeometry& g, const Layout& l, const QKernel
   }
 }
 
-// Runs first(i) for i < n1, then second(i) for i < n2, in one parallel section (one wake-up of the pool instead
-// of two): a few worker calls claim tasks from shared counters; a worker that runs out of first-phase tasks
-// waits for the ones others have claimed (always running, so it never waits on a task nobody took) before it
-// claims second-phase tasks. Works on any pool, serial included (the first call does everything).
+// Items [0, n) claimed in runs from both ends: the thread that called the op takes them from the front, the
+// pool's other threads from the back. Both phases order their items by position in the image (copied rows,
+// output columns), so the calling thread keeps to the top of every image and the others to the bottom, layer
+// after layer, and each thread mostly reads what it wrote itself in the layer before, from its own core's
+// caches. (Claimed from one end, half of every input sat in the other core's cache: at two threads the copy
+// took 3.7x its serial time and the GEMM 9% more.)
+class TwoEndedClaims {
+ public:
+  explicit TwoEndedClaims(int64_t n) : state_(pack(0, n)) {}
+  // Claims [*begin, *end), run(at, left) items long (clamped to [1, left]), where `at` is the front (front) or
+  // the back (exclusive) of what is left and `left` its size; false when everything is claimed.
+  template <class Run>
+  bool claim(bool front, const Run& run, int64_t* begin, int64_t* end) {
+    uint64_t s = state_.load(std::memory_order_relaxed);
+    for (;;) {
+      const int64_t f = static_cast<int64_t>(s & 0xffffffffu), b = static_cast<int64_t>(s >> 32);
+      if (f >= b) return false;
+      const int64_t n = std::clamp<int64_t>(run(front ? f : b, b - f), 1, b - f);
+      if (state_.compare_exchange_weak(s, front ? pack(f + n, b) : pack(f, b - n), std::memory_order_relaxed)) {
+        *begin = front ? f : b - n, *end = front ? f + n : b;
+        return true;
+      }
+    }
+  }
+
+ private:
+  static uint64_t pack(int64_t f, int64_t b) { return static_cast<uint64_t>(f) | static_cast<uint64_t>(b) << 32; }
+  std::atomic<uint64_t> state_;
+};
+
+// Runs first(i) for i < n1, then second(front) once per worker call, in one parallel section (one wake-up of the
+// pool instead of two): worker calls claim first-phase items one by one (TwoEndedClaims); a worker that runs
+// out of them waits for the ones others have claimed (always running, so it never waits on an item nobody
+// took), then calls second(front), which claims its own work from its end. Works on any pool, serial included
+// (the first call does everything). `calls`: worker calls wanted (at most kMaxWorkers).
 template <class F1, class F2>
-void run_two_phases(const TaskRunner& runner, size_t n1, const F1& first, size_t n2, const F2& second) {
-  std::atomic<size_t> next1{0}, done1{0}, next2{0};
+void run_two_phases(const TaskRunner& runner, size_t calls, int64_t n1, const F1& first, const F2& second) {
+  if (n1 >= (int64_t{1} << 31)) throw std::runtime_error("integer conv: too many copy tasks");
+  TwoEndedClaims items(n1);
+  std::atomic<int64_t> done1{0};
   std::atomic<bool> failed{false};
-  const size_t workers = std::min<size_t>(kMaxWorkers, std::max(n1, n2));
-  runner.run(workers, [&](size_t) {
-    for (size_t t; (t = next1.fetch_add(1, std::memory_order_relaxed)) < n1;) {
+  const std::thread::id caller = std::this_thread::get_id();
+  runner.run(std::max<size_t>(1, std::min(kMaxWorkers, calls)), [&](size_t) {
+    const bool front = std::this_thread::get_id() == caller;
+    for (int64_t t, end; items.claim(front, [](int64_t, int64_t) { return 1; }, &t, &end);) {
       try {
         first(t);
       } catch (...) {
@@ -323,7 +385,7 @@ void run_two_phases(const TaskRunner& runner, size_t n1, const F1& first, size_t
       }
     }
     if (failed.load()) throw std::runtime_error("integer conv: a parallel task failed");
-    for (size_t t; (t = next2.fetch_add(1, std::memory_order_relaxed)) < n2;) second(t);
+    second(front);
   });
 }
 
@@ -352,17 +414,37 @@ void qconv_run(const ConvGeometry& g, const QConvWeights& w, const QConvOperands
   ScratchPool::Lease buf = pw.pool().acquire(static_cast<size_t>(images * l.image));
   uint8_t* act = buf.as<uint8_t>();
 
-  // Copy tasks over (image, group, channel quad, run of plane rows): at least ~8 of them, so that a layer with
-  // few channel quads (a stem conv) does not copy its input on one thread while the others wait.
+  // GEMM work: column units of whole kQChunk chunks (the kernels' widest tile, so that the narrower tiles run
+  // once per row block rather than once per run), the last unit taking the remainder; kQCols groups where whole
+  // chunks give too few units to share. Items in the order (image and group, span of up to ~256 columns, 64-row
+  // block, unit), so that the two ends of TwoEndedClaims are the two ends of the image for every row block. A
+  // run stays within one span of one block: up to ~256 columns while there is plenty of work (fewer per-run
+  // setups; measured faster on two threads than ~128 each), about a (2P)-th of what is left near the end (P:
+  // the workers seen so far), so that the threads end together even when one of them joined late.
+  const int64_t bpg = pw.blocks_per_group();
+  const int64_t chunks = l.wide / kQChunk;
+  const int64_t unit = images * bpg * chunks >= 8 ? kQChunk : kQCols;
+  const int64_t units = std::max<int64_t>(1, unit == kQChunk ? chunks : l.wpad / kQCols);
+  const int64_t span = std::min(units, std::max<int64_t>(1, 256 / unit)), spans = (units + span - 1) / span;
+  const int64_t items = images * spans * bpg * span;  // the last span's units past `units` are empty
+  if (items >= (int64_t{1} << 31)) throw std::runtime_error("integer conv: too many column units");
+  const int64_t max_cols = span * unit + (l.wpad - units * unit);  // a run ending with the last unit
+  // Copy tasks over (image, group, run of plane rows, channel quad): about 128 of them, at least two row runs.
+  // Ordered as the GEMM splits its work between the two ends, rows before quads when it splits columns (one
+  // end copies the top of the image), quads before rows when it splits channels (at 14x14 and 7x7: one end
+  // copies the channels that the same end wrote in a previous layer of the same shape).
   const int64_t qunits = images * l.cq;
-  const int64_t rchunks = std::min(l.hph, std::max<int64_t>(1, (8 + qunits - 1) / qunits));
+  const int64_t rchunks = std::min(l.hph, std::max<int64_t>(2, 128 / qunits));
   const int64_t rper = (l.hph + rchunks - 1) / rchunks;
-  auto quantize_task = [&](size_t t) {
-    const int64_t rc = static_cast<int64_t>(t) % rchunks, u = static_cast<int64_t>(t) / rchunks;
-    const int64_t img = u / l.cq, cq = u % l.cq;
+  const bool rows_first = spans > 1 || bpg == 1;
+  auto quantize_task = [&](int64_t t) {
+    const int64_t img = t / (l.cq * rchunks), within = t % (l.cq * rchunks);
+    const int64_t cq = rows_first ? within % l.cq : within / rchunks;
+    const int64_t rc = rows_first ? within / l.cq : within % rchunks;
     const int64_t i0 = std::min(l.hph, rc * rper), i1 = std::min(l.hph, i0 + rper);
     uint8_t* image = act + img * l.image;
     const int64_t at = ((img / g.group) * g.c + (img % g.group) * cg) * g.h * g.w;
+    prefetch_quad(g, x ? x + at : nullptr, io.x_u8 ? io.x_u8 + at : nullptr, cq, i0, i1);
     if (flat_compact(g, l))
       quantize_quad_flat(g, l, k, x ? x + at : nullptr, io.x_u8 ? io.x_u8 + at : nullptr, cq, i0, i1, p, image);
     else if (l.compact)
@@ -373,81 +455,90 @@ void qconv_run(const ConvGeometry& g, const QConvWeights& w, const QConvOperands
       std::fill(image + 4 * l.cq * l.cplane, image + l.image, static_cast<uint8_t>(p.zero_point));
   };
 
-  // Tasks over (image, group, 64-row block, column block): column blocks of ~256 columns (fewer, larger tasks
-  // measured faster on two threads than ~128), more of them when there are too few tasks (a 7x7 layer splits
-  // over output channels instead), and an even count where the columns allow it (two threads end together).
-  // Blocks are whole kQChunk column chunks (the kernels' widest tile), the last block taking the remainder, so
-  // that the narrower tiles run once per row block rather than once per column block; kQCols groups only
-  // where whole chunks give too few tasks.
-  const int64_t bpg = pw.blocks_per_group();
-  const int64_t min_tasks = 8;
-  const int64_t chunks = l.wide / kQChunk;
-  const int64_t unit = images * bpg * chunks >= min_tasks ? kQChunk : kQCols;
-  const int64_t units = std::max<int64_t>(1, unit == kQChunk ? chunks : l.wpad / kQCols);
-  int64_t cbn = (units * unit + 255) / 256;
-  if (images * bpg * cbn < min_tasks) cbn = std::min(units, (min_tasks + images * bpg - 1) / (images * bpg));
-  if ((images * bpg * cbn) % 2 == 1 && cbn < units) ++cbn;
-  const int64_t nc = (units + cbn - 1) / cbn * unit;
-  cbn = (units * unit + nc - 1) / nc;
+  int64_t max_panels = 0;
+  for (int64_t grp = 0; grp < g.group; ++grp)
+    for (int64_t bi = 0; bi < bpg; ++bi) max_panels = std::max(max_panels, pw.block(grp, bi).panels);
+  // With a u8 summand, max_cols more floats after the accumulators: the dequantized summand of one row segment.
+  const size_t acc_count = static_cast<size_t>(max_panels * kQMR * max_cols);
+  const size_t acc_bytes = (acc_count + (io.z_u8 ? static_cast<size_t>(max_cols) : 0)) * sizeof(int32_t);
+  TwoEndedClaims claims(items);
+  std::atomic<int64_t> workers{0};
   const float lo = ep.lower(), hi = ep.upper();
-  auto gemm_task = [&](size_t t) {
-    const int64_t cb = static_cast<int64_t>(t) % cbn, rest = static_cast<int64_t>(t) / cbn;
-    const int64_t bi = rest % bpg, img = rest / bpg, n = img / g.group, grp = img % g.group;
-    const QBlock& b = pw.block(grp, bi);
-    const int64_t q0 = cb * nc, qn = (cb == cbn - 1 ? l.wpad : q0 + nc) - q0, qend = std::min(q0 + qn, l.wide);
-    const size_t acc_count = static_cast<size_t>(b.panels * kQMR * qn);
-    // With a u8 summand, qn more floats after the accumulators: the dequantized summand of one row segment.
-    ScratchPool::Lease accl =
-        pw.pool().acquire((acc_count + (io.z_u8 ? static_cast<size_t>(qn) : 0)) * sizeof(int32_t));
-    int32_t* acc = accl.as<int32_t>();
-    float* zbuf = reinterpret_cast<float*>(acc + acc_count);
-    // Each row's rescale (a block has at most kBlockRows rows). Where column q is output offset q of each
-    // channel plane (compact, or wide rows without dropped columns), the kernels may apply it in registers and
-    // store the outputs themselves; the columns they leave take the acc way below.
+  const bool fusable = (l.compact || l.wph == g.ow) && k.tile_epilogue;
+
+  auto gemm_worker = [&](bool front) {
+    const int64_t p_seen = workers.fetch_add(1, std::memory_order_relaxed) + 1;
+    std::optional<ScratchPool::Lease> accl;
+    int32_t* acc = nullptr;
+    // The current row block's rescale per output row (a block has at most kBlockRows rows) and output pointers.
+    // Where column q is output offset q of each channel plane (compact, or wide rows without dropped columns),
+    // the kernels may apply it in registers and store the outputs themselves; the columns they leave take the
+    // acc way below.
     QRowEpilogue rows[QPackedWeights::kBlockRows];
     float* yrow[QPackedWeights::kBlockRows];
     uint8_t* y8row[QPackedWeights::kBlockRows];
     const uint8_t* z8row[QPackedWeights::kBlockRows];
-    for (int64_t r = 0; r < b.rows; ++r) {
-      const int64_t ch = grp * mg + b.row0 + r;  // output channel, also the packed row index
-      const int64_t plane = (n * g.m + ch) * out_plane;
-      rows[r] = QRowEpilogue{p.zero_point * pw.rowsum(ch), pw.negated(ch), pw.unit(ch) * p.scale,
-                             ep.bias ? ep.bias[ch] : 0.0f, ep.bias != nullptr,
-                             ep.summand ? ep.summand + plane : nullptr, lo, hi};
-      yrow[r] = y ? y + plane : nullptr;
-      y8row[r] = io.y_u8 ? io.y_u8 + plane : nullptr;
-      z8row[r] = io.z_u8 ? io.z_u8 + plane : nullptr;
-    }
-    const bool fusable = (l.compact || l.wph == g.ow) && k.tile_epilogue;
-    QTileOutput out{static_cast<int>(b.rows), rows, io.y ? yrow : nullptr, io.y_u8 ? y8row : nullptr,
-                    io.z_u8 ? z8row : nullptr, io.zq.scale, io.yq.scale, io.zq.zero_point, io.yq.zero_point};
-    const int64_t done = pw.run_block(b, act + img * l.image + 4 * q0, l.off.data(), qn, acc, qend - q0,
-                                      fusable ? &out : nullptr, q0);
-    if (q0 + done >= qend) return;
-    for (int64_t r = 0; r < b.rows; ++r) {
-      QRowEpilogue e = rows[r];
-      const int64_t plane = (n * g.m + grp * mg + b.row0 + r) * out_plane;
-      for (int64_t q = q0 + done; q < qend;) {
-        const int64_t oh = q / l.wph, ow = q % l.wph;
-        // Compact: output rows are consecutive columns, one call for the whole segment.
-        const int64_t len = l.compact ? qend - q : std::min(qend - q, l.wph - ow);
-        const int64_t keep = l.compact ? len : std::min(len, std::max<int64_t>(0, g.ow - ow));
-        if (keep > 0) {
-          const int64_t at = plane + oh * g.ow + ow;
-          e.summand = ep.summand ? ep.summand + at : nullptr;
-          if (io.z_u8) {
-            k.dequantize_u8(io.z_u8 + at, keep, io.zq.scale, io.zq.zero_point, zbuf);
-            e.summand = zbuf;
-          }
-          if (io.y_u8) k.epilogue_u8(e, acc + r * qn + (q - q0), keep, io.yq.scale, io.yq.zero_point, io.y_u8 + at);
-          else k.epilogue(e, acc + r * qn + (q - q0), keep, y + at);
+    int64_t current = -1, begin, end;
+    auto run = [&](int64_t at, int64_t left) {
+      const int64_t p = std::max(p_seen, workers.load(std::memory_order_relaxed));
+      const int64_t in_span = front ? span - at % span : (at - 1) % span + 1;
+      return std::min(in_span, std::max<int64_t>(1, left / (2 * p)));
+    };
+    while (claims.claim(front, run, &begin, &end)) {
+      const int64_t seg = begin / span, s_index = seg / bpg % spans;  // seg: (image and group, span, block)
+      const int64_t u0 = s_index * span + begin % span, u1 = std::min(units, s_index * span + (end - 1) % span + 1);
+      if (u0 >= units) continue;  // past the last unit
+      if (!accl) {
+        accl.emplace(pw.pool().acquire(acc_bytes));
+        acc = accl->as<int32_t>();
+      }
+      const int64_t bi = seg % bpg, img = seg / bpg / spans, n = img / g.group, grp = img % g.group;
+      const QBlock& b = pw.block(grp, bi);
+      if (img * bpg + bi != current) {
+        current = img * bpg + bi;
+        for (int64_t r = 0; r < b.rows; ++r) {
+          const int64_t ch = grp * mg + b.row0 + r;  // output channel, also the packed row index
+          const int64_t plane = (n * g.m + ch) * out_plane;
+          rows[r] = QRowEpilogue{p.zero_point * pw.rowsum(ch), pw.negated(ch), pw.unit(ch) * p.scale,
+                                 ep.bias ? ep.bias[ch] : 0.0f, ep.bias != nullptr,
+                                 ep.summand ? ep.summand + plane : nullptr, lo, hi};
+          yrow[r] = y ? y + plane : nullptr;
+          y8row[r] = io.y_u8 ? io.y_u8 + plane : nullptr;
+          z8row[r] = io.z_u8 ? io.z_u8 + plane : nullptr;
         }
-        q += len;
+      }
+      const int64_t q0 = u0 * unit, qn = (u1 == units ? l.wpad : u1 * unit) - q0, qend = std::min(q0 + qn, l.wide);
+      float* zbuf = reinterpret_cast<float*>(acc + b.panels * kQMR * qn);
+      QTileOutput out{static_cast<int>(b.rows), rows, io.y ? yrow : nullptr, io.y_u8 ? y8row : nullptr,
+                      io.z_u8 ? z8row : nullptr, io.zq.scale, io.yq.scale, io.zq.zero_point, io.yq.zero_point};
+      const int64_t done = pw.run_block(b, act + img * l.image + 4 * q0, l.off.data(), qn, acc, qend - q0,
+                                        fusable ? &out : nullptr, q0);
+      if (q0 + done >= qend) continue;
+      for (int64_t r = 0; r < b.rows; ++r) {
+        QRowEpilogue e = rows[r];
+        const int64_t plane = (n * g.m + grp * mg + b.row0 + r) * out_plane;
+        for (int64_t q = q0 + done; q < qend;) {
+          const int64_t oh = q / l.wph, ow = q % l.wph;
+          // Compact: output rows are consecutive columns, one call for the whole segment.
+          const int64_t len = l.compact ? qend - q : std::min(qend - q, l.wph - ow);
+          const int64_t keep = l.compact ? len : std::min(len, std::max<int64_t>(0, g.ow - ow));
+          if (keep > 0) {
+            const int64_t at = plane + oh * g.ow + ow;
+            e.summand = ep.summand ? ep.summand + at : nullptr;
+            if (io.z_u8) {
+              k.dequantize_u8(io.z_u8 + at, keep, io.zq.scale, io.zq.zero_point, zbuf);
+              e.summand = zbuf;
+            }
+            if (io.y_u8) k.epilogue_u8(e, acc + r * qn + (q - q0), keep, io.yq.scale, io.yq.zero_point, io.y_u8 + at);
+            else k.epilogue(e, acc + r * qn + (q - q0), keep, y + at);
+          }
+          q += len;
+        }
       }
     }
   };
-  run_two_phases(runner, static_cast<size_t>(qunits * rchunks), quantize_task, static_cast<size_t>(images * bpg * cbn),
-                 gemm_task);
+  const int64_t copy_tasks = qunits * rchunks;
+  run_two_phases(runner, static_cast<size_t>(std::max(copy_tasks, items)), copy_tasks, quantize_task, gemm_worker);
 }
 
 }  // namespace inq
