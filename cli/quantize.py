@@ -59,8 +59,8 @@ from ._output import StepProgress, echo_mode, percent, table
                    "bits or stay float, one per extra run.")
 @click.option("--no-retrain", is_flag=True, help="One-shot quantization, no retraining.")
 @click.option("--resume", type=click.Path(file_okay=False), metavar="DIR",
-              help="Continue an interrupted retraining from the checkpoint folder it left (<output>.ckpt); "
-                   "same options and data as the interrupted run.")
+              help="Continue an interrupted retraining (or accuracy-control loop) from the checkpoint folder it "
+                   "left (<output>.ckpt); same options and data as the interrupted run.")
 @click.option("--no-checkpoint", is_flag=True, help="Write no checkpoint after each INQ step.")
 @click.option("--report", "report_dir", type=click.Path(file_okay=False),
               help="Also write an HTML report (index.html and PNG plots) into this directory; needs matplotlib.")

@@ -4,18 +4,22 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
-from dataclasses import dataclass, field
-from typing import Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
 
 import numpy as np
 import onnx
 from onnx import numpy_helper
 
 from .batchnorm import fold_batchnorm
+from .checkpoint import CHECKPOINT_FILE, CheckpointStore, check_identity, checkpoint_identity
 from .data import Dataset, check_dataset
 from .errors import ConfigError
 from .layers import Layer, match_layers
+from .model_io import atomic_write
 from .normalize import normalize
 from .packing import MAX_BITS
 from .pipeline import QuantizeConfig, QuantizeResult, quantize_model, with_initializers
@@ -24,13 +28,16 @@ from .retrain import ProgressCallback
 from .runtime import make_session, run_batched
 from .validate import accuracy
 
-__all__ = ["Relaxation", "ControlReport", "quantize_with_control", "METRICS", "SUMMARY_KEY", "FLOAT_KEY",
-           "FLOAT_REASON"]
+__all__ = ["Relaxation", "ControlReport", "quantize_with_control", "remove_control_checkpoints", "METRICS",
+           "SUMMARY_KEY", "FLOAT_KEY", "FLOAT_REASON", "CONTROL_FILE"]
 
 METRICS = ("accuracy", "top-1 agreement")
 # Metadata of the model written: what the loop did, and the nodes it left float (which `info` names as such).
 SUMMARY_KEY, FLOAT_KEY = "inq.accuracy_control", "inq.accuracy_control.float"
 FLOAT_REASON = "left float by accuracy control (--max-drop)"
+# The loop's own checkpoint, beside the retraining checkpoint of each run (run-<i>/).
+CONTROL_FILE = "control.json"
+_CONTROL_FORMAT = 1
 
 
 @dataclass(frozen=True)
@@ -66,6 +73,7 @@ class ControlReport:
     relaxations: list[Relaxation] = field(default_factory=list)
     evaluations: int = 0  # one-shot single-layer measurements on the validation data (sensitivity)
     met: bool = False
+    exhausted: bool = False  # nothing was left to relax after the last run
     chosen_run: int = 0  # index into `drops` of the run whose model is returned
 
     @property
@@ -187,9 +195,90 @@ def _set_metadata(model: onnx.ModelProto | None, values: Mapping[str, str]) -> N
         entry.key, entry.value = key, value
 
 
+class _ControlStore:
+    """The loop's checkpoint in `directory`: after every run, what the runs measured and changed and the
+    sensitivities measured (control.json, replaced atomically), beside each run's retraining checkpoint in
+    run-<i>/. Only the folders of the best run so far and of the current one are kept."""
+
+    def __init__(self, directory: str | Path, identity: Mapping[str, Any]):
+        self.directory = Path(directory)
+        self.identity = dict(identity)
+
+    def run_dir(self, run: int) -> Path:
+        return self.directory / f"run-{run}"
+
+    def has_checkpoint(self, run: int) -> bool:
+        return (self.run_dir(run) / CHECKPOINT_FILE).is_file()
+
+    def save(self, report: ControlReport, sensitivity: Mapping[tuple[str, int], float]) -> None:
+        state = {"format": _CONTROL_FORMAT, "identity": self.identity,
+                 "report": {**asdict(report), "relaxations": [asdict(r) for r in report.relaxations]},
+                 "sensitivity": [[weight, bits, value] for (weight, bits), value in sorted(sensitivity.items())]}
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"cannot create the checkpoint folder {self.directory}: {exc.strerror or exc}") from None
+        atomic_write(self.directory / CONTROL_FILE, json.dumps(state).encode())
+        keep = {self.run_dir(report.chosen_run), self.run_dir(report.runs)}
+        for old in _run_dirs(self.directory):  # runs that can no longer be returned
+            if old not in keep:
+                CheckpointStore(old, {}).remove()
+
+    def load(self) -> tuple[ControlReport, dict[tuple[str, int], float]]:
+        path = self.directory / CONTROL_FILE
+        if not self.directory.is_dir():
+            raise ConfigError(f"--resume: {self.directory} is not a folder")
+        if not path.is_file():
+            raise ConfigError(f"--resume: no accuracy-control checkpoint in {self.directory} (expected {CONTROL_FILE}; "
+                              f"a single run's checkpoint resumes without --max-drop)")
+        try:
+            state = json.loads(path.read_text())
+            if state.get("format") != _CONTROL_FORMAT:
+                raise ConfigError(f"--resume: {path} has format {state.get('format')!r}, this version reads "
+                                  f"{_CONTROL_FORMAT}")
+            check_identity(self.directory, state["identity"], self.identity)
+            fields = dict(state["report"])
+            fields["relaxations"] = [Relaxation(**{**r, "nodes": tuple(r["nodes"])}) for r in fields["relaxations"]]
+            report = ControlReport(**fields)
+            sensitivity = {(weight, int(bits)): float(value) for weight, bits, value in state["sensitivity"]}
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ConfigError(f"--resume: {path} is not a readable accuracy-control checkpoint ({exc})") from None
+        return report, sensitivity
+
+
+def _run_dirs(directory: Path) -> list[Path]:
+    return [p for p in directory.glob("run-*") if p.is_dir() and p.name[4:].isdigit()]
+
+
+def remove_control_checkpoints(directory: str | Path) -> None:
+    """Delete an accuracy-control checkpoint (control.json and the runs' checkpoints) and the folders left empty;
+    nothing else (the folder may be one the user named)."""
+    directory = Path(directory)
+    for run in _run_dirs(directory):
+        CheckpointStore(run, {}).remove()
+    for path in [directory / CONTROL_FILE, *directory.glob(f".{CONTROL_FILE}.*.tmp")]:
+        path.unlink(missing_ok=True)
+    try:
+        directory.rmdir()
+    except OSError:
+        pass
+
+
+def _control_identity(model: onnx.ModelProto, config: QuantizeConfig, dataset: Dataset | None,
+                      validation: Dataset, max_drop: float) -> dict[str, Any]:
+    """What a control checkpoint belongs to: the model, the validation data, the options (activations included:
+    the drop is measured in the mode written) and the training data (each run retrains on it)."""
+    training = checkpoint_identity(model, dataset.inputs, dataset.labels, {})["data_sha256"] \
+        if dataset is not None else None
+    options = {**asdict(config), "portions": list(config.schedule), "max_drop": float(max_drop),
+               "training_data_sha256": training}
+    return checkpoint_identity(model, validation.inputs, validation.labels, options)
+
+
 def quantize_with_control(model: onnx.ModelProto, config: QuantizeConfig, dataset: Dataset | None,
                           validation: Dataset, max_drop: float, *, metadata: dict[str, str] | None = None,
-                          progress: ProgressCallback | None = None, evaluate_steps: bool = False
+                          progress: ProgressCallback | None = None, evaluate_steps: bool = False,
+                          checkpoint_dir: str | Path | None = None, resume: bool = False
                           ) -> tuple[QuantizeResult, ControlReport]:
     """`quantize_model`, repeated with the most sensitive layer relaxed until the drop on `validation` (accuracy
     points with labels, else top-1 disagreement with the float model in percent) is at most `max_drop`.
@@ -198,29 +287,69 @@ def quantize_with_control(model: onnx.ModelProto, config: QuantizeConfig, datase
     validation data per (layer, width) sensitivity measured. `evaluate_steps` as in quantize_model, in every run
     (the result's steps are those of the run returned). When nothing is left to relax, returns the run with
     the smallest drop and a report whose `met` is False.
+
+    With `checkpoint_dir`, the loop keeps its state there after every run and each run its retraining
+    checkpoint (run-<i>/); `resume` continues from them (same model, data and options, else ConfigError) and
+    gives the same model byte for byte as a run that was not interrupted.
     """
     if isinstance(max_drop, bool) or not isinstance(max_drop, (int, float)) or not math.isfinite(max_drop) \
             or max_drop < 0:
         raise ConfigError(f"max_drop must be a number of points >= 0, got {max_drop!r}")
-    scorer = _Scorer(model, check_dataset(validation, model))
+    if resume and checkpoint_dir is None:
+        raise ConfigError("resume needs the checkpoint folder to resume from")
+    validation = check_dataset(validation, model)
+    store = None
+    if checkpoint_dir is not None:
+        store = _ControlStore(checkpoint_dir, _control_identity(model, config, dataset, validation, max_drop))
+    scorer = _Scorer(model, validation)
     report = ControlReport(scorer.metric, float(max_drop), scorer.reference)
+    measured: dict[tuple[str, int], float] = {}
+    resumed = None
+    if resume:
+        report, measured = store.load()  # before any run: a refusal comes fast
+        resumed = f"accuracy control resumed from {store.directory} after {report.runs} finished run(s)"
+    elif store is not None:
+        remove_control_checkpoints(store.directory)  # an interrupted loop's state, which this run replaces
     sensitivity: _Sensitivity | None = None
-    current, best = config, None
-    while True:
-        result = quantize_model(model, current, dataset, metadata=metadata, progress=progress,
-                                evaluate_steps=evaluate_steps)
-        report.drops.append(scorer.drop(result.model))
-        if best is None or report.drops[-1] < report.drop:
-            best, report.chosen_run = result, len(report.drops) - 1
-        if report.drops[-1] <= max_drop:
-            best, report.chosen_run, report.met = result, len(report.drops) - 1, True
-            break
-        sensitivity = sensitivity or _Sensitivity(model, config, scorer, report)
-        change = _next_relaxation(result.layers, current, sensitivity, report.drops[-1], max_drop)
-        if change is None:
-            break
-        report.relaxations.append(change)
+    current = config
+    for change in report.relaxations:
         current = _relaxed(current, change)
+
+    def run(index: int, run_config: QuantizeConfig) -> QuantizeResult:
+        folder = store.run_dir(index) if store is not None else None
+        return quantize_model(model, run_config, dataset, metadata=metadata, progress=progress,
+                              checkpoint_dir=folder, resume=store is not None and store.has_checkpoint(index),
+                              evaluate_steps=evaluate_steps)
+
+    best = None  # the chosen run's result, when this process made it (a resumed loop may have chosen before)
+    while not (report.met or report.exhausted):
+        result = run(report.runs, current)
+        report.drops.append(scorer.drop(result.model))
+        if report.runs == 1 or report.drops[-1] < report.drop:  # report.drop: the best run's so far
+            best, report.chosen_run = result, report.runs - 1
+        if report.drops[-1] <= max_drop:
+            best, report.chosen_run, report.met = result, report.runs - 1, True
+        else:
+            if sensitivity is None:
+                sensitivity = _Sensitivity(model, config, scorer, report)
+                sensitivity.cache.update(measured)
+            change = _next_relaxation(result.layers, current, sensitivity, report.drops[-1], max_drop)
+            if change is None:
+                report.exhausted = True
+            else:
+                report.relaxations.append(change)
+                current = _relaxed(current, change)
+            measured = sensitivity.cache
+        if store is not None:
+            store.save(report, measured)
+    if best is None:
+        # Resumed after the chosen run ended: its checkpoint gives the same result again without retraining.
+        chosen = config
+        for change in report.relaxations[:report.chosen_run]:
+            chosen = _relaxed(chosen, change)
+        best = run(report.chosen_run, chosen)
+    if resumed is not None:
+        best.notes.append(resumed)
     floated = set(report.float_nodes)
     best.skipped = [dataclasses.replace(s, reason=FLOAT_REASON) if s.node in floated else s for s in best.skipped]
     values = {SUMMARY_KEY: report.summary(), **({FLOAT_KEY: ",".join(report.float_nodes)} if floated else {})}

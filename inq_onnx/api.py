@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from .accuracy_control import ControlReport, quantize_with_control
+from .accuracy_control import CONTROL_FILE, ControlReport, quantize_with_control, remove_control_checkpoints
 from .checkpoint import CHECKPOINT_FILE, CheckpointStore, default_checkpoint_dir
 from .data import Dataset, check_dataset, data_batches, is_data_path, load_data
 from .errors import ConfigError, ModelError
@@ -63,7 +63,8 @@ def quantize(model_path: str | os.PathLike, config: QuantizeConfig = QuantizeCon
     `resume`), removed once the output is written; `resume` continues an interrupted run from its checkpoint
     folder. With `val_data_path` (data as `data_path`) and `max_drop` (points of accuracy, or of top-1
     agreement without labels), the most sensitive layers get more bits or stay float until the drop on that
-    data is at most `max_drop` (`accuracy_control`); those runs write no checkpoints. With `report_dir`, an
+    data is at most `max_drop` (`accuracy_control`); the checkpoint folder then also holds the loop's state
+    after every run, and `resume` continues the loop. With `report_dir`, an
     HTML report (index.html and its plots) goes there too, and the summary's `result.source_model` (the
     normalized float model the report compares against) is kept; without it, that copy is dropped early.
     Nothing but the checkpoint is written unless every step succeeds.
@@ -72,13 +73,9 @@ def quantize(model_path: str | os.PathLike, config: QuantizeConfig = QuantizeCon
         raise ConfigError("--val-data and --max-drop go together: the drop is measured on the validation data")
     output = check_output_path(default_output_path(model_path) if output_path is None else output_path,
                                model_path, *_data_inputs(data_path), *_data_inputs(val_data_path))
-    if max_drop is not None and resume is not None:
-        raise ConfigError("--resume continues one retraining run; accuracy control (--max-drop) runs several")
-    checkpoint_dir = None
-    if max_drop is None:
-        checkpoint_dir = Path(resume) if resume is not None else default_checkpoint_dir(output) if checkpoints \
-            else None
-    if resume is None and checkpoint_dir is not None and (checkpoint_dir / CHECKPOINT_FILE).exists():
+    checkpoint_dir = Path(resume) if resume is not None else default_checkpoint_dir(output) if checkpoints else None
+    state_file = CHECKPOINT_FILE if max_drop is None else CONTROL_FILE
+    if resume is None and checkpoint_dir is not None and (checkpoint_dir / state_file).exists():
         warnings.warn(f"{checkpoint_dir} holds the checkpoint of an interrupted run; this run replaces it "
                       f"(--resume {checkpoint_dir} would continue it)", stacklevel=2)
     if report_dir is not None:
@@ -97,7 +94,8 @@ def quantize(model_path: str | os.PathLike, config: QuantizeConfig = QuantizeCon
     else:
         result, control = quantize_with_control(model, config, dataset, load_data(val_data_path, model, preprocess),
                                                 max_drop, metadata=metadata, progress=progress,
-                                                evaluate_steps=report_dir is not None)
+                                                evaluate_steps=report_dir is not None,
+                                                checkpoint_dir=checkpoint_dir, resume=resume is not None)
     if report_dir is None:
         result.source_model = None  # only the report reads it: one copy of the weights fewer from here on
     # The rewrite is checked in float mode, where it must match the float model to rounding; the validation
@@ -110,7 +108,9 @@ def quantize(model_path: str | os.PathLike, config: QuantizeConfig = QuantizeCon
 
         rendered = render_report(result, model, config=config, validation=validation, title=Path(model_path).name)
     external_data = save_model(result.model, output)
-    if checkpoint_dir is not None:
+    if checkpoint_dir is not None and max_drop is not None:
+        remove_control_checkpoints(checkpoint_dir)
+    elif checkpoint_dir is not None:
         CheckpointStore(checkpoint_dir, {}).remove()
     report = rendered.write(report_dir) if rendered is not None else None
     return QuantizeSummary(output, result, comparisons, validation, external_data, control, report)

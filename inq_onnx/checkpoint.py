@@ -23,7 +23,7 @@ from .errors import ConfigError
 from .model_io import atomic_write
 
 __all__ = ["InqState", "CheckpointStore", "CHECKPOINT_FILE", "FORMAT_VERSION", "checkpoint_identity",
-           "default_checkpoint_dir"]
+           "check_identity", "default_checkpoint_dir"]
 
 CHECKPOINT_FILE = "checkpoint.npz"
 FORMAT_VERSION = 1
@@ -85,6 +85,19 @@ def _flat(options: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
+def check_identity(directory: Path, stored: Mapping[str, Any], identity: Mapping[str, Any]) -> None:
+    """ConfigError naming what differs when the state in `directory` (`stored`) belongs to another run."""
+    if stored.get("model_sha256") != identity["model_sha256"]:
+        raise ConfigError(f"--resume: the checkpoint in {directory} belongs to another model")
+    if stored.get("data_sha256") != identity["data_sha256"]:
+        raise ConfigError(f"--resume: the checkpoint in {directory} was made with other data")
+    theirs, ours = stored.get("config", {}), identity["config"]
+    changed = sorted(key for key in set(theirs) | set(ours) if theirs.get(key) != ours.get(key))
+    if changed:
+        details = ", ".join(f"{key} {theirs.get(key)!r} -> {ours.get(key)!r}" for key in changed)
+        raise ConfigError(f"--resume: the checkpoint in {directory} was made with other options ({details})")
+
+
 class CheckpointStore:
     """Reads and writes the checkpoint of one retraining run in `directory`."""
 
@@ -132,7 +145,7 @@ class CheckpointStore:
         if meta.get("format") != FORMAT_VERSION:
             raise ConfigError(f"--resume: {self.path} has checkpoint format {meta.get('format')!r}, this version "
                               f"reads {FORMAT_VERSION}")
-        self._check_identity(meta["identity"])
+        check_identity(self.directory, meta["identity"], self.identity)
         return InqState(
             steps_done=int(meta["steps_done"]),
             params={name: arrays[f"param_{i}"] for i, name in enumerate(meta["params"])},
@@ -140,17 +153,6 @@ class CheckpointStore:
             rng_state=meta["rng_state"],
             optimizer={name: arrays[f"optimizer_{i}"] for i, name in enumerate(meta["optimizer"])},
             reports=meta["reports"])
-
-    def _check_identity(self, stored: Mapping[str, Any]) -> None:
-        if stored.get("model_sha256") != self.identity["model_sha256"]:
-            raise ConfigError(f"--resume: the checkpoint in {self.directory} belongs to another model")
-        if stored.get("data_sha256") != self.identity["data_sha256"]:
-            raise ConfigError(f"--resume: the checkpoint in {self.directory} was made with other data")
-        theirs, ours = stored.get("config", {}), self.identity["config"]
-        changed = sorted(key for key in set(theirs) | set(ours) if theirs.get(key) != ours.get(key))
-        if changed:
-            details = ", ".join(f"{key} {theirs.get(key)!r} -> {ours.get(key)!r}" for key in changed)
-            raise ConfigError(f"--resume: the checkpoint in {self.directory} was made with other options ({details})")
 
     def remove(self) -> None:
         """Delete the checkpoint (and a temporary file a kill mid-write left) and the folder if nothing else is in it."""

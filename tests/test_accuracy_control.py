@@ -336,11 +336,61 @@ def test_cli_errors(tmp_path, args, message):
     assert not (tmp_path / "m.inq.onnx").exists()
 
 
-def test_accuracy_control_does_not_resume(tmp_path):
-    """--resume continues one retraining run; accuracy control runs several: the pair is refused, nothing written."""
-    onnx.save(conv_gemm_model(), tmp_path / "m.onnx")
-    np.savez(tmp_path / "val.npz", x=random_inputs(0, 8))
-    with pytest.raises(ConfigError, match="--resume continues one retraining run"):
-        quantize(tmp_path / "m.onnx", QuantizeConfig(bits=4, retrain=False), val_data_path=tmp_path / "val.npz",
-                 max_drop=1.0, resume=tmp_path / "m.inq.onnx.ckpt")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx", "val.npz"]
+class _Interrupted(Exception):
+    pass
+
+
+@pytest.mark.parametrize("conv", [True, False])  # the loop ends met (fc left float) / with nothing left to relax
+@pytest.mark.parametrize("stop_after", [1, None])  # None: after the last run, before the model is written
+def test_control_resumed_after_any_run_gives_the_uninterrupted_model(tmp_path, monkeypatch, conv, stop_after):
+    """The loop's state survives an interruption between runs: resuming gives the same model, report and
+    sensitivity measurements as one uninterrupted loop; resumed after its last run, the chosen run is made
+    again from its checkpoint."""
+    import inq_onnx.accuracy_control as control
+
+    model, config, data = sensitive_model(conv=conv, exact=False), QuantizeConfig(bits=2, retrain=False), validation()
+    whole, whole_report = quantize_with_control(model, config, None, data, max_drop=0.0)
+    assert whole_report.runs == 2 and whole_report.met == conv and whole_report.exhausted != conv
+    stop_after = stop_after or whole_report.runs
+    folder = tmp_path / "ckpt"
+    real, calls = control.quantize_model, []
+
+    def stopping(*args, **kwargs):
+        if len(calls) == stop_after:
+            raise _Interrupted
+        calls.append(kwargs["checkpoint_dir"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(control, "quantize_model", stopping)
+    if stop_after < whole_report.runs:
+        with pytest.raises(_Interrupted):
+            quantize_with_control(model, config, None, data, max_drop=0.0, checkpoint_dir=folder)
+    else:
+        quantize_with_control(model, config, None, data, max_drop=0.0, checkpoint_dir=folder)
+    assert calls == [folder / f"run-{i}" for i in range(stop_after)] and (folder / "control.json").is_file()
+    monkeypatch.setattr(control, "quantize_model", real)
+    resumed, report = quantize_with_control(model, config, None, data, max_drop=0.0, checkpoint_dir=folder,
+                                            resume=True)
+    assert resumed.model.SerializeToString() == whole.model.SerializeToString()
+    assert (report.drops, report.relaxations, report.chosen_run, report.met, report.evaluations) == (
+        whole_report.drops, whole_report.relaxations, whole_report.chosen_run, whole_report.met,
+        whole_report.evaluations)
+
+
+def test_control_resume_refuses_other_options_and_missing_state(tmp_path):
+    model, data = sensitive_model(), validation()
+    folder = tmp_path / "ckpt"
+    with pytest.raises(ConfigError, match="ckpt is not a folder"):
+        quantize_with_control(model, QuantizeConfig(bits=2, retrain=False), None, data, 1.0, checkpoint_dir=folder,
+                              resume=True)
+    folder.mkdir()
+    with pytest.raises(ConfigError, match="no accuracy-control checkpoint"):
+        quantize_with_control(model, QuantizeConfig(bits=2, retrain=False), None, data, 1.0, checkpoint_dir=folder,
+                              resume=True)
+    quantize_with_control(model, QuantizeConfig(bits=2, retrain=False), None, data, 1.0, checkpoint_dir=folder)
+    with pytest.raises(ConfigError, match=r"other options \(max_drop 1.0 -> 2.0\)"):
+        quantize_with_control(model, QuantizeConfig(bits=2, retrain=False), None, data, 2.0, checkpoint_dir=folder,
+                              resume=True)
+    with pytest.raises(ConfigError, match="other data"):
+        quantize_with_control(model, QuantizeConfig(bits=2, retrain=False), None, validation(count=200), 1.0,
+                              checkpoint_dir=folder, resume=True)

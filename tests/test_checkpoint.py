@@ -202,3 +202,59 @@ def test_no_checkpoint_writes_none_and_a_stale_one_is_named(files):
                                          r"replaces it \(--resume .*out.onnx.ckpt would continue it\)"):
         quantize(files / "model.onnx", config, files / "data.npz", files / "out.onnx")
     assert not folder.exists()
+
+
+# The accuracy-control loop (--max-drop) over runs that retrain: a 2-bit model whose Gemm has to go float, so the
+# loop makes two runs; the child is killed during the second.
+_CONTROL_CHILD = """
+import sys, time
+try:
+    import inqdev  # noqa: F401
+except ImportError:
+    pass
+from inq_onnx.api import quantize
+from inq_onnx.pipeline import QuantizeConfig
+from inq_onnx.retrain import RetrainConfig
+config = QuantizeConfig(bits=2, training=RetrainConfig(epochs=2, batch_size=8, seed=5))
+quantize(sys.argv[1], config, sys.argv[2], sys.argv[3], progress=lambda *a: time.sleep(float(sys.argv[4])),
+         val_data_path=sys.argv[5], max_drop=0.0)
+"""
+
+
+@pytest.mark.train
+def test_kill_9_during_accuracy_control_then_resume_gives_the_uninterrupted_model(tmp_path):
+    from inq_onnx.cli.main import cli
+    from test_accuracy_control import sensitive_model, validation
+
+    onnx.save(sensitive_model(exact=False), tmp_path / "model.onnx")
+    np.savez(tmp_path / "data.npz", x=random_inputs(5, 48))
+    np.savez(tmp_path / "val.npz", x=validation().inputs["x"])
+
+    def child(output, delay):
+        return subprocess.Popen([sys.executable, "-c", _CONTROL_CHILD, str(tmp_path / "model.onnx"),
+                                 str(tmp_path / "data.npz"), str(output), str(delay), str(tmp_path / "val.npz")],
+                                cwd=tmp_path, stderr=subprocess.PIPE)
+
+    uninterrupted = child(tmp_path / "whole.onnx", 0)
+    assert uninterrupted.wait(120) == 0, uninterrupted.stderr.read().decode()
+    assert not (tmp_path / "whole.onnx.ckpt").exists()
+
+    killed = child(tmp_path / "out.onnx", 0.02)
+    folder = tmp_path / "out.onnx.ckpt"
+    deadline = time.monotonic() + 120
+    while not (folder / "run-1" / CHECKPOINT_FILE).exists() and killed.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert killed.poll() is None, "the loop ended before its second run could be interrupted"
+    killed.send_signal(signal.SIGKILL)
+    assert killed.wait(30) == -signal.SIGKILL
+    assert (folder / "control.json").is_file() and not (tmp_path / "out.onnx").exists()
+
+    result = CliRunner().invoke(cli, ["quantize", str(tmp_path / "model.onnx"), "--data", str(tmp_path / "data.npz"),
+                                      "--val-data", str(tmp_path / "val.npz"), "--max-drop", "0",
+                                      "-o", str(tmp_path / "out.onnx"), "--bits", "2", "--epochs", "2",
+                                      "--batch-size", "8", "--seed", "5", "--quiet", "--resume", str(folder)])
+    assert result.exit_code == 0, result.output
+    assert "Max drop 0 held" in result.output
+    assert f"Note: accuracy control resumed from {folder} after 1 finished run(s)" in result.output
+    assert (tmp_path / "out.onnx").read_bytes() == (tmp_path / "whole.onnx").read_bytes()
+    assert not folder.exists()
