@@ -1,0 +1,133 @@
+"""Data sources read batch by batch: exact shuffling over random access, passes over Python input dicts, and
+retraining and validation that never hold the whole data."""
+
+import numpy as np
+import pytest
+
+from inq_onnx.data import Dataset, open_data
+from inq_onnx.errors import DataError
+from inq_onnx.images import ImageFolder
+from inq_onnx.sources import SHUFFLE_BATCHES, IterableSource
+
+from test_images import SIZE, image_model, write_folder
+
+
+def _batches(count=10, size=4, seed=3):
+    rng = np.random.default_rng(seed)
+    return [{"x": rng.standard_normal((size, 3, SIZE, SIZE)).astype(np.float32),
+             "labels": rng.integers(0, 2, size)} for _ in range(count)]
+
+
+def _whole(batches):
+    return np.concatenate([b["x"] for b in batches]), np.concatenate([b["labels"] for b in batches])
+
+
+class RewindReader:
+    """A CalibrationDataReader-style reader that can start over."""
+
+    def __init__(self, batches):
+        self.batches, self.rewinds = batches, 0
+        self.rewind()
+
+    def rewind(self):
+        self.rewinds += 1
+        self.pending = iter(self.batches)
+
+    def get_next(self):
+        return next(self.pending, None)
+
+
+# -- exact shuffling over random access --------------------------------------------------------------------------
+
+def test_a_dataset_is_read_in_the_order_the_generator_draws():
+    x = np.arange(10, dtype=np.float32)[:, None]
+    data = Dataset({"x": x}, np.arange(10))
+    order = np.random.default_rng(4).permutation(10)
+    got = [b.inputs["x"][:, 0].tolist() for b in data.batches(4, np.random.default_rng(4))]
+    assert got == [order[:4].tolist(), order[4:8].tolist(), order[8:].tolist()]
+    # endless: passes follow one another in full batches, each in a new order
+    rng = np.random.default_rng(4)
+    orders = np.concatenate([rng.permutation(10) for _ in range(3)])
+    stream = data.batches(4, np.random.default_rng(4), endless=True)
+    assert [next(stream).labels.tolist() for _ in range(7)] == orders[:28].reshape(7, 4).tolist()
+    assert [b.labels.tolist() for b in data.batches(4)] == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
+
+
+def test_an_image_folder_reads_what_its_arrays_hold(tmp_path):
+    write_folder(tmp_path, per_class=5)
+    model = image_model()
+    folder = open_data(tmp_path, model)
+    assert isinstance(folder, ImageFolder) and len(folder) == 10
+    images, labels = ImageFolder(tmp_path, folder.preprocess, "x").arrays()
+    order = np.random.default_rng(1).permutation(10)
+    batches = list(folder.batches(3, np.random.default_rng(1)))
+    np.testing.assert_array_equal(np.concatenate([b.inputs["x"] for b in batches]), images[order])
+    np.testing.assert_array_equal(np.concatenate([b.labels for b in batches]), labels[order])
+
+
+# -- input dicts from Python, read again for every pass ------------------------------------------------------------
+
+@pytest.mark.parametrize("wrap", [list, lambda b: (lambda: iter(b)), RewindReader])
+def test_re_readable_python_data_streams_in_batches_of_any_size(wrap):
+    batches = _batches(5, size=3)
+    x, labels = _whole(batches)
+    source = open_data(wrap(batches), image_model())
+    assert isinstance(source, IterableSource) and len(source) == 15
+    np.testing.assert_array_equal(source.labels, labels)
+    assert source.sample_shapes() == {"x": (3, SIZE, SIZE)}
+    in_order = list(source.batches(4))
+    assert [len(b.labels) for b in in_order] == [4, 4, 4, 3]
+    np.testing.assert_array_equal(np.concatenate([b.inputs["x"] for b in in_order]), x)
+    shuffled = list(source.batches(4, np.random.default_rng(0)))
+    got = np.concatenate([b.inputs["x"] for b in shuffled])
+    assert not np.array_equal(got, x)
+    order = np.argsort(got[:, 0, 0, 0])
+    np.testing.assert_array_equal(got[order], x[np.argsort(x[:, 0, 0, 0])])  # every sample exactly once
+    np.testing.assert_array_equal(np.concatenate([b.labels for b in shuffled])[order],
+                                  labels[np.argsort(x[:, 0, 0, 0])])  # with its own label
+    np.testing.assert_array_equal(source.head(5).inputs["x"], x[:5])
+    picked = np.array([1, 6, 7, 14])
+    np.testing.assert_array_equal(np.concatenate([b.inputs["x"] for b in source.select(picked, 3)]), x[picked])
+
+
+def test_python_data_is_shuffled_within_a_window():
+    batches = _batches(40, size=1)  # 40 samples in 1-sample batches
+    source = open_data(batches, image_model())
+    x, _ = _whole(batches)
+    window = SHUFFLE_BATCHES * 2
+    positions = {x[i, 0, 0, 0]: i for i in range(len(x))}
+    seen = [positions[v] for b in source.batches(2, np.random.default_rng(0)) for v in b.inputs["x"][:, 0, 0, 0]]
+    assert sorted(seen) == list(range(40)) and seen != list(range(40))
+    # the n-th sample out was read among the first window + n samples
+    assert all(position < window + n + 1 for n, position in enumerate(seen))
+
+
+def test_the_fingerprint_follows_the_samples_not_their_batches():
+    batches = _batches(4, size=6)
+    x, labels = _whole(batches)
+    rebatched = [{"x": x[i:i + 4], "labels": labels[i:i + 4]} for i in range(0, 24, 4)]
+    model = image_model()
+    assert open_data(batches, model).fingerprint() == open_data(rebatched, model).fingerprint()
+    changed = [dict(b) for b in batches]
+    changed[2] = {"x": changed[2]["x"] + 1, "labels": changed[2]["labels"]}
+    assert open_data(changed, model).fingerprint() != open_data(batches, model).fingerprint()
+
+
+def test_python_data_that_changes_between_passes_is_refused():
+    batches = _batches(3)
+    calls = []
+
+    def shrinking():
+        calls.append(1)
+        return iter(batches[:4 - len(calls)])
+
+    source = open_data(shrinking, image_model())
+    with pytest.raises(DataError, match="gave 8 samples in this pass and 12 in the first"):
+        list(source.batches(4))
+    bad = _batches(2) + [{"x": np.zeros((2, 3, SIZE, SIZE), np.float32)}]
+    with pytest.raises(DataError, match="batch 2 lacks labels, the first batch has them"):
+        open_data(bad, image_model())
+    nan = _batches(2)
+    nan[1]["x"][0, 0, 0, 0] = np.nan
+    with pytest.raises(DataError, match="batch 1: input x: data contains NaN or Inf"):
+        open_data(nan, image_model())
