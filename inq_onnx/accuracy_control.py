@@ -13,7 +13,7 @@ import onnx
 from onnx import numpy_helper
 
 from .batchnorm import fold_batchnorm
-from .data import Dataset, check_dataset
+from .data import check_source
 from .errors import ConfigError
 from .layers import Layer, match_layers
 from .normalize import normalize
@@ -22,7 +22,7 @@ from .pipeline import QuantizeConfig, QuantizeResult, quantize_model, with_initi
 from .quantizer import layer_levels, quantize, uses_channel_ranges
 from .retrain import ProgressCallback
 from .runtime import make_session, run_batched
-from .validate import accuracy
+from .sources import DataSource
 
 __all__ = ["Relaxation", "ControlReport", "quantize_with_control", "METRICS", "SUMMARY_KEY", "FLOAT_KEY",
            "FLOAT_REASON"]
@@ -31,6 +31,7 @@ METRICS = ("accuracy", "top-1 agreement")
 # Metadata of the model written: what the loop did, and the nodes it left float (which `info` names as such).
 SUMMARY_KEY, FLOAT_KEY = "inq.accuracy_control", "inq.accuracy_control.float"
 FLOAT_REASON = "left float by accuracy control (--max-drop)"
+SCORE_BATCH = 256  # samples per inference batch when scoring a model on the validation data
 
 
 @dataclass(frozen=True)
@@ -95,29 +96,37 @@ class ControlReport:
 
 
 class _Scorer:
-    """The metric of a model on the validation data against the original: accuracy, or top-1 agreement."""
+    """The metric of a model on the validation data against the original: accuracy, or top-1 agreement. The data
+    is read batch by batch for every model scored; only the classes each sample gets are kept."""
 
-    def __init__(self, model: onnx.ModelProto, validation: Dataset):
-        self.inputs = validation.inputs
-        reference = run_batched(make_session(model), self.inputs)[0]
-        if reference.ndim != 2 or reference.shape[1] < 2:
-            raise ConfigError(f"--max-drop needs the model's first output to be (samples, classes) scores; "
-                              f"{model.graph.output[0].name} has shape {reference.shape}")
+    def __init__(self, model: onnx.ModelProto, validation: DataSource):
+        self.data = validation
         self.labels = validation.labels
-        if self.labels is not None and reference.shape[1] <= int(self.labels.max(initial=0)):
-            raise ConfigError(f"the validation labels reach {int(self.labels.max())}; the model has "
-                              f"{reference.shape[1]} classes")
         self.metric = METRICS[0] if self.labels is not None else METRICS[1]
-        self.top1 = reference.argmax(axis=1)
-        self.reference = self.score(reference)
+        self.top1 = self.classes(model, check=True)
+        self.reference = self.score(self.top1)
 
-    def score(self, output: np.ndarray) -> float:
-        if self.labels is not None:
-            return 100.0 * accuracy(output, self.labels)
-        return 100.0 * float(np.mean(output.argmax(axis=1) == self.top1))
+    def classes(self, model: onnx.ModelProto, check: bool = False) -> np.ndarray:
+        """The class `model` gives every sample (the arg max of its first output)."""
+        session = make_session(model)
+        parts = []
+        for batch in self.data.batches(SCORE_BATCH):
+            scores = run_batched(session, batch.inputs, SCORE_BATCH)[0]
+            if check and (scores.ndim != 2 or scores.shape[1] < 2):
+                raise ConfigError(f"--max-drop needs the model's first output to be (samples, classes) scores; "
+                                  f"{model.graph.output[0].name} has shape {(len(self.data), *scores.shape[1:])}")
+            if check and self.labels is not None and scores.shape[1] <= int(self.labels.max(initial=0)):
+                raise ConfigError(f"the validation labels reach {int(self.labels.max())}; the model has "
+                                  f"{scores.shape[1]} classes")
+            parts.append(scores.reshape(len(scores), -1).argmax(axis=1))
+            del batch  # before the next one is read: one batch in memory, not two
+        return np.concatenate(parts)
+
+    def score(self, classes: np.ndarray) -> float:
+        return 100.0 * float(np.mean(classes == (self.labels if self.labels is not None else self.top1)))
 
     def drop(self, model: onnx.ModelProto) -> float:
-        return self.reference - self.score(run_batched(make_session(model), self.inputs)[0])
+        return self.reference - self.score(self.classes(model))
 
 
 class _Sensitivity:
@@ -187,8 +196,8 @@ def _set_metadata(model: onnx.ModelProto | None, values: Mapping[str, str]) -> N
         entry.key, entry.value = key, value
 
 
-def quantize_with_control(model: onnx.ModelProto, config: QuantizeConfig, dataset: Dataset | None,
-                          validation: Dataset, max_drop: float, *, metadata: dict[str, str] | None = None,
+def quantize_with_control(model: onnx.ModelProto, config: QuantizeConfig, dataset: DataSource | None,
+                          validation: DataSource, max_drop: float, *, metadata: dict[str, str] | None = None,
                           progress: ProgressCallback | None = None, evaluate_steps: bool = False
                           ) -> tuple[QuantizeResult, ControlReport]:
     """`quantize_model`, repeated with the most sensitive layer relaxed until the drop on `validation` (accuracy
@@ -202,7 +211,7 @@ def quantize_with_control(model: onnx.ModelProto, config: QuantizeConfig, datase
     if isinstance(max_drop, bool) or not isinstance(max_drop, (int, float)) or not math.isfinite(max_drop) \
             or max_drop < 0:
         raise ConfigError(f"max_drop must be a number of points >= 0, got {max_drop!r}")
-    scorer = _Scorer(model, check_dataset(validation, model))
+    scorer = _Scorer(model, check_source(validation, model))
     report = ControlReport(scorer.metric, float(max_drop), scorer.reference)
     sensitivity: _Sensitivity | None = None
     current, best = config, None

@@ -10,7 +10,7 @@ from typing import Callable
 
 from .accuracy_control import ControlReport, quantize_with_control
 from .checkpoint import CHECKPOINT_FILE, CheckpointStore, default_checkpoint_dir
-from .data import Dataset, check_dataset, data_batches, is_data_path, load_data
+from .data import Dataset, check_dataset, data_batches, is_data_path, load_data, open_data
 from .errors import ConfigError, ModelError
 from .export import EXPORT_FORMATS, QdqNote, export_float, export_qdq
 from .images import Preprocess
@@ -120,11 +120,11 @@ def validate(original_path: str | os.PathLike, quantized_path: str | os.PathLike
              data_path, batch_size: int = 256,
              progress: Callable[[int, int], None] | None = None,
              preprocess: Preprocess | None = None) -> ValidationReport:
-    """Compare the two models on the data (any form `quantize` takes, held in memory);
-    `progress(samples_done, samples_total)` over both passes."""
+    """Compare the two models on the data (any form `quantize` takes), read batch by batch (an .npz is held in
+    memory, a one-shot iterator is read into memory); `progress(samples_done, samples_total)` over both models."""
     original = load_model(original_path)
     quantized = load_model(quantized_path)
-    dataset = check_dataset(load_data(data_path, original, preprocess), original)
+    dataset = open_data(data_path, original, preprocess)
     total, done = 2 * len(dataset), 0
 
     def count(samples: int) -> None:

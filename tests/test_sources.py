@@ -2,8 +2,10 @@
 retraining and validation that never hold the whole data."""
 
 import numpy as np
+import onnx
 import pytest
 
+from inq_onnx.api import validate
 from inq_onnx.data import Dataset, open_data
 from inq_onnx.errors import DataError
 from inq_onnx.images import ImageFolder
@@ -131,3 +133,24 @@ def test_python_data_that_changes_between_passes_is_refused():
     nan[1]["x"][0, 0, 0, 0] = np.nan
     with pytest.raises(DataError, match="batch 1: input x: data contains NaN or Inf"):
         open_data(nan, image_model())
+
+
+# -- validation, streamed ----------------------------------------------------------------------------------------
+
+def _save_npz(folder: ImageFolder, path):
+    images, labels = folder.arrays()
+    np.savez(path, x=images, **({"labels": labels} if labels is not None else {}))
+
+
+def test_validation_from_a_folder_equals_validation_from_its_npz(tmp_path):
+    write_folder(tmp_path / "images", per_class=150)  # 300 images: two batches of 256 and 44
+    _save_npz(open_data(tmp_path / "images", image_model()), tmp_path / "images.npz")
+    onnx.save(image_model(), tmp_path / "model.onnx")
+    onnx.save(image_model(seed=1), tmp_path / "other.onnx")
+    seen = []
+    from_folder = validate(tmp_path / "model.onnx", tmp_path / "other.onnx", tmp_path / "images",
+                           progress=lambda done, total: seen.append((done, total)))
+    from_npz = validate(tmp_path / "model.onnx", tmp_path / "other.onnx", tmp_path / "images.npz")
+    assert from_folder == from_npz and from_folder.samples == 300
+    assert from_folder.accuracy_original is not None and from_folder.outputs[0].top1_agreement is not None
+    assert seen[-1] == (600, 600)
