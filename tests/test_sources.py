@@ -1,17 +1,25 @@
 """Data sources read batch by batch: exact shuffling over random access, passes over Python input dicts, and
 retraining and validation that never hold the whole data."""
 
+import gc
+import weakref
+
 import numpy as np
 import onnx
 import pytest
+from PIL import Image
 
-from inq_onnx.api import validate
+from inq_onnx.api import quantize, validate
+from inq_onnx.checkpoint import CheckpointStore, checkpoint_identity
 from inq_onnx.data import Dataset, open_data
-from inq_onnx.errors import DataError
-from inq_onnx.images import ImageFolder
+from inq_onnx.errors import ConfigError, DataError
+from inq_onnx.images import ImageFolder, Preprocess
+from inq_onnx.pipeline import QuantizeConfig
+from inq_onnx.retrain import RetrainConfig
 from inq_onnx.sources import SHUFFLE_BATCHES, IterableSource
 
-from test_images import SIZE, image_model, write_folder
+from test_checkpoint import _state
+from test_images import SIZE, Reader, image_model, pixels, write_folder
 
 
 def _batches(count=10, size=4, seed=3):
@@ -135,11 +143,79 @@ def test_python_data_that_changes_between_passes_is_refused():
         open_data(nan, image_model())
 
 
-# -- validation, streamed ----------------------------------------------------------------------------------------
+@pytest.mark.parametrize("one_shot, kind", [(iter, "a one-shot iterator"),
+                                            (lambda b: (batch for batch in b), "a one-shot iterator"),
+                                            (Reader, r"a reader without rewind\(\)")])
+def test_retraining_refuses_data_it_can_read_only_once(tmp_path, one_shot, kind):
+    onnx.save(image_model(), tmp_path / "model.onnx")
+    config = QuantizeConfig(bits=4, training=RetrainConfig(epochs=1, batch_size=4))
+    with pytest.raises(DataError, match=f"the data is {kind}, and retraining reads it several times .* give a "
+                                        f"list, an object whose __iter__ starts over, a function returning a fresh "
+                                        f"iterator, or a reader with get_next\\(\\) and rewind\\(\\)"):
+        quantize(tmp_path / "model.onnx", config, one_shot(_batches()), tmp_path / "out.onnx")
+    assert not (tmp_path / "out.onnx").exists()
+
+
+# -- retraining and validation, streamed -------------------------------------------------------------------------
 
 def _save_npz(folder: ImageFolder, path):
     images, labels = folder.arrays()
     np.savez(path, x=images, **({"labels": labels} if labels is not None else {}))
+
+
+@pytest.mark.train
+@pytest.mark.parametrize("classes, loss", [(("cat", "dog"), "labels"), ((), "distillation")])
+def test_retraining_from_a_folder_gives_the_model_the_npz_of_its_images_gives(tmp_path, classes, loss):
+    onnx.save(image_model(), tmp_path / "model.onnx")
+    write_folder(tmp_path / "images", classes=classes, per_class=10 if classes else 20)
+    _save_npz(open_data(tmp_path / "images", image_model()), tmp_path / "images.npz")
+    config = QuantizeConfig(bits=4, training=RetrainConfig(epochs=1, batch_size=6, seed=2), loss="auto")
+    from_npz = quantize(tmp_path / "model.onnx", config, tmp_path / "images.npz", tmp_path / "a.onnx")
+    from_folder = quantize(tmp_path / "model.onnx", config, tmp_path / "images", tmp_path / "b.onnx")
+    assert from_folder.result.mode == from_npz.result.mode == loss
+    assert from_folder.result.recipe == from_npz.result.recipe  # the range test read the same batches
+    assert (tmp_path / "a.onnx").read_bytes() == (tmp_path / "b.onnx").read_bytes()
+    assert from_folder.validation == from_npz.validation
+
+
+class LiveSamples:
+    """Counts the decoded samples of an ImageFolder alive at once (a batch lives while any view of it does)."""
+
+    def __init__(self, monkeypatch):
+        self.alive = self.peak = self.decoded = 0
+        take = ImageFolder.take
+
+        def counted(folder, index):
+            batch = take(folder, index)
+            count = len(batch.inputs[folder.input_name])
+            self.alive += count
+            self.decoded += count
+            self.peak = max(self.peak, self.alive)
+            weakref.finalize(batch.inputs[folder.input_name], self._release, count)
+            return batch
+
+        monkeypatch.setattr(ImageFolder, "take", counted)
+
+    def _release(self, count):
+        self.alive -= count
+
+
+@pytest.mark.train
+def test_retraining_and_validation_never_hold_the_whole_folder(tmp_path, monkeypatch):
+    onnx.save(image_model(), tmp_path / "model.onnx")
+    write_folder(tmp_path / "images", per_class=400)
+    live = LiveSamples(monkeypatch)
+    config = QuantizeConfig(bits=4, portions=(0.5, 1.0), training=RetrainConfig(epochs=1, batch_size=16))
+    summary = quantize(tmp_path / "model.onnx", config, tmp_path / "images", tmp_path / "out.onnx",
+                       report_dir=tmp_path / "report")  # scores every step, on up to 2,048 samples
+    assert summary.result.recipe.range_test is not None and summary.validation.samples == 800
+    assert live.decoded > 3 * 800  # the data was read several times ...
+    # ... never more than two inference batches (one read while the last is in use) and a training batch at once
+    assert live.peak <= 2 * 256 + 16
+    gc.collect()
+    before = live.peak = live.alive
+    validate(tmp_path / "model.onnx", tmp_path / "out.onnx", tmp_path / "images", batch_size=64)
+    assert live.peak - before <= 2 * 64
 
 
 def test_validation_from_a_folder_equals_validation_from_its_npz(tmp_path):
@@ -154,3 +230,66 @@ def test_validation_from_a_folder_equals_validation_from_its_npz(tmp_path):
     assert from_folder == from_npz and from_folder.samples == 300
     assert from_folder.accuracy_original is not None and from_folder.outputs[0].top1_agreement is not None
     assert seen[-1] == (600, 600)
+
+
+# -- resume ---------------------------------------------------------------------------------------------------------
+
+def test_a_folder_fingerprint_changes_with_its_files(tmp_path):
+    write_folder(tmp_path / "images", per_class=2)
+    model = image_model()
+    first = open_data(tmp_path / "images", model).fingerprint()
+    assert open_data(tmp_path / "images", model).fingerprint() == first
+    store = CheckpointStore(tmp_path / "ckpt", checkpoint_identity(model, first, {}))
+    store.save(_state())
+    # One image rewritten (flat: a smaller file, whatever the clock's resolution)
+    Image.fromarray(np.zeros((SIZE, SIZE, 3), np.uint8)).save(tmp_path / "images" / "dog" / "img1.png")
+    again = CheckpointStore(tmp_path / "ckpt", checkpoint_identity(model, open_data(tmp_path / "images", model)
+                                                                   .fingerprint(), {}))
+    with pytest.raises(ConfigError, match="was made with other data"):
+        again.load()
+    assert open_data(tmp_path / "images", model, Preprocess(scale=1.0)).fingerprint() != \
+        open_data(tmp_path / "images", model).fingerprint()
+
+
+@pytest.mark.train
+def test_resuming_from_a_folder_checks_its_files(tmp_path):
+    onnx.save(image_model(), tmp_path / "model.onnx")
+    write_folder(tmp_path / "images", per_class=6)
+    config = QuantizeConfig(bits=4, training=RetrainConfig(epochs=1, batch_size=4, seed=1))
+    quantize(tmp_path / "model.onnx", config, tmp_path / "images", tmp_path / "whole.onnx")
+
+    def stop_in_step_two(step, *_):
+        if step == 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        quantize(tmp_path / "model.onnx", config, tmp_path / "images", tmp_path / "out.onnx",
+                 progress=stop_in_step_two)
+    checkpoint = tmp_path / "out.onnx.ckpt"
+    assert checkpoint.is_dir()
+    Image.fromarray(pixels(77)).save(tmp_path / "images" / "cat" / "extra.png")
+    with pytest.raises(ConfigError, match="was made with other data"):
+        quantize(tmp_path / "model.onnx", config, tmp_path / "images", tmp_path / "out.onnx", resume=checkpoint)
+    (tmp_path / "images" / "cat" / "extra.png").unlink()
+    summary = quantize(tmp_path / "model.onnx", config, tmp_path / "images", tmp_path / "out.onnx",
+                       resume=checkpoint)
+    assert any(note.startswith("resumed from") for note in summary.result.notes)
+    assert (tmp_path / "out.onnx").read_bytes() == (tmp_path / "whole.onnx").read_bytes()
+
+
+@pytest.mark.train
+@pytest.mark.parametrize("wrap", [list, lambda b: (lambda: iter(b)), RewindReader])
+def test_retraining_reads_python_data_again_for_every_pass(tmp_path, wrap):
+    onnx.save(image_model(), tmp_path / "model.onnx")
+    batches = _batches(6)
+    source = wrap(batches)
+    config = QuantizeConfig(bits=4, portions=(0.5, 1.0), training=RetrainConfig(epochs=2, batch_size=5))
+    summary = quantize(tmp_path / "model.onnx", config, source, tmp_path / "out.onnx")
+    assert isinstance(summary.result.dataset, IterableSource) and len(summary.result.dataset) == 24
+    assert summary.result.mode == "labels" and summary.validation.samples == 24
+    if isinstance(source, RewindReader):
+        assert source.rewinds > 5  # counted, the loss chosen, the range test, two epochs, checks, validation
+    x, labels = _whole(batches)
+    np.savez(tmp_path / "data.npz", x=x, labels=labels)
+    from_npz = validate(tmp_path / "model.onnx", tmp_path / "out.onnx", tmp_path / "data.npz")
+    assert summary.validation == from_npz
