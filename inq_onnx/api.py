@@ -10,7 +10,7 @@ from typing import Callable
 
 from .accuracy_control import ControlReport, quantize_with_control
 from .checkpoint import CHECKPOINT_FILE, CheckpointStore, default_checkpoint_dir
-from .data import Dataset, check_dataset, data_batches, is_data_path, open_data
+from .data import Dataset, check_dataset, check_source, data_batches, is_data_path, open_data
 from .errors import ConfigError, ModelError
 from .export import EXPORT_FORMATS, QdqNote, export_float, export_qdq
 from .images import Preprocess
@@ -130,7 +130,7 @@ def validate(original_path: str | os.PathLike, quantized_path: str | os.PathLike
     memory, a one-shot iterator is read into memory); `progress(samples_done, samples_total)` over both models."""
     original = load_model(original_path)
     quantized = load_model(quantized_path)
-    dataset = open_data(data_path, original, preprocess)
+    dataset = check_source(open_data(data_path, original, preprocess), original)
     total, done = 2 * len(dataset), 0
 
     def count(samples: int) -> None:

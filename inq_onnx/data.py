@@ -1,9 +1,9 @@
 """Calibration/training data, checked early: an .npz with one array per model input and optional int `labels`,
 an image folder (see images.py), or input dicts from Python (onnxruntime's calibration-reader convention).
 
-`open_data` gives any of them as a checked DataSource (sources.py) that retraining and validation read batch by
-batch: an .npz is held in memory, an image folder is decoded a batch at a time, and input dicts are read again
-for every pass when the Python object allows it (a one-shot iterator is read into memory, or refused where
+`open_data` gives any of them as a DataSource (sources.py) that retraining and validation read batch by batch:
+an .npz is held in memory, an image folder is decoded a batch at a time, and input dicts are read again for
+every pass when the Python object allows it (a one-shot iterator is read into memory, or refused where
 retraining would need to read it several times).
 """
 
@@ -20,7 +20,7 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from .errors import ConfigError, DataError
+from .errors import ConfigError, DataError, ModelError
 from .sources import Batch, DataSource, IterableSource
 
 __all__ = ["Dataset", "load_dataset", "load_data", "open_data", "data_batches", "is_data_path", "check_dataset",
@@ -76,6 +76,8 @@ def model_inputs(model: onnx.ModelProto) -> list[InputSpec]:
         if value.name in initializers:
             continue
         tensor = value.type.tensor_type
+        if not value.type.HasField("tensor_type") or tensor.elem_type == onnx.TensorProto.UNDEFINED:
+            raise ModelError(f"model input {value.name} is not a tensor of a known element type")
         dims = tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in tensor.shape.dim)
         specs.append(InputSpec(value.name, np.dtype(helper.tensor_dtype_to_np_dtype(tensor.elem_type)), dims))
     return specs
@@ -308,9 +310,10 @@ def _fit_batch(item: Any, position: int, model: onnx.ModelProto) -> Batch:
 
 
 def open_data(source: Any, model: onnx.ModelProto, preprocess=None, *, retraining: bool = False) -> DataSource:
-    """The data as a DataSource checked against `model`, read batch by batch where it can be.
+    """The data as a DataSource read batch by batch where it can be, checked against `model` as far as reading
+    it needs (check_source checks the rest; quantize_model against the normalized model).
 
-    An .npz file or a Dataset is held in memory; an image folder (decoded with `preprocess`) is read a batch at
+    An .npz file or a Dataset is held in memory, unchecked; an image folder (decoded with `preprocess`) is read a batch at
     a time. Input dicts from Python (with optional 'labels') are read again for every pass when they can be: a
     list or other object whose __iter__ starts over, a function returning a fresh iterable, or a reader with
     get_next() and rewind() (rewound before every pass). A first pass counts and checks them. A one-shot
@@ -327,7 +330,7 @@ def open_data(source: Any, model: onnx.ModelProto, preprocess=None, *, retrainin
         dtype = specs[0].dtype if np.issubdtype(specs[0].dtype, np.floating) else np.dtype(np.float32)
         return check_source(ImageFolder(source, preprocess or Preprocess(), name, dtype), model)
     if is_data_path(source) or isinstance(source, Dataset):
-        return check_dataset(load_data(source, model, preprocess), model)
+        return load_data(source, model, preprocess)
     passes = _passes(source)
     if passes is not None:
         return IterableSource(passes, lambda item, position: _fit_batch(item, position, model))
@@ -336,4 +339,4 @@ def open_data(source: Any, model: onnx.ModelProto, preprocess=None, *, retrainin
         raise DataError(f"the data is {kind}, and retraining reads it several times (once per epoch, and to "
                         f"check the model around it): give a list, an object whose __iter__ starts over, a "
                         f"function returning a fresh iterator, or a reader with get_next() and rewind()")
-    return check_dataset(load_data(source, model), model)
+    return load_data(source, model)

@@ -12,7 +12,7 @@ from PIL import Image
 from inq_onnx.api import quantize, validate
 from inq_onnx.checkpoint import CheckpointStore, checkpoint_identity
 from inq_onnx.data import Dataset, open_data
-from inq_onnx.errors import ConfigError, DataError
+from inq_onnx.errors import ConfigError, DataError, ModelError
 from inq_onnx.images import ImageFolder, Preprocess
 from inq_onnx.pipeline import QuantizeConfig
 from inq_onnx.retrain import RetrainConfig
@@ -73,6 +73,14 @@ def test_an_image_folder_reads_what_its_arrays_hold(tmp_path):
     batches = list(folder.batches(3, np.random.default_rng(1)))
     np.testing.assert_array_equal(np.concatenate([b.inputs["x"] for b in batches]), images[order])
     np.testing.assert_array_equal(np.concatenate([b.labels for b in batches]), labels[order])
+
+
+def test_a_model_input_of_no_known_type_is_a_model_error(tmp_path):
+    write_folder(tmp_path, per_class=1)
+    model = image_model()
+    model.graph.input[0].type.tensor_type.elem_type = onnx.TensorProto.UNDEFINED
+    with pytest.raises(ModelError, match="model input x is not a tensor of a known element type"):
+        open_data(tmp_path, model)
 
 
 # -- input dicts from Python, read again for every pass ------------------------------------------------------------
