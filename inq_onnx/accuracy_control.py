@@ -16,7 +16,7 @@ from onnx import numpy_helper
 
 from .batchnorm import fold_batchnorm
 from .checkpoint import CHECKPOINT_FILE, CheckpointStore, check_identity, checkpoint_identity
-from .data import Dataset, check_dataset
+from .data import check_source
 from .errors import ConfigError
 from .layers import Layer, match_layers
 from .model_io import atomic_write
@@ -26,7 +26,7 @@ from .pipeline import QuantizeConfig, QuantizeResult, quantize_model, with_initi
 from .quantizer import layer_levels, quantize, uses_channel_ranges
 from .retrain import ProgressCallback
 from .runtime import make_session, run_batched
-from .validate import accuracy
+from .sources import DataSource
 
 __all__ = ["Relaxation", "ControlReport", "quantize_with_control", "remove_control_checkpoints", "METRICS",
            "SUMMARY_KEY", "FLOAT_KEY", "FLOAT_REASON", "CONTROL_FILE"]
@@ -35,6 +35,7 @@ METRICS = ("accuracy", "top-1 agreement")
 # Metadata of the model written: what the loop did, and the nodes it left float (which `info` names as such).
 SUMMARY_KEY, FLOAT_KEY = "inq.accuracy_control", "inq.accuracy_control.float"
 FLOAT_REASON = "left float by accuracy control (--max-drop)"
+SCORE_BATCH = 256  # samples per inference batch when scoring a model on the validation data
 # The loop's own checkpoint, beside the retraining checkpoint of each run (run-<i>/).
 CONTROL_FILE = "control.json"
 _CONTROL_FORMAT = 1
@@ -103,29 +104,37 @@ class ControlReport:
 
 
 class _Scorer:
-    """The metric of a model on the validation data against the original: accuracy, or top-1 agreement."""
+    """The metric of a model on the validation data against the original: accuracy, or top-1 agreement. The data
+    is read batch by batch for every model scored; only the classes each sample gets are kept."""
 
-    def __init__(self, model: onnx.ModelProto, validation: Dataset):
-        self.inputs = validation.inputs
-        reference = run_batched(make_session(model), self.inputs)[0]
-        if reference.ndim != 2 or reference.shape[1] < 2:
-            raise ConfigError(f"--max-drop needs the model's first output to be (samples, classes) scores; "
-                              f"{model.graph.output[0].name} has shape {reference.shape}")
+    def __init__(self, model: onnx.ModelProto, validation: DataSource):
+        self.data = validation
         self.labels = validation.labels
-        if self.labels is not None and reference.shape[1] <= int(self.labels.max(initial=0)):
-            raise ConfigError(f"the validation labels reach {int(self.labels.max())}; the model has "
-                              f"{reference.shape[1]} classes")
         self.metric = METRICS[0] if self.labels is not None else METRICS[1]
-        self.top1 = reference.argmax(axis=1)
-        self.reference = self.score(reference)
+        self.top1 = self.classes(model, check=True)
+        self.reference = self.score(self.top1)
 
-    def score(self, output: np.ndarray) -> float:
-        if self.labels is not None:
-            return 100.0 * accuracy(output, self.labels)
-        return 100.0 * float(np.mean(output.argmax(axis=1) == self.top1))
+    def classes(self, model: onnx.ModelProto, check: bool = False) -> np.ndarray:
+        """The class `model` gives every sample (the arg max of its first output)."""
+        session = make_session(model)
+        parts = []
+        for batch in self.data.batches(SCORE_BATCH):
+            scores = run_batched(session, batch.inputs, SCORE_BATCH)[0]
+            if check and (scores.ndim != 2 or scores.shape[1] < 2):
+                raise ConfigError(f"--max-drop needs the model's first output to be (samples, classes) scores; "
+                                  f"{model.graph.output[0].name} has shape {(len(self.data), *scores.shape[1:])}")
+            if check and self.labels is not None and scores.shape[1] <= int(self.labels.max(initial=0)):
+                raise ConfigError(f"the validation labels reach {int(self.labels.max())}; the model has "
+                                  f"{scores.shape[1]} classes")
+            parts.append(scores.reshape(len(scores), -1).argmax(axis=1))
+            del batch  # before the next one is read: one batch in memory, not two
+        return np.concatenate(parts)
+
+    def score(self, classes: np.ndarray) -> float:
+        return 100.0 * float(np.mean(classes == (self.labels if self.labels is not None else self.top1)))
 
     def drop(self, model: onnx.ModelProto) -> float:
-        return self.reference - self.score(run_batched(make_session(model), self.inputs)[0])
+        return self.reference - self.score(self.classes(model))
 
 
 class _Sensitivity:
@@ -264,19 +273,17 @@ def remove_control_checkpoints(directory: str | Path) -> None:
         pass
 
 
-def _control_identity(model: onnx.ModelProto, config: QuantizeConfig, dataset: Dataset | None,
-                      validation: Dataset, max_drop: float) -> dict[str, Any]:
+def _control_identity(model: onnx.ModelProto, config: QuantizeConfig, dataset: DataSource | None,
+                      validation: DataSource, max_drop: float) -> dict[str, Any]:
     """What a control checkpoint belongs to: the model, the validation data, the options (activations included:
     the drop is measured in the mode written) and the training data (each run retrains on it)."""
-    training = checkpoint_identity(model, dataset.inputs, dataset.labels, {})["data_sha256"] \
-        if dataset is not None else None
     options = {**asdict(config), "portions": list(config.schedule), "max_drop": float(max_drop),
-               "training_data_sha256": training}
-    return checkpoint_identity(model, validation.inputs, validation.labels, options)
+               "training_data_sha256": dataset.fingerprint() if dataset is not None else None}
+    return checkpoint_identity(model, validation.fingerprint(), options)
 
 
-def quantize_with_control(model: onnx.ModelProto, config: QuantizeConfig, dataset: Dataset | None,
-                          validation: Dataset, max_drop: float, *, metadata: dict[str, str] | None = None,
+def quantize_with_control(model: onnx.ModelProto, config: QuantizeConfig, dataset: DataSource | None,
+                          validation: DataSource, max_drop: float, *, metadata: dict[str, str] | None = None,
                           progress: ProgressCallback | None = None, evaluate_steps: bool = False,
                           checkpoint_dir: str | Path | None = None, resume: bool = False
                           ) -> tuple[QuantizeResult, ControlReport]:
@@ -297,7 +304,7 @@ def quantize_with_control(model: onnx.ModelProto, config: QuantizeConfig, datase
         raise ConfigError(f"max_drop must be a number of points >= 0, got {max_drop!r}")
     if resume and checkpoint_dir is None:
         raise ConfigError("resume needs the checkpoint folder to resume from")
-    validation = check_dataset(validation, model)
+    validation = check_source(validation, model)
     store = None
     if checkpoint_dir is not None:
         store = _ControlStore(checkpoint_dir, _control_identity(model, config, dataset, validation, max_drop))

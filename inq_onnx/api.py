@@ -10,7 +10,7 @@ from typing import Callable
 
 from .accuracy_control import CONTROL_FILE, ControlReport, quantize_with_control, remove_control_checkpoints
 from .checkpoint import CHECKPOINT_FILE, CheckpointStore, default_checkpoint_dir
-from .data import Dataset, check_dataset, data_batches, is_data_path, load_data
+from .data import Dataset, check_dataset, check_source, data_batches, is_data_path, open_data
 from .errors import ConfigError, ModelError
 from .export import EXPORT_FORMATS, QdqNote, export_float, export_qdq
 from .images import Preprocess
@@ -55,9 +55,15 @@ def quantize(model_path: str | os.PathLike, config: QuantizeConfig = QuantizeCon
              max_drop: float | None = None, report_dir: str | os.PathLike | None = None) -> QuantizeSummary:
     """Quantize a model file, check the rewrite, compare with the original, and write `<stem>.inq.onnx`.
 
-    `data_path`: an .npz file, an image folder (decoded with `preprocess`), a Dataset, or input dicts (an
-    iterable, or a reader with get_next() as onnxruntime's CalibrationDataReader) with optional 'labels'.
-    Retraining visits the samples in a new order every epoch, so the data is held in memory.
+    `data_path`: an .npz file, an image folder (decoded with `preprocess`), a Dataset, or input dicts with
+    optional 'labels' (onnxruntime's calibration-reader convention). Retraining, its checks and the validation
+    read the data batch by batch, several times: an .npz is held in memory, an image folder is decoded a batch
+    at a time (shuffled exactly: any image can be read at any time), and input dicts are read again for every
+    pass (the first counts and checks them). For that they must come from something that starts over: a list,
+    an object whose __iter__ starts over, a function returning a fresh iterable, or a reader with get_next()
+    and rewind(). They are shuffled within a window of sources.SHUFFLE_BATCHES batches, so a source sorted by
+    class is best shuffled by its maker. A one-shot iterator (a generator, iter(...), a reader without rewind())
+    is refused with DataError when retraining, and read into memory when not.
 
     Retraining writes a checkpoint after every INQ step into `<output>.ckpt` beside the output (or into
     `resume`), removed once the output is written; `resume` continues an interrupted run from its checkpoint
@@ -84,7 +90,7 @@ def quantize(model_path: str | os.PathLike, config: QuantizeConfig = QuantizeCon
         check_report_dir(report_dir)
         load_pyplot()  # a missing matplotlib fails now, not after retraining
     model = load_model(model_path)
-    dataset = load_data(data_path, model, preprocess) if data_path is not None else None
+    dataset = open_data(data_path, model, preprocess, retraining=config.retrains) if data_path is not None else None
     metadata = {"inq.source_sha256": model_sha256(model_path)}
     control = None
     if max_drop is None:
@@ -92,7 +98,7 @@ def quantize(model_path: str | os.PathLike, config: QuantizeConfig = QuantizeCon
                                 checkpoint_dir=checkpoint_dir, resume=resume is not None,
                                 evaluate_steps=report_dir is not None)
     else:
-        result, control = quantize_with_control(model, config, dataset, load_data(val_data_path, model, preprocess),
+        result, control = quantize_with_control(model, config, dataset, open_data(val_data_path, model, preprocess),
                                                 max_drop, metadata=metadata, progress=progress,
                                                 evaluate_steps=report_dir is not None,
                                                 checkpoint_dir=checkpoint_dir, resume=resume is not None)
@@ -120,11 +126,11 @@ def validate(original_path: str | os.PathLike, quantized_path: str | os.PathLike
              data_path, batch_size: int = 256,
              progress: Callable[[int, int], None] | None = None,
              preprocess: Preprocess | None = None) -> ValidationReport:
-    """Compare the two models on the data (any form `quantize` takes, held in memory);
-    `progress(samples_done, samples_total)` over both passes."""
+    """Compare the two models on the data (any form `quantize` takes), read batch by batch (an .npz is held in
+    memory, a one-shot iterator is read into memory); `progress(samples_done, samples_total)` over both models."""
     original = load_model(original_path)
     quantized = load_model(quantized_path)
-    dataset = check_dataset(load_data(data_path, original, preprocess), original)
+    dataset = check_source(open_data(data_path, original, preprocess), original)
     total, done = 2 * len(dataset), 0
 
     def count(samples: int) -> None:

@@ -2,7 +2,8 @@
 
 A checkpoint is one `.npz` file (`checkpoint.npz` in its folder) replaced by a rename after every step, so a
 kill at any moment leaves either the previous checkpoint or the new one, never a torn file. It records what it
-belongs to (the model's and the data's SHA-256 and the configuration); resuming with anything else is refused.
+belongs to (the model's SHA-256, the data's fingerprint and the configuration); resuming with anything else is
+refused.
 """
 
 from __future__ import annotations
@@ -54,23 +55,12 @@ def _digest(chunks) -> str:
     return digest.hexdigest()
 
 
-def checkpoint_identity(model: onnx.ModelProto, inputs: Mapping[str, np.ndarray], labels: np.ndarray | None,
-                        config: Mapping) -> dict[str, Any]:
-    """What a checkpoint belongs to: hashes of the (normalized) model and of the data with its labels, and the
-    configuration that shapes the result."""
-
-    def data_chunks():
-        for name in sorted(inputs):
-            array = np.ascontiguousarray(inputs[name])
-            yield f"{name}:{array.dtype.str}:{array.shape}".encode()
-            yield array.tobytes()
-        if labels is not None:
-            array = np.ascontiguousarray(labels)
-            yield f"labels:{array.dtype.str}:{array.shape}".encode()
-            yield array.tobytes()
-
+def checkpoint_identity(model: onnx.ModelProto, data_sha256: str, config: Mapping) -> dict[str, Any]:
+    """What a checkpoint belongs to: the (normalized) model's hash, the data's fingerprint (DataSource.fingerprint:
+    a hash of the arrays and labels, or of an image folder's file names, sizes and times), and the configuration
+    that shapes the result."""
     return {"model_sha256": _digest([model.SerializeToString(deterministic=True)]),
-            "data_sha256": _digest(data_chunks()),
+            "data_sha256": data_sha256,
             "config": _flat(json.loads(json.dumps(dict(config), sort_keys=True, default=list)))}
 
 

@@ -1,21 +1,24 @@
 """Image folders as model input: decode with Pillow, resize, center-crop, normalize, order channels and lay out.
 
 A folder holds either one sub-folder per class (labels are the sub-folders' indices in sorted order, as
-torchvision's ImageFolder numbers them) or the images themselves (no labels). Images are decoded batch by batch,
-so a consumer that streams (calibration) holds one batch at a time.
+torchvision's ImageFolder numbers them) or the images themselves (no labels). Images are decoded when a batch
+asks for them, in any order (an ImageFolder is a DataSource), so that every consumer holds one batch at a time.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Sequence
 
 import numpy as np
 
 from .errors import ConfigError, DataError
+from .sources import Batch, DataSource
 
 __all__ = ["Preprocess", "ImageFolder", "IMAGE_SUFFIXES", "CHANNEL_ORDERS", "LAYOUTS", "parse_size", "parse_floats",
            "check_model_takes_images"]
@@ -135,13 +138,16 @@ def _images_in(folder: Path) -> list[Path]:
                   if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES)
 
 
-class ImageFolder:
-    """The images of a folder, decoded and preprocessed on demand, with labels when it has class sub-folders."""
+class ImageFolder(DataSource):
+    """The images of a folder, decoded and preprocessed on demand (as `dtype`), with labels when it has class
+    sub-folders."""
 
-    def __init__(self, path: str | os.PathLike, preprocess: Preprocess, input_name: str):
+    def __init__(self, path: str | os.PathLike, preprocess: Preprocess, input_name: str,
+                 dtype: np.dtype = np.dtype(np.float32)):
         self.path = Path(path)
         self.preprocess = preprocess
         self.input_name = input_name
+        self.dtype = np.dtype(dtype)
         if not self.path.is_dir():
             raise DataError(f"image folder not found: {self.path}")
         classes = sorted(p for p in self.path.iterdir() if p.is_dir() and not p.name.startswith("."))
@@ -185,10 +191,36 @@ class ImageFolder:
                             f"{array.shape}; give --resize and --crop to make them one size")
         return array
 
-    def batches(self, batch_size: int = 64) -> Iterator[dict[str, np.ndarray]]:
-        """Input dicts of up to `batch_size` images each, decoded as they are asked for."""
-        for start in range(0, len(self), batch_size):
-            yield {self.input_name: np.stack([self.load(i) for i in range(start, min(start + batch_size, len(self)))])}
+    def sample_shapes(self) -> dict[str, tuple[int, ...]]:
+        if self._shape is None:
+            self.load(0)
+        return {self.input_name: self._shape}
+
+    def dtypes(self) -> dict[str, np.dtype]:
+        return {self.input_name: self.dtype}
+
+    def fingerprint(self) -> str:
+        """The files' names, sizes and modification times, their labels, and the preprocessing: a folder whose
+        images are rewritten, added, removed or moved between classes hashes differently."""
+        digest = hashlib.sha256(json.dumps([repr(self.preprocess), self.input_name, self.dtype.str]).encode())
+        labels = self.labels if self.labels is not None else np.full(len(self), -1)
+        for path, label in zip(self.files, labels.tolist()):
+            stat = path.stat()
+            digest.update(json.dumps([path.relative_to(self.path).as_posix(), stat.st_size, stat.st_mtime_ns,
+                                      label]).encode())
+        return digest.hexdigest()
+
+    def take(self, index: np.ndarray | slice) -> Batch:
+        positions = range(len(self))[index] if isinstance(index, slice) else np.asarray(index).tolist()
+        stacked = None
+        for row, position in enumerate(positions):
+            image = self.load(position)
+            if stacked is None:
+                stacked = np.empty((len(positions), *image.shape), dtype=self.dtype)
+            stacked[row] = image
+        if stacked is None:
+            stacked = np.empty((0, *self.sample_shapes()[self.input_name]), dtype=self.dtype)
+        return Batch({self.input_name: stacked}, None if self.labels is None else self.labels[index])
 
     def arrays(self) -> tuple[np.ndarray, np.ndarray | None]:
         """All images in one array (len × sample shape × 4 bytes of memory), and the labels."""

@@ -14,7 +14,7 @@ from onnx import numpy_helper
 from . import __version__
 from .batchnorm import BatchNormReport, fold_batchnorm
 from .checkpoint import CheckpointStore, checkpoint_identity
-from .data import Dataset, check_dataset, model_inputs
+from .data import check_source, model_inputs
 from .errors import ConfigError, DataError, ModelError, ValidationError
 from .graph_edit import copy_model
 from .integer_mode import ACTIVATION_MODES, ModeReport, set_activations
@@ -29,7 +29,8 @@ from .rewrite import rewrite_model
 from .runtime import make_session, run_batched
 from .schedule import check_portions, default_portions
 from .schemas import DOMAIN
-from .validate import OutputComparison, accuracy, compare_outputs
+from .sources import DataSource, Examples
+from .validate import OutputComparison, compare_outputs
 
 __all__ = ["QuantizeConfig", "QuantizeResult", "quantize_model", "check_rewrite", "trainable_parameters",
            "with_initializers", "layer_bits_metadata", "LOSSES"]
@@ -38,6 +39,8 @@ __all__ = ["QuantizeConfig", "QuantizeResult", "quantize_model", "check_rewrite"
 REWRITE_RTOL = 1e-4
 # Scoring the model after every INQ step runs it on at most this many training samples.
 STEP_EVALUATION_SAMPLES = 2048
+# Samples per inference batch when the pipeline runs a model over the data (the teacher's checks, scoring).
+INFERENCE_BATCH = 256
 
 
 LOSSES = ("auto", "cross-entropy", "distillation")
@@ -91,6 +94,11 @@ class QuantizeConfig:
     def bits_of(self, node: str) -> int:
         return int(self.layer_bits.get(node, self.bits))
 
+    @property
+    def retrains(self) -> bool:
+        """Whether data given to this configuration is retrained on (else it is only checked and calibrated on)."""
+        return self.retrain and self.training.epochs != 0 and self.schedule != (1.0,)
+
 
 def _granularity_used(levels: Mapping[str, LayerLevels]) -> str:
     """"channel", "tensor", or "mixed" (per channel for some layers): what the metadata and `info` report."""
@@ -134,7 +142,7 @@ class QuantizeResult:
     skipped: list[SkippedNode]
     levels: dict[str, LayerLevels]
     mode: str  # "labels", "distillation" or "one-shot"
-    dataset: Dataset | None = None  # the data as checked against the model (float64 made float32)
+    dataset: DataSource | None = None  # the data as checked against the model (float64 made float32)
     steps: list[StepReport] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     # The rewrite in float mode, which must match float_model to rounding; `model` itself when activations are
@@ -181,66 +189,97 @@ def _channel_axes(layers: list[Layer]) -> dict[str, int | None]:
     return {name: next(iter(found)) if len(found) == 1 else None for name, found in axes.items()}
 
 
-def _step_evaluator(model: onnx.ModelProto, dataset: Dataset, targets, seed: int) -> StepEvaluator:
-    """Top-1 accuracy against the labels (or agreement with the original model's classes) on a fixed sample of
-    the training data, for the model with the given parameters."""
-    count = len(dataset)
+def _teacher(model: onnx.ModelProto):
+    """The original model's outputs on a batch of inputs: the targets of distillation."""
+    session = make_session(model)
+    return lambda inputs: run_batched(session, inputs, INFERENCE_BATCH)
+
+
+def _teacher_fit(teacher, data: DataSource) -> float | None:
+    """The original model's accuracy on the labels, read batch by batch; None when its first output does not
+    read as (samples, classes) scores for them."""
+    correct, top = 0, int(data.labels.max(initial=0))
+    for batch in data.batches(INFERENCE_BATCH):
+        scores = teacher(batch.inputs)[0]
+        if scores.ndim != 2 or scores.shape[1] <= top:
+            return None
+        correct += int(np.sum(scores.argmax(axis=1) == batch.labels))
+        del batch  # before the next one is read: one batch in memory, not two
+    return correct / len(data)
+
+
+def _step_evaluator(model: onnx.ModelProto, data: DataSource, teacher, seed: int) -> StepEvaluator:
+    """Top-1 accuracy against the labels (or, given the `teacher`, agreement with the original model's classes)
+    on a fixed sample of the training data, read batch by batch, for the model with the given parameters."""
+    count = len(data)
     index = np.arange(count)
     if count > STEP_EVALUATION_SAMPLES:  # spread over the data, which may be sorted by class
         index = np.sort(np.random.default_rng(seed).choice(count, STEP_EVALUATION_SAMPLES, replace=False))
-    inputs = dataset.batch(index)
-    reference = targets[index] if isinstance(targets, np.ndarray) else targets[0][index]
-    if reference.ndim == 2 and reference.shape[1] > 1:
-        reference = reference.argmax(axis=1)
-    elif reference.ndim != 1:  # not classes: nothing to score
-        return lambda params: None
+    if teacher is None:
+        reference = data.labels[index]
+    else:
+        parts = []
+        for batch in data.select(index, INFERENCE_BATCH):
+            output = teacher(batch.inputs)[0]
+            if output.ndim == 2 and output.shape[1] > 1:
+                output = output.argmax(axis=1)
+            elif output.ndim != 1:  # not classes: nothing to score
+                return lambda params: None
+            parts.append(output)
+        reference = np.concatenate(parts)
+    top = int(reference.max(initial=0))
 
     def evaluate(params):
-        scores = run_batched(make_session(with_initializers(model, params)), inputs)[0]
-        if scores.ndim != 2 or scores.shape[1] <= int(reference.max(initial=0)):
-            return None
-        return accuracy(scores, reference)
+        session = make_session(with_initializers(model, params))
+        correct, done = 0, 0
+        for batch in data.select(index, INFERENCE_BATCH):
+            scores = run_batched(session, batch.inputs, INFERENCE_BATCH)[0]
+            if scores.ndim != 2 or scores.shape[1] <= top:
+                return None
+            correct += int(np.sum(scores.argmax(axis=1) == reference[done:done + len(scores)]))
+            done += len(scores)
+            del batch  # before the next one is read
+        return correct / len(index)
 
     return evaluate
 
 
-def _checkpoints(model, dataset: Dataset, config: QuantizeConfig, directory) -> CheckpointStore:
+def _checkpoints(model, data: DataSource, config: QuantizeConfig, directory) -> CheckpointStore:
     # The activation mode is applied after retraining and does not change what a checkpoint holds.
     options = {**asdict(config), "portions": list(config.schedule), "activations": None}
-    return CheckpointStore(directory, checkpoint_identity(model, dataset.inputs, dataset.labels, options))
+    return CheckpointStore(directory, checkpoint_identity(model, data.fingerprint(), options))
 
 
-def _retrain(model, layers, levels, dataset: Dataset, config: QuantizeConfig, progress, checkpoint_dir, resume,
+def _retrain(model, layers, levels, data: DataSource, config: QuantizeConfig, progress, checkpoint_dir, resume,
              evaluate_steps: bool):
     from .training.ort_backend import OrtGradientBackend  # needs onnxruntime-training: imported on demand
 
-    if config.loss == "cross-entropy" and dataset.labels is None:
+    if config.loss == "cross-entropy" and data.labels is None:
         raise DataError("loss cross-entropy needs 'labels' in the data")
-    teacher = None if config.loss == "cross-entropy" else run_batched(make_session(model), dataset.inputs)
-    classifier = (teacher is not None and dataset.labels is not None and teacher[0].ndim == 2
-                  and teacher[0].shape[1] > int(dataset.labels.max(initial=0)))
-    fit = accuracy(teacher[0], dataset.labels) if classifier else None  # how well the original fits the labels
-    loss, loss_why = choose_loss(config.loss, dataset.labels, fit)
-    targets = dataset.labels if loss == "labels" else teacher
+    # The original model's outputs are computed batch by batch, as retraining reads the data.
+    teacher = None if config.loss == "cross-entropy" else _teacher(model)
+    # How well the original fits the labels decides the loss when it is left to choose.
+    fit = _teacher_fit(teacher, data) if config.loss == "auto" and data.labels is not None else None
+    loss, loss_why = choose_loss(config.loss, data.labels, fit)
+    examples = Examples(data, None if loss == "labels" else teacher)
     trainable = trainable_parameters(model, layers, config.exclude)
-    store = _checkpoints(model, dataset, config, checkpoint_dir) if checkpoint_dir is not None else None
+    store = _checkpoints(model, data, config, checkpoint_dir) if checkpoint_dir is not None else None
     start = store.load() if resume else None  # before the training graph is built: a refusal comes fast
-    evaluate = _step_evaluator(model, dataset, targets, config.training.seed) if evaluate_steps else None
+    evaluate = _step_evaluator(model, data, examples.teacher, config.training.seed) if evaluate_steps else None
     with OrtGradientBackend(model, trainable, "cross_entropy" if loss == "labels" else "distillation",
-                            dataset.sample_shapes()) as backend:
+                            data.sample_shapes()) as backend:
         # A resumed run chooses the recipe again: the range test is deterministic for the seed, so it finds
         # the same rate as the interrupted run did.
-        recipe = choose_recipe(backend, dataset.inputs, targets, config.training, levels, config.schedule,
-                               config.bits, loss, loss_why)
-        params, steps = run_inq(backend, levels, config.schedule, dataset.inputs, targets,
-                                recipe.training(config.training), progress,
-                                checkpoint=store.save if store is not None else None, resume_from=start,
+        recipe = choose_recipe(backend, examples, config.training, levels, config.schedule, config.bits, loss,
+                               loss_why)
+        params, steps = run_inq(backend, levels, config.schedule, examples, recipe.training(config.training),
+                                progress, checkpoint=store.save if store is not None else None, resume_from=start,
                                 evaluate=evaluate)
     resumed = f"resumed from {checkpoint_dir} after INQ step {start.steps_done}" if start is not None else None
     return params, steps, loss, recipe, resumed
 
 
-def quantize_model(model: onnx.ModelProto, config: QuantizeConfig, dataset: Dataset | None = None, *,
+def quantize_model(model: onnx.ModelProto, config: QuantizeConfig, dataset: DataSource | None = None, *,
                    metadata: dict[str, str] | None = None, progress: ProgressCallback | None = None,
                    checkpoint_dir: str | os.PathLike | None = None, resume: bool = False,
                    evaluate_steps: bool = False) -> QuantizeResult:
@@ -249,6 +288,7 @@ def quantize_model(model: onnx.ModelProto, config: QuantizeConfig, dataset: Data
     With `checkpoint_dir`, retraining writes a checkpoint there after every INQ step; `resume` continues from
     the one it holds (same model, data and options, else ConfigError) and gives the same result byte for byte.
     `evaluate_steps` scores the model after every INQ step on (a sample of) the data: StepReport.accuracy.
+    `dataset` is any DataSource (data.open_data makes one): retraining and the checks read it batch by batch.
     """
     if resume and checkpoint_dir is None:
         raise ConfigError("resume needs the checkpoint folder to resume from")
@@ -280,8 +320,8 @@ def quantize_model(model: onnx.ModelProto, config: QuantizeConfig, dataset: Data
     steps: list[StepReport] = []
     recipe = None
     if dataset is not None:
-        dataset = check_dataset(dataset, normalized)
-    if dataset is None or not config.retrain or config.training.epochs == 0 or config.schedule == (1.0,):
+        dataset = check_source(dataset, normalized)
+    if dataset is None or not config.retrains:
         why = ("no training data was given" if dataset is None else
                "retraining is off" if not config.retrain else
                "epochs is 0" if config.training.epochs == 0 else "the schedule quantizes everything at once")
@@ -312,8 +352,13 @@ def quantize_model(model: onnx.ModelProto, config: QuantizeConfig, dataset: Data
     if config.activations != "float":
         result.float_mode_model = rewritten
         result.model, result.activation_mode = set_activations(
-            rewritten, config.activations, dataset.inputs if dataset is not None else None)
+            rewritten, config.activations, _input_batches(dataset) if dataset is not None else None)
     return result
+
+
+def _input_batches(data: DataSource):
+    """The data's inputs in order, a batch at a time (for calibration)."""
+    return (batch.inputs for batch in data.batches(INFERENCE_BATCH))
 
 
 def _probe_inputs(model: onnx.ModelProto, batch: int = 4, seed: int = 0) -> dict[str, np.ndarray] | None:
@@ -333,14 +378,14 @@ def _probe_inputs(model: onnx.ModelProto, batch: int = 4, seed: int = 0) -> dict
     return inputs
 
 
-def check_rewrite(result: QuantizeResult, dataset: Dataset | None = None, samples: int = 64
+def check_rewrite(result: QuantizeResult, dataset: DataSource | None = None, samples: int = 64
                   ) -> list[OutputComparison]:
     """Run the rewritten model and the float model with the same weights; they must agree to float rounding.
 
     Raises ValidationError naming the output that drifts; warns (and returns []) when no inputs can be made.
     """
     if dataset is not None:
-        inputs = {k: v[:samples] for k, v in dataset.inputs.items()}
+        inputs = dataset.head(samples).inputs
     else:
         inputs = _probe_inputs(result.float_model)
         if inputs is None:

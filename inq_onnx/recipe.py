@@ -27,6 +27,7 @@ from .errors import ConfigError
 from .quantizer import LayerLevels, quantize
 from .retrain import RetrainConfig
 from .schedule import grow_frozen_mask
+from .sources import Examples
 from .training.backend import GradientBackend
 from .training.optim import make_optimizer
 
@@ -115,12 +116,11 @@ def choose_loss(requested: str, labels: np.ndarray | None, teacher_accuracy: flo
     return "labels", f"the original model does not fit the training labels{shown}: they say more than its outputs"
 
 
-def lr_range_test(backend: GradientBackend, inputs: Mapping[str, np.ndarray],
-                  targets: np.ndarray | Sequence[np.ndarray], config: RetrainConfig,
+def lr_range_test(backend: GradientBackend, examples: Examples, config: RetrainConfig,
                   levels: Mapping[str, LayerLevels], portion: float, batches: int = RANGE_BATCHES) -> RangeTest:
     """Train with a rate rising from RANGE_LR_MIN to RANGE_LR_MAX over `batches` batches, from the state of the
     first INQ step (`portion` of each weight in `levels` frozen on its levels); the backend's parameters are
-    restored afterwards."""
+    restored afterwards. The batches run on from one pass over the examples into the next, each in a new order."""
     start = backend.get_parameters()
     params = {name: value.copy() for name, value in start.items()}
     rng = np.random.default_rng(config.seed)
@@ -131,16 +131,13 @@ def lr_range_test(backend: GradientBackend, inputs: Mapping[str, np.ndarray],
         frozen[name], trainable[name] = (mask, params[name][mask]), ~mask
     lrs = np.geomspace(RANGE_LR_MIN, RANGE_LR_MAX, batches)
     optimizer = make_optimizer(config.optimizer, float(lrs[0]), config.weight_decay, config.momentum)
-    count = len(next(iter(inputs.values())))
-    order = np.concatenate([rng.permutation(count) for _ in range(-(-batches * config.batch_size // count))])
+    stream = examples.batches(config.batch_size, rng, endless=True)
     losses: list[float] = []
     smoothed, lowest, divergence = None, math.inf, None
     try:
         backend.set_parameters(params)
         for i, lr in enumerate(lrs):
-            index = order[i * config.batch_size:(i + 1) * config.batch_size]
-            target = targets[index] if isinstance(targets, np.ndarray) else [t[index] for t in targets]
-            loss, grads = backend.loss_and_gradients({k: v[index] for k, v in inputs.items()}, target)
+            loss, grads = backend.loss_and_gradients(*next(stream))
             losses.append(loss)
             smoothed = loss if smoothed is None else RANGE_SMOOTHING * smoothed + (1 - RANGE_SMOOTHING) * loss
             # The loss seen now is that of the step taken at the previous rate.
@@ -157,20 +154,21 @@ def lr_range_test(backend: GradientBackend, inputs: Mapping[str, np.ndarray],
                 break
             backend.set_parameters(params)
     finally:
+        stream.close()
         backend.set_parameters(start)
     return RangeTest(tuple(float(x) for x in lrs[:len(losses)]), tuple(losses), divergence)
 
 
-def choose_recipe(backend: GradientBackend, inputs: Mapping[str, np.ndarray],
-                  targets: np.ndarray | Sequence[np.ndarray], config: RetrainConfig, levels: Mapping[str, LayerLevels],
-                  portions: Sequence[float], bits: int, loss: str, loss_why: str) -> Recipe:
-    """The recipe for retraining with `backend` on (`inputs`, `targets`): `config`'s set values, the rest chosen.
+def choose_recipe(backend: GradientBackend, examples: Examples, config: RetrainConfig,
+                  levels: Mapping[str, LayerLevels], portions: Sequence[float], bits: int, loss: str,
+                  loss_why: str) -> Recipe:
+    """The recipe for retraining with `backend` on `examples`: `config`'s set values, the rest chosen.
 
     `loss` and `loss_why` come from choose_loss (the backend is built for that loss already).
     """
     if not portions:
         raise ConfigError("portions must not be empty")
-    count = len(next(iter(inputs.values())))
+    count = len(examples)
     if config.epochs is not None:
         epochs, epochs_why = config.epochs, "set by --epochs"
     else:
@@ -179,7 +177,7 @@ def choose_recipe(backend: GradientBackend, inputs: Mapping[str, np.ndarray],
     if config.lr is not None:
         lr, lr_why = config.lr, "set by --lr"
     else:
-        range_test = lr_range_test(backend, inputs, targets, config, levels, portions[0])
+        range_test = lr_range_test(backend, examples, config, levels, portions[0])
         lr = range_test.chosen_lr
         if range_test.divergence_lr is None:
             lr_why = f"range test on the training data: no divergence up to {range_test.lrs[-1]:.3g}; a " \

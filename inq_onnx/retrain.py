@@ -12,6 +12,7 @@ from .checkpoint import InqState
 from .errors import ConfigError, TrainingError
 from .quantizer import LayerLevels, quantize
 from .schedule import STRATEGIES, grow_frozen_mask
+from .sources import Examples
 from .training.backend import GradientBackend
 from .training.optim import DECAYS, OPTIMIZERS, decayed_lr, make_optimizer
 
@@ -85,14 +86,14 @@ def _freeze(params: dict[str, np.ndarray], frozen: dict[str, np.ndarray], levels
 
 
 def run_inq(backend: GradientBackend, levels: Mapping[str, LayerLevels], portions: Sequence[float],
-            inputs: Mapping[str, np.ndarray], targets: np.ndarray | list[np.ndarray], config: RetrainConfig,
-            progress: ProgressCallback | None = None, checkpoint: CheckpointCallback | None = None,
-            resume_from: InqState | None = None, evaluate: StepEvaluator | None = None
-            ) -> tuple[dict[str, np.ndarray], list[StepReport]]:
+            examples: Examples, config: RetrainConfig, progress: ProgressCallback | None = None,
+            checkpoint: CheckpointCallback | None = None, resume_from: InqState | None = None,
+            evaluate: StepEvaluator | None = None) -> tuple[dict[str, np.ndarray], list[StepReport]]:
     """Run the whole schedule; returns the final parameters (all quantized weights on their levels).
 
     `levels` maps each quantized weight's name to its levels; other trainable parameters (biases, excluded
-    layers) retrain as float. `targets` is labels or, for distillation, the teacher's outputs, sample-aligned.
+    layers) retrain as float. `examples` gives the batches of every epoch, in an order the loop's generator
+    draws, with their targets: labels or, for distillation, the teacher's outputs.
     `checkpoint` receives the state after each retrained step; `resume_from` (such a state) continues from there.
     """
     if config.epochs is None or config.lr is None:
@@ -104,7 +105,7 @@ def run_inq(backend: GradientBackend, levels: Mapping[str, LayerLevels], portion
     if missing:
         raise ConfigError(f"weights not trainable in the backend: {', '.join(sorted(missing))}")
     frozen = {name: np.zeros(params[name].shape, dtype=bool) for name in levels}
-    count = len(next(iter(inputs.values())))
+    count = len(examples)
     batches_per_epoch = -(-count // config.batch_size)
     retrain_steps = [p for p in portions if p < 1.0]
     reports = []
@@ -130,12 +131,8 @@ def run_inq(backend: GradientBackend, levels: Mapping[str, LayerLevels], portion
         done = 0
         step_batches = batches_per_epoch * config.epochs
         for _ in range(config.epochs):
-            order = rng.permutation(count)
             losses = []
-            for start in range(0, count, config.batch_size):
-                index = order[start:start + config.batch_size]
-                batch = {k: v[index] for k, v in inputs.items()}
-                target = targets[index] if isinstance(targets, np.ndarray) else [t[index] for t in targets]
+            for batch, target in examples.batches(config.batch_size, rng):
                 optimizer.lr = decayed_lr(config.lr, decay, done / step_batches)
                 loss, grads = backend.loss_and_gradients(batch, target)
                 if not math.isfinite(loss):

@@ -12,12 +12,13 @@ import pytest
 from click.testing import CliRunner
 
 from inq_onnx.checkpoint import CHECKPOINT_FILE, CheckpointStore, InqState, checkpoint_identity
+from inq_onnx.data import Dataset
 from inq_onnx.errors import ConfigError
 from inq_onnx.quantizer import layer_levels
 from inq_onnx.retrain import RetrainConfig, run_inq
 
 from models import conv_gemm_model, random_inputs
-from test_retrain import LinearBackend, _problem
+from test_retrain import LinearBackend, _problem, examples
 
 PORTIONS = (0.5, 0.75, 0.875, 1.0)
 
@@ -32,7 +33,8 @@ def _state(seed=0):
 
 def _identity(model_seed=0, data_seed=0, lr=1e-3):
     x = random_inputs(data_seed, 8)
-    return checkpoint_identity(conv_gemm_model(model_seed), {"x": x}, np.arange(8), {"lr": lr, "bits": 5})
+    return checkpoint_identity(conv_gemm_model(model_seed), Dataset({"x": x}, np.arange(8)).fingerprint(),
+                               {"lr": lr, "bits": 5})
 
 
 def test_a_checkpoint_reads_back_exactly(tmp_path):
@@ -86,12 +88,12 @@ def test_resuming_from_any_step_gives_the_uninterrupted_result(optimizer, strate
     config = RetrainConfig(epochs=2, batch_size=32, lr=0.02, optimizer=optimizer, strategy=strategy, seed=3)
     states = []
     full, full_reports = run_inq(LinearBackend(w_true + 0.05, np.zeros(3, np.float32)), levels, PORTIONS,
-                                 {"x": x}, y, config, checkpoint=states.append)
+                                 examples(x, y), config, checkpoint=states.append)
     assert [s.steps_done for s in states] == [1, 2, 3]  # after every retrained step; the last one only freezes
     for state in states:
         # A fresh backend still holds the original weights: everything must come from the state.
         resumed, reports = run_inq(LinearBackend(w_true + 0.05, np.zeros(3, np.float32)), levels, PORTIONS,
-                                   {"x": x}, y, config, resume_from=state)
+                                   examples(x, y), config, resume_from=state)
         for name in full:
             assert resumed[name].tobytes() == full[name].tobytes()
         assert reports == full_reports
@@ -103,7 +105,7 @@ def test_a_state_for_other_parameters_is_refused():
                      np.random.default_rng(0).bit_generator.state)
     with pytest.raises(ConfigError, match="other parameters"):
         run_inq(LinearBackend(w_true, np.zeros(3, np.float32)), {"w": layer_levels(w_true, 4)}, PORTIONS,
-                {"x": x}, y, RetrainConfig(epochs=1, lr=0.01), resume_from=state)
+                examples(x, y), RetrainConfig(epochs=1, lr=0.01), resume_from=state)
 
 
 # -- end to end, with onnxruntime-training ----------------------------------------------------------------------

@@ -276,4 +276,4 @@ def test_retraining_on_an_image_folder_with_labels(tmp_path):
     config = QuantizeConfig(bits=4, training=RetrainConfig(epochs=1, batch_size=4))
     summary = quantize(tmp_path / "model.onnx", config, tmp_path / "images", tmp_path / "out.onnx")
     assert summary.result.mode == "labels" and len(summary.result.steps) > 1
-    assert summary.result.dataset.inputs["x"].shape == (16, 3, SIZE, SIZE)
+    assert len(summary.result.dataset) == 16 and summary.result.dataset.sample_shapes() == {"x": (3, SIZE, SIZE)}

@@ -14,6 +14,7 @@ from inq_onnx.retrain import RetrainConfig, run_inq
 from inq_onnx.training.optim import COSINE_FLOOR, decayed_lr, make_optimizer
 
 from models import conv_gemm_model, random_inputs
+from test_retrain import examples
 
 
 class LeastSquaresBackend:
@@ -64,7 +65,7 @@ def test_range_test_picks_a_finite_rate_below_divergence_that_trains(scale):
     start = w_true + 0.3
     backend = LeastSquaresBackend(start)
     config = RetrainConfig(weight_decay=0.0)
-    test = lr_range_test(backend, {"x": x}, y, config, {"w": layer_levels(start, 4)}, 0.3)
+    test = lr_range_test(backend, examples(x, y), config, {"w": layer_levels(start, 4)}, 0.3)
 
     assert test.divergence_lr is not None and math.isfinite(test.chosen_lr)
     assert test.chosen_lr < test.divergence_lr
@@ -78,7 +79,7 @@ def test_range_test_picks_a_finite_rate_below_divergence_that_trains(scale):
 
 def test_range_test_without_divergence_takes_a_tenth_of_the_top_rate():
     x, y, w_true = _problem(scale=0.1)  # stable up to a rate of about 250, beyond the test's top rate
-    test = lr_range_test(LeastSquaresBackend(w_true), {"x": x}, y, RetrainConfig(weight_decay=0.0),
+    test = lr_range_test(LeastSquaresBackend(w_true), examples(x, y), RetrainConfig(weight_decay=0.0),
                          {"w": layer_levels(w_true, 4)}, 0.3)
     assert test.divergence_lr is None and test.chosen_lr == pytest.approx(test.lrs[-1] / 10)
 
@@ -90,7 +91,7 @@ def test_range_test_keeps_the_frozen_portion_on_its_levels():
     original = backend.set_parameters
     backend.set_parameters = lambda values: (seen.append(values["w"].copy()), original(values))
     levels = layer_levels(w_true, 3)
-    lr_range_test(backend, {"x": x}, y, RetrainConfig(), {"w": levels}, 0.5, batches=20)
+    lr_range_test(backend, examples(x, y), RetrainConfig(), {"w": levels}, 0.5, batches=20)
     written = np.stack(seen[:-1])  # the last write restores the start
     fixed = np.all(written == written[0], axis=0)
     assert fixed.sum() >= round(0.5 * fixed.size)
@@ -139,12 +140,12 @@ def test_user_settings_win_and_skip_the_range_test():
     backend.loss_and_gradients = lambda *a: (calls.append(1), original(*a))[1]
     levels = {"w": layer_levels(w_true, 4)}
     config = RetrainConfig(epochs=3, lr=0.02, decay="none")
-    recipe = choose_recipe(backend, {"x": x}, y, config, levels, (0.5, 1.0), 4, "labels", "set by --loss")
+    recipe = choose_recipe(backend, examples(x, y), config, levels, (0.5, 1.0), 4, "labels", "set by --loss")
     assert (recipe.epochs, recipe.lr, recipe.decay, recipe.range_test) == (3, 0.02, "none", None)
     assert calls == []  # nothing was measured
     assert "set by --lr" in recipe.lines()[1] and "set by --epochs" in recipe.lines()[0]
 
-    recipe = choose_recipe(backend, {"x": x}, y, RetrainConfig(epochs=3), levels, (0.5, 1.0), 4, "labels", "")
+    recipe = choose_recipe(backend, examples(x, y), RetrainConfig(epochs=3), levels, (0.5, 1.0), 4, "labels", "")
     assert recipe.epochs == 3 and recipe.range_test is not None and recipe.lr == recipe.range_test.chosen_lr
     assert recipe.decay == "cosine" and "range test" in recipe.lr_why
     trained = recipe.training(RetrainConfig(epochs=3, seed=4))
@@ -154,7 +155,7 @@ def test_user_settings_win_and_skip_the_range_test():
 def test_run_inq_needs_a_chosen_rate():
     x, y, w_true = _problem()
     with pytest.raises(ConfigError, match="needs epochs and lr set"):
-        run_inq(LeastSquaresBackend(w_true), {"w": layer_levels(w_true, 4)}, (0.5, 1.0), {"x": x}, y,
+        run_inq(LeastSquaresBackend(w_true), {"w": layer_levels(w_true, 4)}, (0.5, 1.0), examples(x, y),
                 RetrainConfig(epochs=1))
 
 

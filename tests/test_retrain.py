@@ -3,9 +3,11 @@
 import numpy as np
 import pytest
 
+from inq_onnx.data import Dataset
 from inq_onnx.errors import ConfigError, TrainingError
 from inq_onnx.quantizer import layer_levels, quantize
 from inq_onnx.retrain import RetrainConfig, run_inq
+from inq_onnx.sources import Examples
 
 
 class LinearBackend:
@@ -31,6 +33,11 @@ class LinearBackend:
         return float(0.5 * np.mean(np.sum(err ** 2, axis=1))), {"w": x.T @ err / n, "b": err.mean(axis=0)}
 
 
+def examples(x, y):
+    """Inputs `x` with targets `y`, in memory."""
+    return Examples(Dataset({"x": x}, y))
+
+
 def _problem(seed=0):
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((256, 12)).astype(np.float32)
@@ -46,7 +53,7 @@ def test_frozen_weights_stay_exactly_on_their_levels(strategy):
     levels = {"w": layer_levels(w_true + 0.05, 4)}
     portions = (0.3, 0.6, 1.0)
     config = RetrainConfig(epochs=3, batch_size=32, lr=0.05, strategy=strategy)
-    params, steps = run_inq(backend, levels, portions, {"x": x}, y, config)
+    params, steps = run_inq(backend, levels, portions, examples(x, y), config)
 
     assert np.array_equal(params["w"], quantize(params["w"], levels["w"]))  # everything on a level
     assert [round(s.frozen_fraction, 2) for s in steps] == [0.31, 0.61, 1.0]  # round(p * 36) / 36
@@ -98,8 +105,9 @@ def test_each_step_ranks_the_retrained_weights(monkeypatch):
     monkeypatch.setattr(retrain, "grow_frozen_mask", recording_grow)
     w = np.array([0.9, 0.8, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6], np.float32)
     target = np.array([0.9, 0.8, 0.7, 0.6, 0.05, 0.04, 0.03, 0.02], np.float32)  # reverses the free weights' order
-    run_inq(TargetBackend(w, target), {"w": layer_levels(w, 5)}, (0.25, 0.5, 1.0), {"x": np.zeros((8, 1))},
-            np.zeros(8), RetrainConfig(epochs=20, batch_size=8, lr=0.5, momentum=0.0, weight_decay=0.0))
+    run_inq(TargetBackend(w, target), {"w": layer_levels(w, 5)}, (0.25, 0.5, 1.0),
+            examples(np.zeros((8, 1)), np.zeros(8)),
+            RetrainConfig(epochs=20, batch_size=8, lr=0.5, momentum=0.0, weight_decay=0.0))
     assert np.flatnonzero(masks[0]).tolist() == [0, 1]
     # Step 2 freezes the largest of the retrained weights (0.7, 0.6 at 2, 3), not of the original (0.6, 0.5).
     assert np.flatnonzero(masks[1] & ~masks[0]).tolist() == [2, 3]
@@ -114,7 +122,7 @@ def test_optimizer_state_restarts_at_every_step(monkeypatch):
     monkeypatch.setattr(retrain, "make_optimizer", lambda *a, **k: made.append(a) or original_make(*a, **k))
     x, y, w_true = _problem(4)
     run_inq(LinearBackend(w_true, np.zeros(3, np.float32)), {"w": layer_levels(w_true, 5)}, (0.5, 0.75, 0.875, 1.0),
-            {"x": x}, y, RetrainConfig(epochs=1, lr=1e-3))
+            examples(x, y), RetrainConfig(epochs=1, lr=1e-3))
     assert len(made) == 3  # one fresh optimizer per retraining step; none after the last, full step
 
 
@@ -128,7 +136,7 @@ def test_retraining_compensates_quantization_error():
     levels = {"w": layer_levels(w_true, 3)}
     one_shot = quantize(w_true, levels["w"])
     backend = LinearBackend(w_true, np.zeros(3, np.float32))
-    params, steps = run_inq(backend, levels, (0.5, 0.75, 1.0), {"x": x}, y,
+    params, steps = run_inq(backend, levels, (0.5, 0.75, 1.0), examples(x, y),
                             RetrainConfig(epochs=20, batch_size=32, lr=0.02, weight_decay=0.0))
 
     def mse(w, b):
@@ -142,7 +150,7 @@ def test_frozen_entries_unchanged_within_a_step_with_adamw():
     x, y, w_true = _problem(2)
     levels = {"w": layer_levels(w_true, 5)}
     backend = LinearBackend(w_true, np.zeros(3, np.float32))
-    run_inq(backend, levels, (0.5, 1.0), {"x": x}, y, RetrainConfig(epochs=2, lr=0.01, optimizer="adamw"))
+    run_inq(backend, levels, (0.5, 1.0), examples(x, y), RetrainConfig(epochs=2, lr=0.01, optimizer="adamw"))
     first = backend.history[0]
     frozen = np.abs(w_true) >= np.sort(np.abs(w_true).ravel())[::-1][17]
     for snapshot in backend.history[1:-1]:
@@ -167,7 +175,7 @@ def test_divergence_is_reported_not_packed():
     x, y, w_true = _problem(3)
     backend = LinearBackend(w_true, np.zeros(3, np.float32))
     with pytest.raises(TrainingError, match="diverged in step 1 .*lower --lr"):
-        run_inq(backend, {"w": layer_levels(w_true, 5)}, (0.5, 1.0), {"x": x}, y * 1e30,
+        run_inq(backend, {"w": layer_levels(w_true, 5)}, (0.5, 1.0), examples(x, y * 1e30),
                 RetrainConfig(epochs=3, lr=1e3))
 
 
@@ -181,11 +189,11 @@ def test_evaluate_scores_every_step_after_its_retraining():
         seen.append(np.array_equal(params["w"], quantize(params["w"], levels["w"])))
         return float(np.mean(params["w"] == quantize(params["w"], levels["w"])))
 
-    _, steps = run_inq(backend, levels, (0.5, 0.75, 1.0), {"x": x}, y, RetrainConfig(epochs=1, lr=0.05),
+    _, steps = run_inq(backend, levels, (0.5, 0.75, 1.0), examples(x, y), RetrainConfig(epochs=1, lr=0.05),
                        evaluate=evaluate)
     assert seen == [False, False, True]  # after retraining the float part; after the last freeze
     assert steps[0].accuracy == pytest.approx(0.5, abs=0.03) and steps[1].accuracy == pytest.approx(0.75, abs=0.03)
     assert steps[2].accuracy == 1.0
-    _, unscored = run_inq(LinearBackend(w_true, np.zeros(3, np.float32)), levels, (0.5, 1.0), {"x": x}, y,
+    _, unscored = run_inq(LinearBackend(w_true, np.zeros(3, np.float32)), levels, (0.5, 1.0), examples(x, y),
                           RetrainConfig(epochs=1, lr=0.05))
     assert [s.accuracy for s in unscored] == [None, None]

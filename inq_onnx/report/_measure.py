@@ -58,7 +58,7 @@ def level_values(levels: LayerLevels) -> np.ndarray:
 def sample_inputs(result: QuantizeResult, samples: int) -> dict[str, np.ndarray] | None:
     """The first samples of the data, else random inputs when the model's shapes allow them, else None."""
     if result.dataset is not None:
-        return {k: v[:samples] for k, v in result.dataset.inputs.items()}
+        return result.dataset.head(samples).inputs
     return _probe_inputs(result.float_model, batch=min(samples, 16))
 
 
