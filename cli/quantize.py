@@ -10,7 +10,7 @@ from inq_onnx.api import quantize as quantize_file
 from inq_onnx.errors import ConfigError
 from inq_onnx.integer_mode import ACTIVATION_MODES
 from inq_onnx.pipeline import LOSSES, QuantizeConfig
-from inq_onnx.quantizer import GRANULARITIES
+from inq_onnx.quantizer import GRANULARITIES, RANGE_RULES
 from inq_onnx.refusals import group_reasons
 from inq_onnx.retrain import RetrainConfig
 from inq_onnx.schedule import STRATEGIES, parse_portions
@@ -49,6 +49,10 @@ from ._output import StepProgress, echo_mode, percent, table
 @click.option("--granularity", type=click.Choice(GRANULARITIES), default=QuantizeConfig.granularity,
               show_default=True, help="Exponent range (n1, n2) per output channel, one per weight tensor, or auto: "
                                       "per channel below 5 bits, per tensor from 5 bits.")
+@click.option("--range-rule", type=click.Choice(RANGE_RULES), default=QuantizeConfig.range_rule,
+              show_default=True, help="Where each exponent range sits: max: from the largest weight (the paper's "
+                                      "rule); mse: moved down where that lowers the squared rounding error; auto: "
+                                      "mse below 5 bits.")
 @click.option("--layer-bits", multiple=True, metavar="NODE=B",
               help="Quantize this node to B bits instead of --bits (repeatable).")
 @click.option("--val-data", type=click.Path(),
@@ -66,15 +70,15 @@ from ._output import StepProgress, echo_mode, percent, table
               help="Also write an HTML report (index.html and PNG plots) into this directory; needs matplotlib.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def command(model, bits, data, output, portions, strategy, epochs, batch_size, lr, decay, optimizer, weight_decay,
-            seed, exclude, loss, activations, granularity, layer_bits, val_data, max_drop, no_retrain, resume,
-            no_checkpoint, report_dir, quiet, **images):
+            seed, exclude, loss, activations, granularity, range_rule, layer_bits, val_data, max_drop, no_retrain,
+            resume, no_checkpoint, report_dir, quiet, **images):
     """Quantize MODEL's Conv/Gemm/MatMul weights to 0 or ±2^k in BITS bits with INQ and write the rewritten model."""
     preprocess = preprocess_from(images)
     training = RetrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, decay=decay, optimizer=optimizer,
                              weight_decay=weight_decay, strategy=strategy, seed=seed)
     config = QuantizeConfig(bits=bits, portions=parse_portions(portions) if portions else None,
                             exclude=tuple(exclude), retrain=not no_retrain, training=training, loss=loss,
-                            activations=activations, granularity=granularity,
+                            activations=activations, granularity=granularity, range_rule=range_rule,
                             layer_bits=_parse_layer_bits(layer_bits))
     if data is None and not no_retrain:
         click.echo("Warning: no --data given: one-shot quantization without retraining (expect lower accuracy).",

@@ -23,7 +23,7 @@ from .model_io import atomic_write
 from .normalize import normalize
 from .packing import MAX_BITS
 from .pipeline import QuantizeConfig, QuantizeResult, quantize_model, with_initializers
-from .quantizer import layer_levels, quantize, uses_channel_ranges
+from .quantizer import layer_levels, quantize, uses_channel_ranges, uses_mse_ranges
 from .retrain import ProgressCallback
 from .runtime import make_session, run_batched
 from .sources import DataSource
@@ -147,14 +147,15 @@ class _Sensitivity:
         initializers = {t.name: t for t in folded.graph.initializer}
         self.weights = {layer.weight: numpy_helper.to_array(initializers[layer.weight]) for layer in layers}
         self.axes = {layer.weight: layer.channel_axis for layer in layers}
-        self.granularity = config.granularity
+        self.granularity, self.range_rule = config.granularity, config.range_rule
         self.cache: dict[tuple[str, int], float] = {}
 
     def __call__(self, weight: str, bits: int) -> float:
         if (weight, bits) not in self.cache:
             w = self.weights[weight]
             axis = self.axes[weight] if uses_channel_ranges(self.granularity, bits) else None
-            values = {weight: quantize(w, layer_levels(w, bits, axis))}
+            levels = layer_levels(w, bits, axis, mse=uses_mse_ranges(self.range_rule, bits))
+            values = {weight: quantize(w, levels)}
             self.cache[weight, bits] = self.scorer.drop(with_initializers(self.model, values))
             self.report.evaluations += 1
         return self.cache[weight, bits]

@@ -55,6 +55,7 @@ class ModelInfo:
     float_layers: list[FloatLayer] = field(default_factory=list)
     model_bytes: int = 0  # serialized size
     granularity: str | None = None  # exponent ranges per "tensor" or per "channel" (metadata inq.granularity)
+    range_rule: str | None = None  # ranges from the largest weight ("max") or by squared error ("mse"), or "mixed"
     notes: list[str] = field(default_factory=list)  # what normalizing a float model changed
     accuracy_control: str | None = None  # what --max-drop changed (metadata inq.accuracy_control)
 
@@ -117,6 +118,7 @@ def model_info(model: onnx.ModelProto) -> ModelInfo:
     initializers = {t.name: t for t in model.graph.initializer}
     size = tensor_bytes(model) if large_models.is_large(model) else model.ByteSize()  # protobuf stops at 2 GB
     info = ModelInfo(model_bytes=size, granularity=metadata_value(model, "inq.granularity"),
+                     range_rule=metadata_value(model, "inq.range_rule"),
                      accuracy_control=metadata_value(model, CONTROL_SUMMARY_KEY))
     info.layers = [_layer_info(node, initializers) for node in shift_nodes(model)]
     float_model = model

@@ -21,7 +21,8 @@ from .integer_mode import ACTIVATION_MODES, ModeReport, set_activations
 from .layers import Layer, SkippedNode, match_layers
 from .normalize import normalize
 from .packing import check_bits
-from .quantizer import GRANULARITIES, LayerLevels, layer_levels, quantize, uses_channel_ranges
+from .quantizer import (GRANULARITIES, RANGE_RULES, LayerLevels, layer_levels, quantize, uses_channel_ranges,
+                        uses_mse_ranges)
 from .recipe import Recipe, choose_loss, choose_recipe
 from .refusals import group_reasons, summarize_reasons
 from .retrain import ProgressCallback, RetrainConfig, StepEvaluator, StepReport, run_inq
@@ -62,6 +63,9 @@ class QuantizeConfig:
     # channel: n1, n2 per output channel (folded BatchNorm scales differ by channel); tensor: one range per layer;
     # auto: per channel below 5 bits, per tensor from 5 bits (quantizer.uses_channel_ranges).
     granularity: str = "auto"
+    # max: each range from the largest magnitude (the paper's rule); mse: moved down where that lowers the squared
+    # rounding error; auto: mse below 5 bits (quantizer.uses_mse_ranges).
+    range_rule: str = "auto"
     # Bits of single nodes that differ from `bits` (node name -> 2..8), e.g. a sensitive layer given more.
     layer_bits: Mapping[str, int] = field(default_factory=dict, hash=False)  # a dict: left out of the hash
 
@@ -75,6 +79,8 @@ class QuantizeConfig:
                 raise ConfigError(f"layer_bits: {node}: {exc}") from None
         if self.granularity not in GRANULARITIES:
             raise ConfigError(f"granularity must be one of {', '.join(GRANULARITIES)}, got {self.granularity!r}")
+        if self.range_rule not in RANGE_RULES:
+            raise ConfigError(f"range_rule must be one of {', '.join(RANGE_RULES)}, got {self.range_rule!r}")
         if isinstance(self.exclude, str):  # one name, not its characters
             object.__setattr__(self, "exclude", (self.exclude,))
         both = sorted(set(self.layer_bits) & set(self.exclude))
@@ -126,6 +132,12 @@ def _weight_bits(layers: list[Layer], skipped: list[SkippedNode], config: Quanti
             raise ConfigError(f"layer_bits: node {layer.node} shares its weight {layer.weight} with another layer "
                               f"at {bits[layer.weight]} bits; give both the same width")
     return bits
+
+
+def _range_rule_used(layers: list[Layer], weight_bits: Mapping[str, int], config: QuantizeConfig) -> str:
+    """"mse", "max", or "mixed" (by squared error in some layers): what the metadata and `info` report."""
+    kinds = {"mse" if uses_mse_ranges(config.range_rule, weight_bits[layer.weight]) else "max" for layer in layers}
+    return kinds.pop() if len(kinds) == 1 else "mixed"
 
 
 def layer_bits_metadata(layers: list[Layer], levels: Mapping[str, LayerLevels], bits: int) -> str:
@@ -314,7 +326,8 @@ def quantize_model(model: onnx.ModelProto, config: QuantizeConfig, dataset: Data
     weight_bits = _weight_bits(layers, skipped, config, normalized, notes)
     axes = _channel_axes(layers)
     levels = {name: layer_levels(w, weight_bits[name],
-                                 axes.get(name) if uses_channel_ranges(config.granularity, weight_bits[name]) else None)
+                                 axes.get(name) if uses_channel_ranges(config.granularity, weight_bits[name]) else None,
+                                 mse=uses_mse_ranges(config.range_rule, weight_bits[name]))
               for name, w in originals.items()}
 
     steps: list[StepReport] = []
@@ -340,7 +353,8 @@ def quantize_model(model: onnx.ModelProto, config: QuantizeConfig, dataset: Data
     float_model = with_initializers(normalized, values, consume=True)
     meta = {"inq.bits": str(config.bits), "inq.mode": mode, "inq.version": __version__,
             "inq.portions": ",".join(f"{p:g}" for p in config.schedule) if mode != "one-shot" else "1",
-            "inq.strategy": config.training.strategy, "inq.granularity": _granularity_used(levels)}
+            "inq.strategy": config.training.strategy, "inq.granularity": _granularity_used(levels),
+            "inq.range_rule": _range_rule_used(layers, weight_bits, config)}
     mixed = layer_bits_metadata(layers, levels, config.bits)
     if mixed:
         meta["inq.layer_bits"] = mixed

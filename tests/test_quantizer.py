@@ -132,3 +132,60 @@ def test_quantize_in_blocks_equals_the_whole_tensor_at_once(monkeypatch, axis):
     monkeypatch.setattr(quantizer, "_QUANTIZE_BLOCK", 70)  # blocks of two rows of 33, and a last one of one
     np.testing.assert_array_equal(quantize(w, levels), whole)
     assert whole.dtype == np.float32 and whole.shape == w.shape
+
+
+# -- ranges by squared rounding error (range rule "mse") -----------------------------------------------------------
+
+def _squared_error(w, levels):
+    return float(np.sum((quantize(w, levels).astype(np.float64) - w) ** 2))
+
+
+def _moved(levels, d):
+    return LayerLevels(levels.bits, levels.n1 - d, levels.n2 - d)
+
+
+@pytest.mark.parametrize("bits", [2, 3, 4, 5])
+def test_mse_range_is_the_least_error_of_the_paper_range_moved_down_0_to_3_octaves(bits):
+    rng = np.random.default_rng(bits)
+    w = np.concatenate([rng.standard_normal(2000) * 0.1, [1.0]]).astype(np.float32)  # one outlier
+    paper, fitted = layer_levels(w, bits), layer_levels(w, bits, mse=True)
+    errors = [_squared_error(w, _moved(paper, d)) for d in range(4)]
+    assert fitted == _moved(paper, int(np.argmin(errors)))
+    assert _squared_error(w, fitted) == min(errors)
+    if bits == 2:  # a top level at the outlier sends every other weight to zero
+        assert fitted.n1 < paper.n1 and _squared_error(w, fitted) < 0.5 * errors[0]
+
+
+def test_mse_range_keeps_the_paper_range_when_no_move_helps():
+    w = np.array([1.0, -1.0, 0.5, 0.25], np.float32)  # exact levels: any move adds error, none removes any
+    assert layer_levels(w, 3, mse=True) == layer_levels(w, 3)
+    zeros = np.zeros((2, 3), np.float32)  # equal errors: the smallest move, none
+    assert layer_levels(zeros, 2, channel_axis=0, mse=True) == layer_levels(zeros, 2, channel_axis=0)
+
+
+@pytest.mark.parametrize("axis", [0, 1])
+def test_mse_ranges_per_channel_are_chosen_channel_by_channel(axis):
+    rng = np.random.default_rng(0)
+    spread = np.concatenate([rng.standard_normal(400) * 0.1, [1.0]])  # an outlier: moves down
+    flat = np.full(401, 0.9) * rng.choice([-1.0, 1.0], 401)  # all near the top: stays
+    w = np.stack([spread, flat, -spread]).astype(np.float32)
+    w = w if axis == 0 else w.T.copy()
+    paper, fitted = layer_levels(w, 2, channel_axis=axis), layer_levels(w, 2, channel_axis=axis, mse=True)
+    moves = [p - f for p, f in zip(paper.n1, fitted.n1)]
+    assert moves[0] > 0 and moves[1] == 0 and moves[2] == moves[0]
+    for c in range(3):
+        channel = np.take(w, c, axis=axis)
+        errors = [_squared_error(channel, _moved(paper.channel(c), d)) for d in range(4)]
+        assert moves[c] == int(np.argmin(errors))
+
+
+@pytest.mark.parametrize("axis", [None, 0, 1])
+def test_mse_ranges_in_blocks_equal_the_whole_tensor_at_once(monkeypatch, axis):
+    import inq_onnx.quantizer as quantizer
+
+    rng = np.random.default_rng(6)
+    w = (rng.standard_normal((37, 11, 3)) * rng.uniform(0.01, 3, size=(37, 1, 1))).astype(np.float32)
+    whole = layer_levels(w, 2, axis, mse=True)
+    monkeypatch.setattr(quantizer, "_QUANTIZE_BLOCK", 70)
+    assert layer_levels(w, 2, axis, mse=True) == whole
+    assert whole != layer_levels(w, 2, axis)  # the case moves some range

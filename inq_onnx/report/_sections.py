@@ -84,7 +84,7 @@ def settings(result: QuantizeResult, config: QuantizeConfig | None) -> _html.Sec
     rows = [("mode", result.mode), ("layers quantized", str(len(result.layers))),
             ("layers left float", str(len(result.skipped)))]
     if config is not None:
-        rows[:0] = [("bits", str(config.bits)), ("granularity", config.granularity),
+        rows[:0] = [("bits", str(config.bits)), ("granularity", config.granularity), ("range rule", config.range_rule),
                     ("activations", config.activations)]
         if result.mode != "one-shot":
             # The values retraining ran with: the recipe's choices where the options left them unset.
