@@ -44,6 +44,7 @@ from inq_onnx.data import Dataset
 from inq_onnx.demo import train_float
 from inq_onnx.integer_mode import set_activations
 from inq_onnx.pipeline import QuantizeConfig, quantize_model
+from inq_onnx.quantizer import RANGE_RULES
 from inq_onnx.retrain import RetrainConfig
 from inq_onnx.runtime import get_library_path, run_batched
 from inq_onnx.schemas import DOMAIN
@@ -201,6 +202,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=32, help="the second latency batch (the first is 1)")
     parser.add_argument("--rounds", type=int, default=200, help="latency rounds")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--range-rule", choices=RANGE_RULES, default=QuantizeConfig.range_rule,
+                        help="where each exponent range sits (quantize --range-rule)")
     args = parser.parse_args()
 
     clock = time.perf_counter()
@@ -214,7 +217,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         variants["onnxruntime int8 (QDQ)"] = (ort_int8(fp32, train_set.inputs[INPUT][:256], Path(tmp)), "")
     for bits in args.bits:
-        config = QuantizeConfig(bits=bits, retrain=False)
+        config = QuantizeConfig(bits=bits, retrain=False, range_rule=args.range_rule)
         variants[f"one-shot {bits}-bit"] = (quantize_model(fp32, config).model, "")
         clock = time.perf_counter()
         result = quantize_model(fp32, dataclasses.replace(config, retrain=True, training=training), train_set)

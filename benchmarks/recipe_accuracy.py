@@ -25,6 +25,7 @@ the held-out split steers it, and the accuracies shown are on the second half on
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import platform
 import time
@@ -35,6 +36,7 @@ from inq_onnx.data import Dataset
 from inq_onnx.demo import build_digits_cnn, digits_datasets, train_float
 from inq_onnx.accuracy_control import quantize_with_control
 from inq_onnx.pipeline import QuantizeConfig, quantize_model
+from inq_onnx.quantizer import RANGE_RULES
 from inq_onnx.runtime import make_session, run_batched
 from inq_onnx.validate import accuracy
 
@@ -60,6 +62,8 @@ def main() -> None:
     parser.add_argument("--bits", type=int, nargs="+", default=[5, 4, 3, 2])
     parser.add_argument("--seed", type=int, default=0,
                         help="seed of the train/held-out split, added to every network's own seed")
+    parser.add_argument("--range-rule", choices=RANGE_RULES, default=QuantizeConfig.range_rule,
+                        help="where each exponent range sits (quantize --range-rule)")
     parser.add_argument("--max-drop", type=float, default=None,
                         help="accuracy control: steer on the first half of the held-out split, report the second")
     args = parser.parse_args()
@@ -82,13 +86,14 @@ def main() -> None:
         model = make(seed + args.seed, train)
         fp32 = held_out_accuracy(model, val)
         for bits in args.bits:
-            one_shot = quantize_model(model, QuantizeConfig(bits=bits, retrain=False))
+            config = QuantizeConfig(bits=bits, range_rule=args.range_rule)
+            one_shot = quantize_model(model, dataclasses.replace(config, retrain=False))
             start = time.perf_counter()
             control = None
             if steer is None:
-                inq = quantize_model(model, QuantizeConfig(bits=bits), train)
+                inq = quantize_model(model, config, train)
             else:
-                inq, control = quantize_with_control(model, QuantizeConfig(bits=bits), train, steer, args.max_drop)
+                inq, control = quantize_with_control(model, config, train, steer, args.max_drop)
             seconds = time.perf_counter() - start
             acc_one_shot = held_out_accuracy(one_shot.float_model, val)
             acc_inq = held_out_accuracy(inq.float_model, val)

@@ -53,9 +53,8 @@ def command(model, as_json):
     if report.granularity:
         ranges = ("per channel in some layers, per tensor in others" if report.granularity == "mixed"
                   else f"per {report.granularity}")
-        placed = {"max": "from each largest weight", "mse": "placed by squared rounding error",
-                  "mixed": "from the largest weight in some layers, by squared error in others"}.get(
-                      report.range_rule or "", "")
+        placed = {"max": "from each largest weight", "mse": "placed by squared rounding error"}.get(
+            report.range_rule or "", "")
         click.echo(f"exponent ranges: {ranges}" + (f", {placed}" if placed else ""))
     if report.accuracy_control:
         click.echo(f"accuracy control: {report.accuracy_control}")

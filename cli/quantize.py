@@ -50,9 +50,9 @@ from ._output import StepProgress, echo_mode, percent, table
               show_default=True, help="Exponent range (n1, n2) per output channel, one per weight tensor, or auto: "
                                       "per channel below 5 bits, per tensor from 5 bits.")
 @click.option("--range-rule", type=click.Choice(RANGE_RULES), default=QuantizeConfig.range_rule,
-              show_default=True, help="Where each exponent range sits: max: from the largest weight (the paper's "
-                                      "rule); mse: moved down where that lowers the squared rounding error; auto: "
-                                      "mse below 5 bits.")
+              show_default=True, help="Where each exponent range sits: mse: the paper's range moved down by up to 3 "
+                                      "octaves where that lowers the squared rounding error; max: the paper's "
+                                      "rule, from the largest weight.")
 @click.option("--layer-bits", multiple=True, metavar="NODE=B",
               help="Quantize this node to B bits instead of --bits (repeatable).")
 @click.option("--val-data", type=click.Path(),

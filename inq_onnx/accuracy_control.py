@@ -23,7 +23,7 @@ from .model_io import atomic_write
 from .normalize import normalize
 from .packing import MAX_BITS
 from .pipeline import QuantizeConfig, QuantizeResult, quantize_model, with_initializers
-from .quantizer import layer_levels, quantize, uses_channel_ranges, uses_mse_ranges
+from .quantizer import layer_levels, quantize, uses_channel_ranges
 from .retrain import ProgressCallback
 from .runtime import make_session, run_batched
 from .sources import DataSource
@@ -154,7 +154,7 @@ class _Sensitivity:
         if (weight, bits) not in self.cache:
             w = self.weights[weight]
             axis = self.axes[weight] if uses_channel_ranges(self.granularity, bits) else None
-            levels = layer_levels(w, bits, axis, mse=uses_mse_ranges(self.range_rule, bits))
+            levels = layer_levels(w, bits, axis, mse=self.range_rule == "mse")
             values = {weight: quantize(w, levels)}
             self.cache[weight, bits] = self.scorer.drop(with_initializers(self.model, values))
             self.report.evaluations += 1

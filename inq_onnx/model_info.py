@@ -55,7 +55,7 @@ class ModelInfo:
     float_layers: list[FloatLayer] = field(default_factory=list)
     model_bytes: int = 0  # serialized size
     granularity: str | None = None  # exponent ranges per "tensor" or per "channel" (metadata inq.granularity)
-    range_rule: str | None = None  # ranges from the largest weight ("max") or by squared error ("mse"), or "mixed"
+    range_rule: str | None = None  # ranges from the largest weight ("max") or by squared rounding error ("mse")
     notes: list[str] = field(default_factory=list)  # what normalizing a float model changed
     accuracy_control: str | None = None  # what --max-drop changed (metadata inq.accuracy_control)
 

@@ -21,8 +21,7 @@ from .integer_mode import ACTIVATION_MODES, ModeReport, set_activations
 from .layers import Layer, SkippedNode, match_layers
 from .normalize import normalize
 from .packing import check_bits
-from .quantizer import (GRANULARITIES, RANGE_RULES, LayerLevels, layer_levels, quantize, uses_channel_ranges,
-                        uses_mse_ranges)
+from .quantizer import GRANULARITIES, RANGE_RULES, LayerLevels, layer_levels, quantize, uses_channel_ranges
 from .recipe import Recipe, choose_loss, choose_recipe
 from .refusals import group_reasons, summarize_reasons
 from .retrain import ProgressCallback, RetrainConfig, StepEvaluator, StepReport, run_inq
@@ -63,9 +62,9 @@ class QuantizeConfig:
     # channel: n1, n2 per output channel (folded BatchNorm scales differ by channel); tensor: one range per layer;
     # auto: per channel below 5 bits, per tensor from 5 bits (quantizer.uses_channel_ranges).
     granularity: str = "auto"
-    # max: each range from the largest magnitude (the paper's rule); mse: moved down where that lowers the squared
-    # rounding error; auto: mse below 5 bits (quantizer.uses_mse_ranges).
-    range_rule: str = "auto"
+    # mse: each range from the largest magnitude (the paper's rule), moved down where that lowers the squared
+    # rounding error; max: the paper's rule as it is (quantizer.RANGE_RULES).
+    range_rule: str = "mse"
     # Bits of single nodes that differ from `bits` (node name -> 2..8), e.g. a sensitive layer given more.
     layer_bits: Mapping[str, int] = field(default_factory=dict, hash=False)  # a dict: left out of the hash
 
@@ -132,12 +131,6 @@ def _weight_bits(layers: list[Layer], skipped: list[SkippedNode], config: Quanti
             raise ConfigError(f"layer_bits: node {layer.node} shares its weight {layer.weight} with another layer "
                               f"at {bits[layer.weight]} bits; give both the same width")
     return bits
-
-
-def _range_rule_used(layers: list[Layer], weight_bits: Mapping[str, int], config: QuantizeConfig) -> str:
-    """"mse", "max", or "mixed" (by squared error in some layers): what the metadata and `info` report."""
-    kinds = {"mse" if uses_mse_ranges(config.range_rule, weight_bits[layer.weight]) else "max" for layer in layers}
-    return kinds.pop() if len(kinds) == 1 else "mixed"
 
 
 def layer_bits_metadata(layers: list[Layer], levels: Mapping[str, LayerLevels], bits: int) -> str:
@@ -286,9 +279,20 @@ def _retrain(model, layers, levels, data: DataSource, config: QuantizeConfig, pr
                                loss_why)
         params, steps = run_inq(backend, levels, config.schedule, examples, recipe.training(config.training),
                                 progress, checkpoint=store.save if store is not None else None, resume_from=start,
-                                evaluate=evaluate)
+                                evaluate=evaluate, back_off=config.training.lr is None)
     resumed = f"resumed from {checkpoint_dir} after INQ step {start.steps_done}" if start is not None else None
     return params, steps, loss, recipe, resumed
+
+
+def _rate_notes(steps: list[StepReport]) -> list[str]:
+    """What the loss probe changed: per step, the rate kept and the ones tried (retrain.PROBE_BATCHES)."""
+    notes = []
+    for index, step in enumerate(steps):
+        if step.tried:
+            tried = ", ".join(f"{rate:.3g} ({probe:.4g})" for rate, probe in step.tried)
+            notes.append(f"INQ step {index + 1}: learning rate {step.lr:.3g} kept (loss probe {step.probe_start:.4g} "
+                         f"after the freeze, {step.probe_end:.4g} after retraining); given up: {tried}")
+    return notes
 
 
 def quantize_model(model: onnx.ModelProto, config: QuantizeConfig, dataset: DataSource | None = None, *,
@@ -327,7 +331,7 @@ def quantize_model(model: onnx.ModelProto, config: QuantizeConfig, dataset: Data
     axes = _channel_axes(layers)
     levels = {name: layer_levels(w, weight_bits[name],
                                  axes.get(name) if uses_channel_ranges(config.granularity, weight_bits[name]) else None,
-                                 mse=uses_mse_ranges(config.range_rule, weight_bits[name]))
+                                 mse=config.range_rule == "mse")
               for name, w in originals.items()}
 
     steps: list[StepReport] = []
@@ -349,12 +353,13 @@ def quantize_model(model: onnx.ModelProto, config: QuantizeConfig, dataset: Data
         values, steps, mode, recipe, resumed = _retrain(normalized, layers, levels, dataset, config, progress,
                                                         checkpoint_dir, resume, evaluate_steps)
         notes.extend([resumed] if resumed else [])
+        notes.extend(_rate_notes(steps))
 
     float_model = with_initializers(normalized, values, consume=True)
     meta = {"inq.bits": str(config.bits), "inq.mode": mode, "inq.version": __version__,
             "inq.portions": ",".join(f"{p:g}" for p in config.schedule) if mode != "one-shot" else "1",
             "inq.strategy": config.training.strategy, "inq.granularity": _granularity_used(levels),
-            "inq.range_rule": _range_rule_used(layers, weight_bits, config)}
+            "inq.range_rule": config.range_rule}
     mixed = layer_bits_metadata(layers, levels, config.bits)
     if mixed:
         meta["inq.layer_bits"] = mixed

@@ -9,8 +9,7 @@ import numpy as np
 from .errors import ConfigError
 from .packing import channel_base, check_bits
 
-__all__ = ["LayerLevels", "layer_levels", "quantize", "GRANULARITIES", "uses_channel_ranges", "RANGE_RULES",
-           "uses_mse_ranges"]
+__all__ = ["LayerLevels", "layer_levels", "quantize", "GRANULARITIES", "uses_channel_ranges", "RANGE_RULES"]
 
 # One exponent range per weight tensor (the paper's), or one per output channel.
 GRANULARITIES = ("auto", "tensor", "channel")
@@ -27,19 +26,12 @@ def uses_channel_ranges(granularity: str, bits: int) -> bool:
 
 
 # Where a range sits: the paper's rule from the largest magnitude ("max"), or that range moved down by up to
-# MSE_MAX_SHIFT octaves where this lowers the squared rounding error of the tensor (or channel) ("mse"; the
-# largest weights then clamp to the top level). "auto": "mse" below 5 bits. With one or two magnitudes (2 and 3
-# bits), a top level at the largest weight sends most weights to zero: on the small ResNet of
-# benchmarks/bench_resnet.py, one-shot accuracy rose from 15% to 70% at 2 bits and from 74% to 96% at 3 bits,
-# and INQ at 2 bits from 90.0% to 99.35% (FP32 99.95%).
-RANGE_RULES = ("auto", "max", "mse")
-AUTO_MSE_BELOW_BITS = 5
+# MSE_MAX_SHIFT octaves where this lowers the squared rounding error of the tensor (or channel) ("mse", the
+# default; the largest weights then clamp to the top level). With one or two magnitudes (2 and 3 bits), a top
+# level at the largest weight sends most weights to zero: on the small ResNet of benchmarks/bench_resnet.py
+# one-shot accuracy rose from 15% to 70% at 2 bits and from 74% to 96% at 3 bits (README).
+RANGE_RULES = ("max", "mse")
 MSE_MAX_SHIFT = 3
-
-
-def uses_mse_ranges(rule: str, bits: int) -> bool:
-    """Whether a weight of `bits` gets its range by squared error under range rule `rule`."""
-    return rule == "mse" or (rule == "auto" and bits < AUTO_MSE_BELOW_BITS)
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,8 @@ Whatever the user set in RetrainConfig / QuantizeConfig wins; the rest is measur
   below for small data sets.
 - learning rate: a short range test on the training data, in the state retraining starts from (the first
   portion frozen on its levels): the rate rises geometrically batch after batch until the loss diverges; the
-  recipe takes a tenth of that rate.
+  recipe takes a tenth of that rate, which retraining then checks against lower ones on a loss probe
+  (inq_onnx.retrain.PROBE_BATCHES).
 - decay: a half cosine within each INQ step, so that the weights have settled when the next portion is frozen
   by magnitude.
 - loss (when the data has labels and the loss is "auto"): the original model's outputs (distillation) when it

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Mapping, Sequence
@@ -72,6 +73,24 @@ class StepReport:
     frozen_fraction: float
     epoch_losses: list[float] = field(default_factory=list)
     accuracy: float | None = None  # the StepEvaluator's score at the end of the step, when one was given
+    lr: float | None = None  # the learning rate the step's retraining ran at (None: not retrained)
+    # Rates tried and given up on in this step, each with the probe loss it left (the step's start: probe_start).
+    tried: list[tuple[float, float]] = field(default_factory=list)
+    probe_start: float | None = None  # the loss probe after the freeze, and after the kept retraining
+    probe_end: float | None = None
+
+
+# The loss probe of a retrained step (for a rate the recipe chose): the mean loss on the first PROBE_BATCHES
+# batches of the data, in order, before and after the step's retraining.
+# - The first retrained step also runs at the rate over LR_BACKOFF, then over LR_BACKOFF^2 ..., while each lower
+#   rate leaves a lower probe loss (at most MAX_BACKOFFS times), and keeps the best: the range test gives where
+#   the loss diverges, not where retraining after a freeze fits best. (A depthwise digits net at 2 bits kept
+#   57% at the range test's 8.9e-4 and 95% at 4.4e-4.)
+# - A later step whose retraining leaves the probe above its start (it wrecked the rest instead of fitting
+#   the frozen portion) is redone at the rate over LR_BACKOFF, as often, and the lower rate is kept.
+PROBE_BATCHES = 4
+LR_BACKOFF = 4.0
+MAX_BACKOFFS = 3
 
 
 def _freeze(params: dict[str, np.ndarray], frozen: dict[str, np.ndarray], levels: Mapping[str, LayerLevels]
@@ -85,16 +104,25 @@ def _freeze(params: dict[str, np.ndarray], frozen: dict[str, np.ndarray], levels
     return values
 
 
+def _probe_loss(backend: GradientBackend, examples: Examples, batch_size: int) -> float:
+    losses = [backend.loss_and_gradients(batch, target)[0]
+              for batch, target in itertools.islice(examples.batches(batch_size, None), PROBE_BATCHES)]
+    return float(np.mean(losses))
+
+
 def run_inq(backend: GradientBackend, levels: Mapping[str, LayerLevels], portions: Sequence[float],
             examples: Examples, config: RetrainConfig, progress: ProgressCallback | None = None,
             checkpoint: CheckpointCallback | None = None, resume_from: InqState | None = None,
-            evaluate: StepEvaluator | None = None) -> tuple[dict[str, np.ndarray], list[StepReport]]:
+            evaluate: StepEvaluator | None = None, back_off: bool = False
+            ) -> tuple[dict[str, np.ndarray], list[StepReport]]:
     """Run the whole schedule; returns the final parameters (all quantized weights on their levels).
 
     `levels` maps each quantized weight's name to its levels; other trainable parameters (biases, excluded
     layers) retrain as float. `examples` gives the batches of every epoch, in an order the loop's generator
     draws, with their targets: labels or, for distillation, the teacher's outputs.
     `checkpoint` receives the state after each retrained step; `resume_from` (such a state) continues from there.
+    `back_off` (for a rate the recipe chose): a step whose retraining raises the loss probe is redone at a
+    lower rate (PROBE_BATCHES, LR_BACKOFF).
     """
     if config.epochs is None or config.lr is None:
         raise ConfigError("run_inq needs epochs and lr set (inq_onnx.recipe.choose_recipe picks them)")
@@ -105,13 +133,14 @@ def run_inq(backend: GradientBackend, levels: Mapping[str, LayerLevels], portion
     if missing:
         raise ConfigError(f"weights not trainable in the backend: {', '.join(sorted(missing))}")
     frozen = {name: np.zeros(params[name].shape, dtype=bool) for name in levels}
-    count = len(examples)
-    batches_per_epoch = -(-count // config.batch_size)
     retrain_steps = [p for p in portions if p < 1.0]
     reports = []
+    lr = config.lr
     if resume_from is not None:
         _restore(resume_from, params, frozen, rng)
-        reports = [StepReport(**report) for report in resume_from.reports]
+        reports = [StepReport(**{**report, "tried": [tuple(t) for t in report.get("tried", [])]})
+                   for report in resume_from.reports]
+        lr = next((r.lr for r in reversed(reports) if r.lr is not None), lr)  # a rate lowered before the stop
     for step, portion in enumerate(portions):
         if resume_from is not None and step < resume_from.steps_done:
             continue
@@ -127,30 +156,14 @@ def run_inq(backend: GradientBackend, levels: Mapping[str, LayerLevels], portion
                 report.accuracy = evaluate(params)
             break  # the last step quantizes everything; nothing is left to retrain
         trainable = {name: ~mask for name, mask in frozen.items()}
-        optimizer = make_optimizer(config.optimizer, config.lr, config.weight_decay, config.momentum)
-        done = 0
-        step_batches = batches_per_epoch * config.epochs
-        for _ in range(config.epochs):
-            losses = []
-            for batch, target in examples.batches(config.batch_size, rng):
-                optimizer.lr = decayed_lr(config.lr, decay, done / step_batches)
-                loss, grads = backend.loss_and_gradients(batch, target)
-                if not math.isfinite(loss):
-                    raise TrainingError(f"retraining diverged in step {step + 1} (loss {loss}); lower --lr")
-                optimizer.step(params, grads, trainable)
-                for name, mask in frozen.items():  # exact, whatever the optimizer did
-                    params[name][mask] = frozen_values[name]
-                backend.set_parameters(params)
-                losses.append(loss)
-                done += 1
-                if progress is not None:
-                    progress(step, len(retrain_steps), done, step_batches, loss)
-            # A non-finite weight shows in the next batch's loss; this catches the epoch's last batch too,
-            # without scanning every weight after every batch.
-            if not all(np.isfinite(v).all() for v in params.values()):
-                raise TrainingError(f"retraining diverged in step {step + 1} (a weight became NaN or Inf); "
-                                    f"lower --lr")
-            report.epoch_losses.append(float(np.mean(losses)))
+        if not back_off:
+            optimizer = _retrain_step(backend, examples, config, lr, decay, params, frozen, frozen_values,
+                                      trainable, rng, report, step, len(retrain_steps), progress)
+        else:
+            search = not any(r.lr is not None for r in reports)  # the first retrained step
+            optimizer, lr = _retrain_with_probe(backend, examples, config, lr, decay, params, frozen, frozen_values,
+                                                trainable, rng, report, step, len(retrain_steps), progress, search)
+        report.lr = lr
         if evaluate is not None:  # before the checkpoint, which keeps the reports
             report.accuracy = evaluate(params)
         if checkpoint is not None:
@@ -158,6 +171,80 @@ def run_inq(backend: GradientBackend, levels: Mapping[str, LayerLevels], portion
                                 {k: v.copy() for k, v in frozen.items()}, rng.bit_generator.state,
                                 optimizer.state_dict(), [asdict(r) for r in reports]))
     return params, reports
+
+
+def _retrain_with_probe(backend: GradientBackend, examples: Examples, config: RetrainConfig, lr: float,
+                        decay: str, params: dict[str, np.ndarray], frozen: dict[str, np.ndarray],
+                        frozen_values: dict[str, np.ndarray], trainable: dict[str, np.ndarray],
+                        rng: np.random.Generator, report: StepReport, step: int, steps: int,
+                        progress: ProgressCallback | None, search: bool):
+    """_retrain_step with the loss probe (PROBE_BATCHES): returns the optimizer and the rate kept. `params`,
+    `rng` and `report` end as the kept run left them."""
+    report.probe_start = _probe_loss(backend, examples, config.batch_size)
+    start = ({k: v.copy() for k, v in params.items()}, rng.bit_generator.state)
+    best = None  # (probe, rate, params, rng state, epoch losses, optimizer) of the best run so far
+    while True:
+        try:
+            optimizer = _retrain_step(backend, examples, config, lr, decay, params, frozen, frozen_values,
+                                      trainable, rng, report, step, steps, progress)
+            probe = _probe_loss(backend, examples, config.batch_size)
+        except TrainingError:  # diverged: the extreme of a rising loss (raised below if no rate did better)
+            optimizer, probe = None, math.inf
+        report.tried.append((lr, probe))
+        better = best is None or probe < best[0]
+        if better:
+            best = (probe, lr, {k: v.copy() for k, v in params.items()}, rng.bit_generator.state,
+                    list(report.epoch_losses), optimizer)
+        lower = (search and better) or (not search and probe > report.probe_start)
+        if not lower or len(report.tried) > MAX_BACKOFFS:
+            break
+        lr /= LR_BACKOFF
+        params.update({k: v.copy() for k, v in start[0].items()})
+        rng.bit_generator.state = start[1]
+        backend.set_parameters(params)
+        report.epoch_losses = []
+    probe, lr, kept, state, losses, optimizer = best
+    report.probe_end = probe
+    report.tried = [(rate, value) for rate, value in report.tried if rate != lr]
+    params.update(kept)
+    rng.bit_generator.state = state
+    backend.set_parameters(params)
+    report.epoch_losses = losses
+    if optimizer is None:
+        raise TrainingError(f"retraining diverged in step {step + 1} at every rate tried; lower --lr")
+    return optimizer, lr
+
+
+def _retrain_step(backend: GradientBackend, examples: Examples, config: RetrainConfig, lr: float, decay: str,
+                  params: dict[str, np.ndarray], frozen: dict[str, np.ndarray], frozen_values: dict[str, np.ndarray],
+                  trainable: dict[str, np.ndarray], rng: np.random.Generator, report: StepReport, step: int,
+                  steps: int, progress: ProgressCallback | None):
+    """One INQ step's epochs at rate `lr` (decayed within the step); returns the step's optimizer."""
+    optimizer = make_optimizer(config.optimizer, lr, config.weight_decay, config.momentum)
+    done = 0
+    step_batches = -(-len(examples) // config.batch_size) * config.epochs
+    for _ in range(config.epochs):
+        losses = []
+        for batch, target in examples.batches(config.batch_size, rng):
+            optimizer.lr = decayed_lr(lr, decay, done / step_batches)
+            loss, grads = backend.loss_and_gradients(batch, target)
+            if not math.isfinite(loss):
+                raise TrainingError(f"retraining diverged in step {step + 1} (loss {loss}); lower --lr")
+            optimizer.step(params, grads, trainable)
+            for name, mask in frozen.items():  # exact, whatever the optimizer did
+                params[name][mask] = frozen_values[name]
+            backend.set_parameters(params)
+            losses.append(loss)
+            done += 1
+            if progress is not None:
+                progress(step, steps, done, step_batches, loss)
+        # A non-finite weight shows in the next batch's loss; this catches the epoch's last batch too,
+        # without scanning every weight after every batch.
+        if not all(np.isfinite(v).all() for v in params.values()):
+            raise TrainingError(f"retraining diverged in step {step + 1} (a weight became NaN or Inf); "
+                                f"lower --lr")
+        report.epoch_losses.append(float(np.mean(losses)))
+    return optimizer
 
 
 def _restore(state: InqState, params: dict[str, np.ndarray], frozen: dict[str, np.ndarray],

@@ -113,25 +113,24 @@ def test_auto_granularity_follows_each_layers_bits():
     assert model_info(result.model).granularity == "mixed"
 
 
-def test_range_rule_is_checked_recorded_and_moves_ranges_only_where_it_applies():
+def test_range_rule_is_checked_recorded_and_moves_ranges():
     from inq_onnx.quantizer import layer_levels
 
-    with pytest.raises(ConfigError, match="range_rule must be one of auto, max, mse, got 'min'"):
+    with pytest.raises(ConfigError, match="range_rule must be one of max, mse, got 'min'"):
         QuantizeConfig(range_rule="min")
+    assert QuantizeConfig().range_rule == "mse"
     model = batch_norm_model(spread=4)
-    auto = quantize_model(model, QuantizeConfig(bits=2, retrain=False, layer_bits={"fc": 5}))
     paper = quantize_model(model, QuantizeConfig(bits=2, retrain=False, layer_bits={"fc": 5}, range_rule="max"))
-    everywhere = quantize_model(model, QuantizeConfig(bits=2, retrain=False, layer_bits={"fc": 5}, range_rule="mse"))
-    assert [model_info(r.model).range_rule for r in (auto, paper, everywhere)] == ["mixed", "max", "mse"]
-    # auto: by squared error at 2 bits, the paper's rule at 5 (fc); each as layer_levels gives it.
-    weights = {layer.weight: layer for layer in auto.layers}
-    originals = {t.name: onnx.numpy_helper.to_array(t) for t in auto.source_model.graph.initializer}
-    for name, levels in auto.levels.items():
+    fitted = quantize_model(model, QuantizeConfig(bits=2, retrain=False, layer_bits={"fc": 5}))
+    assert [model_info(r.model).range_rule for r in (paper, fitted)] == ["max", "mse"]
+    weights = {layer.weight: layer for layer in fitted.layers}
+    originals = {t.name: onnx.numpy_helper.to_array(t) for t in fitted.source_model.graph.initializer}
+    for name, levels in fitted.levels.items():
         axis = weights[name].channel_axis if levels.per_channel else None
-        assert levels == layer_levels(originals[name], levels.bits, axis, mse=levels.bits < 5)
+        assert levels == layer_levels(originals[name], levels.bits, axis, mse=True)
         assert paper.levels[name] == layer_levels(originals[name], levels.bits, axis)
-    assert any(auto.levels[n] != paper.levels[n] for n in auto.levels)  # the rule moved some 2-bit range
-    check_rewrite(auto)
+    assert any(fitted.levels[n] != paper.levels[n] for n in fitted.levels)  # the rule moved some 2-bit range
+    check_rewrite(fitted)
 
 
 def test_cli_range_rule_option_and_info(tmp_path):
@@ -143,5 +142,6 @@ def test_cli_range_rule_option_and_info(tmp_path):
     shown = runner.invoke(cli, ["info", str(tmp_path / "bn.inq.onnx")])
     assert "exponent ranges: per channel, from each largest weight" in shown.output, shown.output
     out = runner.invoke(cli, ["quantize", str(tmp_path / "bn.onnx"), "--no-retrain", "--quiet", "--bits", "3"])
+    assert out.exit_code == 0, out.output
     shown = runner.invoke(cli, ["info", str(tmp_path / "bn.inq.onnx")])
     assert "exponent ranges: per channel, placed by squared rounding error" in shown.output, shown.output

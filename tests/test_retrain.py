@@ -197,3 +197,40 @@ def test_evaluate_scores_every_step_after_its_retraining():
     _, unscored = run_inq(LinearBackend(w_true, np.zeros(3, np.float32)), levels, (0.5, 1.0), examples(x, y),
                           RetrainConfig(epochs=1, lr=0.05))
     assert [s.accuracy for s in unscored] == [None, None]
+
+
+# -- the loss probe (a rate the recipe chose) -----------------------------------------------------------------------
+
+def test_a_rate_that_wrecks_the_first_step_is_lowered_until_the_probe_stops_falling():
+    from inq_onnx.retrain import LR_BACKOFF
+
+    x, y, w_true = _problem()
+    levels = {"w": layer_levels(w_true + 0.05, 4)}
+    portions = (0.5, 0.75, 1.0)
+    too_high = RetrainConfig(epochs=2, batch_size=32, lr=2.0, decay="none")  # past stable for this problem
+    _, plain = run_inq(LinearBackend(w_true + 0.05, np.zeros(3, np.float32)), levels, portions, examples(x, y),
+                       too_high)
+    assert plain[0].epoch_losses[-1] > 10 and not plain[0].tried  # no probe: the loss ran away
+    params, steps = run_inq(LinearBackend(w_true + 0.05, np.zeros(3, np.float32)), levels, portions,
+                            examples(x, y), too_high, back_off=True)
+    first = steps[0]
+    rates = [rate for rate, _ in first.tried]
+    assert rates[0] == too_high.lr and first.lr < too_high.lr
+    assert sorted(rates + [first.lr], reverse=True) == [too_high.lr / LR_BACKOFF ** k for k in range(len(rates) + 1)]
+    assert first.probe_end < first.probe_start and first.probe_end < min(probe for _, probe in first.tried)
+    assert first.epoch_losses[-1] < 0.2
+    assert steps[1].lr == first.lr  # later steps keep the lowered rate
+    assert np.isfinite(params["w"]).all() and np.array_equal(params["w"], quantize(params["w"], levels["w"]))
+
+
+def test_with_a_good_rate_the_probe_changes_nothing_but_one_trial():
+    x, y, w_true = _problem()
+    levels = {"w": layer_levels(w_true + 0.05, 4)}
+    config = RetrainConfig(epochs=2, batch_size=32, lr=0.01)
+    plain = run_inq(LinearBackend(w_true + 0.05, np.zeros(3, np.float32)), levels, (0.5, 1.0), examples(x, y), config)
+    probed = run_inq(LinearBackend(w_true + 0.05, np.zeros(3, np.float32)), levels, (0.5, 1.0), examples(x, y), config,
+                     back_off=True)
+    # The first step also tried a quarter of the rate; it fitted worse, so the run is the plain one exactly.
+    assert probed[1][0].lr == config.lr and [rate for rate, _ in probed[1][0].tried] == [config.lr / 4]
+    np.testing.assert_array_equal(probed[0]["w"], plain[0]["w"])
+    assert probed[1][0].epoch_losses == plain[1][0].epoch_losses
