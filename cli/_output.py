@@ -63,6 +63,8 @@ class StepProgress:
             title = f"{self.title} {step + 1}/{steps}" if steps > 1 else self.title
             self._bar = tqdm(total=total, desc=title, unit="batch", leave=True, dynamic_ncols=True)
             self._step = step
+        if total != self._bar.total:  # the step runs again at a lower rate (inq_onnx.retrain's rate check)
+            self._bar.total = total
         self._bar.update(done - self._bar.n)
         self._bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
 
@@ -91,6 +93,8 @@ class SampleProgress:
 
         if self._bar is None:
             self._bar = tqdm(total=total, desc=self.title, unit="sample", dynamic_ncols=True)
+        if total != self._bar.total:  # the step runs again at a lower rate (inq_onnx.retrain's rate check)
+            self._bar.total = total
         self._bar.update(done - self._bar.n)
 
     def __enter__(self):

@@ -183,10 +183,14 @@ def _retrain_with_probe(backend: GradientBackend, examples: Examples, config: Re
     report.probe_start = _probe_loss(backend, examples, config.batch_size)
     start = ({k: v.copy() for k, v in params.items()}, rng.bit_generator.state)
     best = None  # (probe, rate, params, rng state, epoch losses, optimizer) of the best run so far
+    step_batches = -(-len(examples) // config.batch_size) * config.epochs
     while True:
+        # Progress counts on over the rates tried: the step's bar grows by one run per rate.
+        offset = len(report.tried) * step_batches
+        counted = progress and (lambda s, n, done, total, loss: progress(s, n, offset + done, offset + total, loss))
         try:
             optimizer = _retrain_step(backend, examples, config, lr, decay, params, frozen, frozen_values,
-                                      trainable, rng, report, step, steps, progress)
+                                      trainable, rng, report, step, steps, counted)
             probe = _probe_loss(backend, examples, config.batch_size)
         except TrainingError:  # diverged: the extreme of a rising loss (raised below if no rate did better)
             optimizer, probe = None, math.inf

@@ -211,9 +211,15 @@ def test_a_rate_that_wrecks_the_first_step_is_lowered_until_the_probe_stops_fall
     _, plain = run_inq(LinearBackend(w_true + 0.05, np.zeros(3, np.float32)), levels, portions, examples(x, y),
                        too_high)
     assert plain[0].epoch_losses[-1] > 10 and not plain[0].tried  # no probe: the loss ran away
+    seen = []
     params, steps = run_inq(LinearBackend(w_true + 0.05, np.zeros(3, np.float32)), levels, portions,
-                            examples(x, y), too_high, back_off=True)
+                            examples(x, y), too_high, back_off=True, progress=lambda *call: seen.append(call))
     first = steps[0]
+    # Progress counts on over the rates tried: one run of the step per rate, never back to zero.
+    runs = len(first.tried) + 1
+    first_step = [(done, total) for step, _, done, total, _ in seen if step == 0]
+    assert [done for done, _ in first_step] == list(range(1, len(first_step) + 1))
+    assert first_step[-1][0] == first_step[-1][1] == runs * 2 * (len(x) // 32)
     rates = [rate for rate, _ in first.tried]
     assert rates[0] == too_high.lr and first.lr < too_high.lr
     assert sorted(rates + [first.lr], reverse=True) == [too_high.lr / LR_BACKOFF ** k for k in range(len(rates) + 1)]
