@@ -121,8 +121,9 @@ def run_inq(backend: GradientBackend, levels: Mapping[str, LayerLevels], portion
     layers) retrain as float. `examples` gives the batches of every epoch, in an order the loop's generator
     draws, with their targets: labels or, for distillation, the teacher's outputs.
     `checkpoint` receives the state after each retrained step; `resume_from` (such a state) continues from there.
-    `back_off` (for a rate the recipe chose): a step whose retraining raises the loss probe is redone at a
-    lower rate (PROBE_BATCHES, LR_BACKOFF).
+    `back_off` (for a rate the recipe chose): the rate check on the loss probe (PROBE_BATCHES): the first
+    retrained step keeps the best of the rate and lower ones, a later step whose retraining raises the probe is
+    redone at a lower rate.
     """
     if config.epochs is None or config.lr is None:
         raise ConfigError("run_inq needs epochs and lr set (inq_onnx.recipe.choose_recipe picks them)")
