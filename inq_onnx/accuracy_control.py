@@ -222,7 +222,7 @@ class _ControlStore:
 
     def save(self, report: ControlReport, sensitivity: Mapping[tuple[str, int], float]) -> None:
         state = {"format": _CONTROL_FORMAT, "identity": self.identity,
-                 "report": {**asdict(report), "relaxations": [asdict(r) for r in report.relaxations]},
+                 "report": asdict(report),
                  "sensitivity": [[weight, bits, value] for (weight, bits), value in sorted(sensitivity.items())]}
         try:
             self.directory.mkdir(parents=True, exist_ok=True)

@@ -184,7 +184,7 @@ def _retrain_with_probe(backend: GradientBackend, examples: Examples, config: Re
     report.probe_start = _probe_loss(backend, examples, config.batch_size)
     start = ({k: v.copy() for k, v in params.items()}, rng.bit_generator.state)
     best = None  # (probe, rate, params, rng state, epoch losses, optimizer) of the best run so far
-    step_batches = -(-len(examples) // config.batch_size) * config.epochs
+    step_batches = _step_batches(examples, config)
     while True:
         # Progress counts on over the rates tried: the step's bar grows by one run per rate.
         offset = len(report.tried) * step_batches
@@ -220,6 +220,11 @@ def _retrain_with_probe(backend: GradientBackend, examples: Examples, config: Re
     return optimizer, lr
 
 
+def _step_batches(examples: Examples, config: RetrainConfig) -> int:
+    """Optimizer steps in one run of an INQ step: every epoch's batches."""
+    return -(-len(examples) // config.batch_size) * config.epochs
+
+
 def _retrain_step(backend: GradientBackend, examples: Examples, config: RetrainConfig, lr: float, decay: str,
                   params: dict[str, np.ndarray], frozen: dict[str, np.ndarray], frozen_values: dict[str, np.ndarray],
                   trainable: dict[str, np.ndarray], rng: np.random.Generator, report: StepReport, step: int,
@@ -227,7 +232,7 @@ def _retrain_step(backend: GradientBackend, examples: Examples, config: RetrainC
     """One INQ step's epochs at rate `lr` (decayed within the step); returns the step's optimizer."""
     optimizer = make_optimizer(config.optimizer, lr, config.weight_decay, config.momentum)
     done = 0
-    step_batches = -(-len(examples) // config.batch_size) * config.epochs
+    step_batches = _step_batches(examples, config)
     for _ in range(config.epochs):
         losses = []
         for batch, target in examples.batches(config.batch_size, rng):

@@ -331,7 +331,9 @@ void quantize_quad_compact(const ConvGeometry& g, const Layout& l, const QKernel
 // took 3.7x its serial time and the GEMM 9% more.)
 class TwoEndedClaims {
  public:
-  explicit TwoEndedClaims(int64_t n) : state_(pack(0, n)) {}
+  explicit TwoEndedClaims(int64_t n) : state_(pack(0, n)) {
+    if (n >= (int64_t{1} << 31)) throw std::runtime_error("integer conv: too many work items");  // 32-bit ends
+  }
   // Claims [*begin, *end), run(at, left) items long (clamped to [1, left]), where `at` is the front (front) or
   // the back (exclusive) of what is left and `left` its size; false when everything is claimed.
   template <class Run>
@@ -360,7 +362,6 @@ class TwoEndedClaims {
 // (the first call does everything). `calls`: worker calls wanted (at most kMaxWorkers).
 template <class F1, class F2>
 void run_two_phases(const TaskRunner& runner, size_t calls, int64_t n1, const F1& first, const F2& second) {
-  if (n1 >= (int64_t{1} << 31)) throw std::runtime_error("integer conv: too many copy tasks");
   TwoEndedClaims items(n1);
   std::atomic<int64_t> done1{0};
   std::atomic<bool> failed{false};
@@ -427,7 +428,6 @@ void qconv_run(const ConvGeometry& g, const QConvWeights& w, const QConvOperands
   const int64_t units = std::max<int64_t>(1, unit == kQChunk ? chunks : l.wpad / kQCols);
   const int64_t span = std::min(units, std::max<int64_t>(1, 256 / unit)), spans = (units + span - 1) / span;
   const int64_t items = images * spans * bpg * span;  // the last span's units past `units` are empty
-  if (items >= (int64_t{1} << 31)) throw std::runtime_error("integer conv: too many column units");
   const int64_t max_cols = span * unit + (l.wpad - units * unit);  // a run ending with the last unit
   // Copy tasks over (image, group, run of plane rows, channel quad): about 128 of them, at least two row runs.
   // Ordered as the GEMM splits its work between the two ends, rows before quads when it splits columns (one
@@ -467,7 +467,7 @@ void qconv_run(const ConvGeometry& g, const QConvWeights& w, const QConvOperands
   const bool fusable = (l.compact || l.wph == g.ow) && k.tile_epilogue;
 
   auto gemm_worker = [&](bool front) {
-    const int64_t p_seen = workers.fetch_add(1, std::memory_order_relaxed) + 1;
+    workers.fetch_add(1, std::memory_order_relaxed);
     std::optional<ScratchPool::Lease> accl;
     int32_t* acc = nullptr;
     // The current row block's rescale per output row (a block has at most kBlockRows rows) and output pointers.
@@ -480,7 +480,7 @@ void qconv_run(const ConvGeometry& g, const QConvWeights& w, const QConvOperands
     const uint8_t* z8row[QPackedWeights::kBlockRows];
     int64_t current = -1, begin, end;
     auto run = [&](int64_t at, int64_t left) {
-      const int64_t p = std::max(p_seen, workers.load(std::memory_order_relaxed));
+      const int64_t p = workers.load(std::memory_order_relaxed);  // at least this worker
       const int64_t in_span = front ? span - at % span : (at - 1) % span + 1;
       return std::min(in_span, std::max<int64_t>(1, left / (2 * p)));
     };
