@@ -167,6 +167,13 @@ static void test_conv(const MicroKernel& uk) {
       {2, 16, 7, 7, 100, 2, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1},   // grouped, batch 2, 50 channels per group
       {1, 16, 9, 9, 64, 1, 3, 3, 1, 1, 1, 1, -1, 0, 0, 0},   // negative pad: 6x7 output
       {1, 24, 14, 14, 48, 1, 1, 1, 2, 2, 1, 1, 0, 0, 0, 0},  // 1x1 strided to 7x7
+      // Winograd F(2x2, 3x3): 3x3 stride 1, one group, even outputs from 12x12.
+      {1, 16, 28, 28, 32, 1, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1},  // 196 tiles: five blocks, the last partial
+      {2, 24, 12, 16, 20, 1, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1},  // batch 2, 12x16, channels not a multiple of 8
+      {1, 16, 13, 13, 16, 1, 3, 3, 1, 1, 1, 1, 1, 1, 0, 0},  // pads at the start only: 12x12
+      {1, 17, 18, 20, 24, 1, 3, 3, 1, 1, 1, 1, 0, 0, 0, 0},  // no padding: 16x18
+      {1, 16, 60, 60, 16, 1, 3, 3, 1, 1, 1, 1, 2, 1, 0, 1},  // uneven pads: 60x60, 900 tiles
+      {3, 32, 14, 14, 64, 1, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1},  // 49 tiles an image, batch 3
   };
   std::mt19937 rng(2);
   std::normal_distribution<float> nd;

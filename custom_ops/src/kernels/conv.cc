@@ -119,6 +119,11 @@ const PrepackedPanels& ConvWeights::column_panels(int64_t g) const {
   return columns_[g];
 }
 
+const WinogradWeights& ConvWeights::winograd() const {
+  std::call_once(winograd_once_, [this] { winograd_prepare(*uk_, m_, kg_ / 9, dense_.data(), &winograd_); });
+  return winograd_;
+}
+
 namespace {
 
 // INQ_ONNX_CONV=im2col selects the im2col path (kept for testing and comparison).
@@ -298,6 +303,20 @@ void pad_channel(const ConvGeometry& g, const ImplicitLayout& l, const float* xg
     }
 }
 
+// Copies every channel of one (image, group) into its padded phase planes and zeroes the slack after them. Tasks
+// take runs of consecutive channels, up to 16 KB of planes (at least one channel) and at least 8 tasks where
+// there are 8 channels: a task per channel costs more to hand out than a 16x16 plane takes to copy.
+void pad_image(const ConvGeometry& g, const ImplicitLayout& l, const float* xg, float* padded,
+               const TaskRunner& runner) {
+  const int64_t cg = g.cg();
+  const int64_t per = std::max<int64_t>(1, std::min(4096 / std::max<int64_t>(1, l.cplane), (cg + 7) / 8));
+  runner.run(static_cast<size_t>((cg + per - 1) / per), [&](size_t t) {
+    const int64_t c0 = static_cast<int64_t>(t) * per;
+    for (int64_t c = c0; c < std::min(cg, c0 + per); ++c) pad_channel(g, l, xg, padded, c);
+  });
+  std::fill(padded + cg * l.cplane, padded + l.image, 0.0f);
+}
+
 // Whether the implicit path gathers exact output columns (see conv_implicit). INQ_ONNX_CONV=wide / exact
 // forces either (testing and comparison).
 bool exact_columns(const ConvGeometry& g, const ImplicitLayout& l) {
@@ -395,14 +414,33 @@ void conv_implicit(const ConvGeometry& g, const ImplicitLayout& l, const ConvWei
   }
   // One (image, group) at a time so that its padded copy stays in cache while the GEMM reads it.
   for (int64_t img = 0; img < images; ++img) {
-    runner.run(static_cast<size_t>(cg),
-               [&](size_t t) { pad_channel(g, l, image_input(img), padded, static_cast<int64_t>(t)); });
-    for (int64_t j = cg * cplane; j < image; ++j) padded[j] = 0.0f;
+    pad_image(g, l, image_input(img), padded, runner);
     runner.run(static_cast<size_t>(col_blocks * row_blocks), [&](size_t t) {
       const int64_t q0 = static_cast<int64_t>(t) / row_blocks * nc, r0 = static_cast<int64_t>(t) % row_blocks * mb;
       gemm_columns(padded, img, q0, std::min(nc, cols - q0), r0, std::min(mb, mg - r0));
     });
   }
+}
+
+// Channel rows of the output y + at (row stride ldy, channels from ch0) from a GEMM result C with positions as
+// rows and channels as columns, with the epilogue (the summand has the output's layout).
+void store_channels(const MicroKernel& uk, const Epilogue& ep, const float* c, int64_t ldc, int64_t positions,
+                    int64_t channels, int64_t ch0, float* y, int64_t at, int64_t ldy) {
+  TransposedStoreArgs s;
+  s.c = c, s.ldc = ldc, s.positions = positions, s.channels = channels;
+  s.bias = ep.bias ? ep.bias + ch0 : nullptr;
+  s.summand = ep.summand ? ep.summand + at : nullptr;
+  y += at;
+  s.ldz = ldy, s.lo = ep.lower(), s.hi = ep.upper(), s.y = y, s.ldy = ldy;
+  if (uk.store_transposed) return uk.store_transposed(s);
+  for (int64_t j = 0; j < channels; ++j) {
+    float* dst = y + j * ldy;
+    const float* src = c + j;
+    const float bias = s.bias ? s.bias[j] : 0.0f;
+    for (int64_t p = 0; p < positions; ++p) dst[p] = src[p * ldc] + bias;
+  }
+  if (ep.summand || ep.activation != Activation::kNone)
+    finish_rows(ep, y, ldy, y, ldy, channels, positions, s.summand, ldy);
 }
 
 // Whether the pixel-rows GEMM suits `g`: small output planes, where vectors along output positions would leave
@@ -459,17 +497,8 @@ void conv_pixel_rows(const ConvGeometry& g, const ConvWeights& weights, const fl
       const int64_t c0 = static_cast<int64_t>(t) * nb, cn = std::min(nb, mg - c0);
       const OffsetPanels b(weights.column_panels(grp), c0);
       gemm(uk, conv_gemm(weights, plane, cn, kg, a, b, c + c0, mg, nullptr));
-      // Transposed store: channel rows of the output from channel columns of C.
       const int64_t ch0 = grp * mg + c0;
-      const int64_t at = (n * g.m + ch0) * plane;
-      for (int64_t j = 0; j < cn; ++j) {
-        float* dst = y + at + j * plane;
-        const float* src = c + c0 + j;
-        const float bias = ep.bias ? ep.bias[ch0 + j] : 0.0f;
-        for (int64_t p = 0; p < plane; ++p) dst[p] = src[p * mg] + bias;
-      }
-      if (ep.summand || ep.activation != Activation::kNone)
-        finish_rows(ep, y + at, plane, y + at, plane, cn, plane, ep.summand ? ep.summand + at : nullptr, plane);
+      store_channels(uk, ep, c + c0, mg, plane, cn, ch0, y, (n * g.m + ch0) * plane, plane);
     });
   }
 }
@@ -614,8 +643,7 @@ void conv_output_rows(const ConvGeometry& g, const ImplicitLayout& l, const Conv
   for (int64_t img = 0; img < g.n * g.group; ++img) {
     const int64_t n = img / g.group, grp = img % g.group;
     const float* xg = x + (n * g.c + grp * cg) * g.in_plane();
-    runner.run(static_cast<size_t>(cg), [&](size_t t) { pad_channel(g, l, xg, padded, static_cast<int64_t>(t)); });
-    for (int64_t j = cg * l.cplane; j < l.image; ++j) padded[j] = 0.0f;
+    pad_image(g, l, xg, padded, runner);
     runner.run(static_cast<size_t>(col_blocks * panel_blocks), [&](size_t t) {
       const int64_t cb = static_cast<int64_t>(t) / panel_blocks, qb = static_cast<int64_t>(t) % panel_blocks;
       const PrepackedPanels& wp = weights.column_panels(grp);
@@ -640,17 +668,8 @@ void conv_output_rows(const ConvGeometry& g, const ImplicitLayout& l, const Conv
           }
         }
       }
-      // Transposed store: channel rows of the output from channel columns of C.
-      const int64_t ch0 = grp * mg + c0, p0 = q0 * rp, pn = (q1 - q0) * rp;
-      const int64_t at = (n * g.m + ch0) * plane + p0;
-      for (int64_t j = 0; j < cn; ++j) {
-        float* dst = y + at + j * plane;
-        const float* src = c + p0 * cw + c0 + j;
-        const float bias = ep.bias ? ep.bias[ch0 + j] : 0.0f;
-        for (int64_t p = 0; p < pn; ++p) dst[p] = src[p * cw] + bias;
-      }
-      if (ep.summand || ep.activation != Activation::kNone)
-        finish_rows(ep, y + at, plane, y + at, plane, cn, pn, ep.summand ? ep.summand + at : nullptr, plane);
+      const int64_t ch0 = grp * mg + c0, p0 = q0 * rp;
+      store_channels(uk, ep, c + p0 * cw + c0, cw, (q1 - q0) * rp, cn, ch0, y, (n * g.m + ch0) * plane + p0, plane);
     });
   }
 }
@@ -722,6 +741,10 @@ void conv_forward(const ConvGeometry& g, const ConvWeights& weights, const float
       }
     });
     conv_forward(sub, weights, xs, ep, y, runner);
+    return;
+  }
+  if (winograd_suits(g)) {
+    conv_winograd(g, weights.kernel(), weights.winograd(), weights.pool(), x, ep, y, runner);
     return;
   }
   ImplicitLayout rows_layout;

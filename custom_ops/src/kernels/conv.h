@@ -11,6 +11,7 @@
 #include "kernels/scratch.h"
 #include "kernels/sgemm.h"
 #include "kernels/thread_pool.h"
+#include "kernels/winograd.h"
 
 namespace inq {
 
@@ -47,6 +48,8 @@ class ConvWeights {
   // Output channels as GEMM rows (A panels, mr wide) / as GEMM columns (B panels, nr wide), per group.
   const PrepackedPanels& row_panels(int64_t g) const;
   const PrepackedPanels& column_panels(int64_t g) const;
+  // The Winograd F(2x2, 3x3) kernels (3x3, one group).
+  const WinogradWeights& winograd() const;
   const MicroKernel& kernel() const { return *uk_; }
   // Scratch of the forward passes over these weights: bounded, released with them (with the session).
   const ScratchPool& pool() const { return pool_; }
@@ -56,8 +59,9 @@ class ConvWeights {
   bool depthwise_ = false;  // one input and one output channel per group
   int64_t m_ = 0, group_ = 1, kg_ = 0;
   std::vector<float> dense_;
-  mutable std::once_flag rows_once_, columns_once_;
+  mutable std::once_flag rows_once_, columns_once_, winograd_once_;
   mutable std::vector<PrepackedPanels> rows_, columns_;
+  mutable WinogradWeights winograd_;
   ScratchPool pool_;
 };
 

@@ -55,6 +55,22 @@ using GatherPanelFn = void (*)(const float* base, const int64_t* offsets, int64_
 using InPlaceAKernelFn = void (*)(int64_t kc, const float* a, const int64_t* a_offsets, const float* b, float* c,
                                   int64_t ldc, int accumulate, const float* prefetch, int64_t prefetch_lines);
 
+// Channel rows of an output from a GEMM result with positions as rows (the pixel-rows paths), epilogue included:
+// y[j * ldy + p] = clamp((c[p * ldc + j] + bias[j]) + summand[j * ldz + p], lo, hi) for p < positions and
+// j < channels (bias and summand optional; lo / hi are -inf / +inf without an activation, and a NaN stays NaN).
+struct TransposedStoreArgs {
+  const float* c;
+  int64_t ldc;
+  int64_t positions, channels;
+  const float* bias;     // channels values, or null
+  const float* summand;  // or null
+  int64_t ldz;
+  float lo, hi;
+  float* y;
+  int64_t ldy;
+};
+using TransposedStoreFn = void (*)(const TransposedStoreArgs& args);
+
 struct MicroKernel {
   int mr;
   int nr;
@@ -71,6 +87,8 @@ struct MicroKernel {
   GatherPanelFn gather = nullptr;
   // Optional in-place-A variants, a_in_place[r - 1][v - 1] for r rows x v vectors as edge[][] (null: pack A).
   InPlaceAKernelFn a_in_place[8][4] = {};
+  // Optional transposed store (null: the portable loop in conv.cc).
+  TransposedStoreFn store_transposed = nullptr;
 
   // The variant that covers `rows` x `columns` (at most mr x nr) with the least work.
   MicroKernelFn for_tile(int64_t rows, int64_t columns) const {

@@ -161,6 +161,8 @@ void gemm(const MicroKernel& uk, const GemmArgs& g) {
           const float* bias = (!acc && g.row_bias) ? g.row_bias + ic + ir : nullptr;
           if (mw == mr && nw == nr) {
             uk.fn(kc, apan, bpan, boffs, cptr, g.ldc, g.alpha, bias, acc ? 1 : 0);
+          } else if (g.c_has_room && uk.vector > 0) {
+            uk.for_tile(mw, nw)(kc, apan, bpan, boffs, cptr, g.ldc, g.alpha, bias, acc ? 1 : 0);
           } else {
             uk.for_tile(mw, nw)(kc, apan, bpan, boffs, tile, nr, g.alpha, nullptr, 0);
             for (int64_t i = 0; i < mw; ++i) {

@@ -126,6 +126,9 @@ struct GemmArgs {
   const float* row_bias = nullptr;  // m values added when !accumulate
   bool accumulate = false;          // add to the existing contents of C
   const ScratchPool* scratch = nullptr;  // required: where the packing buffers come from
+  // C has room for whole vectors past n on every row (up to the next multiple of the kernel's vector width,
+  // within nr): edge tiles are stored in place instead of through a tile buffer.
+  bool c_has_room = false;
 };
 
 // Single-threaded blocked GEMM with kernel `uk`. Callers parallelize by splitting m / n into tasks.

@@ -142,6 +142,73 @@ void gather_panel_avx512(const float* base, const int64_t* offsets, int64_t dn, 
   }
 }
 
+// GCC 12 warns about the undefined pass-through operand inside the unmasked forms of the intrinsics below: a
+// false positive.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+
+// In-register transpose of a 16 x 16 block: r[i] lane j becomes r[j] lane i.
+inline void transpose16(__m512 r[16]) {
+  __m512 t[16];
+#pragma GCC unroll 8
+  for (int i = 0; i < 16; i += 2) {
+    t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
+    t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+  }
+  // Per 128-bit lane k, r[4q + e] now holds column 4k + e of rows 4q..4q+3.
+#pragma GCC unroll 4
+  for (int i = 0; i < 16; i += 4) {
+    r[i] = _mm512_shuffle_ps(t[i], t[i + 2], 0x44);
+    r[i + 1] = _mm512_shuffle_ps(t[i], t[i + 2], 0xEE);
+    r[i + 2] = _mm512_shuffle_ps(t[i + 1], t[i + 3], 0x44);
+    r[i + 3] = _mm512_shuffle_ps(t[i + 1], t[i + 3], 0xEE);
+  }
+#pragma GCC unroll 4
+  for (int e = 0; e < 4; ++e) {
+    t[e] = _mm512_shuffle_f32x4(r[e], r[4 + e], 0x88);
+    t[4 + e] = _mm512_shuffle_f32x4(r[e], r[4 + e], 0xDD);
+    t[8 + e] = _mm512_shuffle_f32x4(r[8 + e], r[12 + e], 0x88);
+    t[12 + e] = _mm512_shuffle_f32x4(r[8 + e], r[12 + e], 0xDD);
+  }
+#pragma GCC unroll 4
+  for (int e = 0; e < 4; ++e) {
+    r[e] = _mm512_shuffle_f32x4(t[e], t[8 + e], 0x88);
+    r[4 + e] = _mm512_shuffle_f32x4(t[4 + e], t[12 + e], 0x88);
+    r[8 + e] = _mm512_shuffle_f32x4(t[e], t[8 + e], 0xDD);
+    r[12 + e] = _mm512_shuffle_f32x4(t[4 + e], t[12 + e], 0xDD);
+  }
+}
+
+inline int64_t at_most_16(int64_t n) { return n < 16 ? n : 16; }
+inline __mmask16 first_lanes(int64_t n) { return n >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << n) - 1u); }
+
+// Blocks of 16 positions x 16 channels, transposed in registers, epilogue applied to whole channel vectors.
+void store_transposed_avx512(const TransposedStoreArgs& s) {
+  const __m512 lo = _mm512_set1_ps(s.lo), hi = _mm512_set1_ps(s.hi);
+  const bool clamp = s.lo != -__builtin_inff() || s.hi != __builtin_inff();
+  for (int64_t j0 = 0; j0 < s.channels; j0 += 16) {
+    const int64_t jn = at_most_16(s.channels - j0);
+    const __mmask16 jm = first_lanes(jn);
+    for (int64_t p0 = 0; p0 < s.positions; p0 += 16) {
+      const int64_t pn = at_most_16(s.positions - p0);
+      const __mmask16 pm = first_lanes(pn);
+      const float* src = s.c + p0 * s.ldc + j0;
+      __m512 r[16];
+#pragma GCC unroll 16
+      for (int i = 0; i < 16; ++i) r[i] = i < pn ? _mm512_maskz_loadu_ps(jm, src + i * s.ldc) : _mm512_setzero_ps();
+      transpose16(r);
+      for (int64_t j = 0; j < jn; ++j) {
+        __m512 v = r[j];
+        if (s.bias) v = _mm512_add_ps(v, _mm512_set1_ps(s.bias[j0 + j]));
+        if (s.summand) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(pm, s.summand + (j0 + j) * s.ldz + p0));
+        if (clamp) v = _mm512_min_ps(hi, _mm512_max_ps(lo, v));  // operand order keeps NaN
+        _mm512_mask_storeu_ps(s.y + (j0 + j) * s.ldy + p0, pm, v);
+      }
+    }
+  }
+}
+#pragma GCC diagnostic pop
+
 }  // namespace
 
 // depthwise_avx512.cc
@@ -156,7 +223,8 @@ const MicroKernel kAvx512Kernel = {kMr, kNr, kernel_avx512<kMr, 3>, "avx512", 16
                                     INQ_EDGE_ROW(5), INQ_EDGE_ROW(6), INQ_EDGE_ROW(7), INQ_EDGE_ROW(8)},
                                    depthwise_plane_avx512, gather_panel_avx512,
                                    {INQ_A_ROW(1), INQ_A_ROW(2), INQ_A_ROW(3), INQ_A_ROW(4), INQ_A_ROW(5), INQ_A_ROW(6),
-                                    INQ_A_ROW(7), INQ_A_ROW(8)}};
+                                    INQ_A_ROW(7), INQ_A_ROW(8)},
+                                   store_transposed_avx512};
 #undef INQ_EDGE_ROW
 #undef INQ_A_ROW
 

@@ -1,0 +1,328 @@
+// Winograd F(2x2, 3x3) forward pass (kernels/winograd.h): blocks of tiles, each transformed in, multiplied by
+// the 16 transformed kernels (GEMMs on the float micro-kernels) and transformed back with the epilogue.
+#include "kernels/winograd.h"
+
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+
+namespace inq {
+
+namespace {
+
+// One clone per ISA, picked at load time (ifunc): the tile loops below vectorize across tiles.
+#if defined(INQ_HAVE_X86_KERNELS) && defined(__GNUC__) && !defined(__clang__)
+#define INQ_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define INQ_CLONES
+#endif
+
+constexpr int kXi = 16;  // transformed positions per tile
+
+// 16 floats as one GCC vector: each ISA clone below compiles it to its own registers (one zmm, two ymm, ...).
+// The helpers taking and returning it are always inlined, so GCC's note on its calling convention does not apply.
+#pragma GCC diagnostic ignored "-Wpsabi"
+typedef float F16 __attribute__((vector_size(64)));
+typedef int I16 __attribute__((vector_size(64)));
+
+template <class T>
+__attribute__((always_inline)) inline T load(const float* p) {
+  T v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+template <class T>
+__attribute__((always_inline)) inline void store(float* p, T v) {
+  std::memcpy(p, &v, sizeof v);
+}
+
+// Tiles k..k+W-1 (W = 1 or 16, T = float or F16) of input_tiles.
+template <class T>
+__attribute__((always_inline)) inline void input_step(int64_t k, const float* const* e, const float* const* o,
+                                                      float* v, int64_t xs) {
+  T r[4][4];
+  for (int i = 0; i < 4; ++i) {  // d B along each patch row: (d0 - d2, d1 + d2, d2 - d1, d1 - d3)
+    const T d0 = load<T>(e[i] + k), d1 = load<T>(o[i] + k), d2 = load<T>(e[i] + k + 1), d3 = load<T>(o[i] + k + 1);
+    r[i][0] = d0 - d2, r[i][1] = d1 + d2, r[i][2] = d2 - d1, r[i][3] = d1 - d3;
+  }
+  for (int b = 0; b < 4; ++b) {  // B^T along each column: (r0 - r2, r1 + r2, r2 - r1, r1 - r3)
+    store<T>(v + (0 + b) * xs + k, r[0][b] - r[2][b]);
+    store<T>(v + (4 + b) * xs + k, r[1][b] + r[2][b]);
+    store<T>(v + (8 + b) * xs + k, r[2][b] - r[1][b]);
+    store<T>(v + (12 + b) * xs + k, r[1][b] - r[3][b]);
+  }
+}
+
+// `len` consecutive tiles of one tile row and one input channel. Patch row i comes as its even and odd columns
+// (e[i], o[i]): tile k's row is e[k], o[k], e[k + 1], o[k + 1], so that every load is a contiguous run across
+// tiles. V = B^T d B goes to v[xi * xs + k], xi = 4a + b. Tile rows are short (7 tiles at 14x14), so whole
+// vectors are computed while v has `room` columns for them: the lanes past `len` read further along the strip
+// and write columns that a later run (or the caller) overwrites.
+INQ_CLONES
+void input_tiles(const float* const* e, const float* const* o, int64_t len, int64_t room, float* v, int64_t xs) {
+  int64_t k = 0;
+  for (; k < len && k + 16 <= room; k += 16) input_step<F16>(k, e, o, v, xs);
+  for (; k < len; ++k) input_step<float>(k, e, o, v, xs);
+}
+
+// One zero-padded strip row (`width` columns, an even count) split into its even and odd columns.
+INQ_CLONES
+void split_columns(const float* __restrict padded, int64_t width, float* __restrict even, float* __restrict odd) {
+  for (int64_t k = 0; k < width / 2; ++k) even[k] = padded[2 * k], odd[k] = padded[2 * k + 1];
+}
+
+__attribute__((always_inline)) inline float clamp_to(float v, float lo, float hi) {
+  return std::min(std::max(v, lo), hi);
+}
+__attribute__((always_inline)) inline F16 clamp_to(F16 v, float lo, float hi) {
+  // As std::min(std::max(v, lo), hi) lane by lane (a NaN stays NaN).
+  const F16 l = v < lo ? F16{} + lo : v;
+  return l > hi ? F16{} + hi : l;
+}
+
+// Output columns 2k, 2k + 1 of W tiles: scalar pair, or 16 pairs interleaved into 32 floats.
+__attribute__((always_inline)) inline void store_pairs(float* y, int64_t k, float a, float b) {
+  y[2 * k] = a, y[2 * k + 1] = b;
+}
+__attribute__((always_inline)) inline void store_pairs(float* y, int64_t k, F16 a, F16 b) {
+  const I16 lo = {0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23};
+  const I16 hi = {8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31};
+  store<F16>(y + 2 * k, __builtin_shuffle(a, b, lo));
+  store<F16>(y + 2 * k + 16, __builtin_shuffle(a, b, hi));
+}
+__attribute__((always_inline)) inline void load_pairs(const float* z, int64_t k, float* a, float* b) {
+  *a = z[2 * k], *b = z[2 * k + 1];
+}
+__attribute__((always_inline)) inline void load_pairs(const float* z, int64_t k, F16* a, F16* b) {
+  const F16 p = load<F16>(z + 2 * k), q = load<F16>(z + 2 * k + 16);
+  const I16 even = {0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30};
+  const I16 odd = {1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31};
+  *a = __builtin_shuffle(p, q, even), *b = __builtin_shuffle(p, q, odd);
+}
+
+// Tiles k..k+W-1 of output_tiles.
+template <class T, bool Summand, bool Clamp>
+__attribute__((always_inline)) inline void output_step(int64_t k, const float* m, int64_t xs, float bias,
+                                                       const float* z0, const float* z1, float lo, float hi,
+                                                       float* y0, float* y1) {
+  T f[4][2];
+  for (int a = 0; a < 4; ++a) {  // M A along each row: (m0 + m1 + m2, m1 - m2 - m3)
+    const T m0 = load<T>(m + (4 * a) * xs + k), m1 = load<T>(m + (4 * a + 1) * xs + k);
+    const T m2 = load<T>(m + (4 * a + 2) * xs + k), m3 = load<T>(m + (4 * a + 3) * xs + k);
+    f[a][0] = m0 + m1 + m2, f[a][1] = m1 - m2 - m3;
+  }
+  T out[2][2];
+  for (int b = 0; b < 2; ++b) {  // A^T along each column
+    out[0][b] = f[0][b] + f[1][b] + f[2][b] + bias;
+    out[1][b] = f[1][b] - f[2][b] - f[3][b] + bias;
+  }
+  if (Summand) {
+    T z[2][2];
+    load_pairs(z0, k, &z[0][0], &z[0][1]);
+    load_pairs(z1, k, &z[1][0], &z[1][1]);
+    for (int r = 0; r < 2; ++r)
+      for (int b = 0; b < 2; ++b) out[r][b] = out[r][b] + z[r][b];
+  }
+  if (Clamp)
+    for (int r = 0; r < 2; ++r)
+      for (int b = 0; b < 2; ++b) out[r][b] = clamp_to(out[r][b], lo, hi);
+  store_pairs(y0, k, out[0][0], out[0][1]);
+  store_pairs(y1, k, out[1][0], out[1][1]);
+}
+
+// `len` consecutive tiles of one tile row and one output channel: Y = A^T M A from m[xi * xs + k], then bias,
+// summand and activation as Epilogue::apply, into output rows y0 (columns 2k, 2k + 1) and y1 below it. Whole
+// vectors throughout (m has 16 columns of slack): a partial one goes through a local copy of its outputs (and
+// of its summand), so nothing outside the tiles' outputs is read or written.
+template <bool Summand, bool Clamp>
+INQ_CLONES void output_tiles(const float* m, int64_t xs, int64_t len, float bias, const float* z0, const float* z1,
+                             float lo, float hi, float* y0, float* y1) {
+  int64_t k = 0;
+  for (; k + 16 <= len; k += 16) output_step<F16, Summand, Clamp>(k, m, xs, bias, z0, z1, lo, hi, y0, y1);
+  if (k == len) return;
+  const int64_t n = 2 * (len - k);
+  float zt[2][32] = {}, yt[2][32];
+  if (Summand) std::memcpy(zt[0], z0 + 2 * k, n * sizeof(float)), std::memcpy(zt[1], z1 + 2 * k, n * sizeof(float));
+  output_step<F16, Summand, Clamp>(0, m + k, xs, bias, zt[0], zt[1], lo, hi, yt[0], yt[1]);
+  std::memcpy(y0 + 2 * k, yt[0], n * sizeof(float));
+  std::memcpy(y1 + 2 * k, yt[1], n * sizeof(float));
+}
+
+using OutputTilesFn = void (*)(const float*, int64_t, int64_t, float, const float*, const float*, float, float,
+                               float*, float*);
+
+OutputTilesFn output_tiles_for(const Epilogue& ep) {
+  const bool clamp = ep.activation != Activation::kNone;
+  if (ep.summand) return clamp ? output_tiles<true, true> : output_tiles<true, false>;
+  return clamp ? output_tiles<false, true> : output_tiles<false, false>;
+}
+
+}  // namespace
+
+bool winograd_suits(const ConvGeometry& g) {
+  static const bool off = std::getenv("INQ_ONNX_CONV") != nullptr;
+  return !off && g.kh == 3 && g.kw == 3 && g.sh == 1 && g.sw == 1 && g.dh == 1 && g.dw == 1 && g.group == 1 &&
+         g.oh % 2 == 0 && g.ow % 2 == 0 && g.oh * g.ow >= 144 && g.c >= 16 && g.m >= 16 &&
+         g.in_plane() < (int64_t{1} << 31);
+}
+
+void winograd_prepare(const MicroKernel& uk, int64_t m, int64_t c, const float* dense, WinogradWeights* out) {
+  // U = G g G^T with G = [1 0 0; 1/2 1/2 1/2; 1/2 -1/2 1/2; 0 0 1], computed in double and rounded once.
+  static const double G[4][3] = {{1, 0, 0}, {0.5, 0.5, 0.5}, {0.5, -0.5, 0.5}, {0, 0, 1}};
+  std::vector<float> u(static_cast<size_t>(kXi * m * c));
+  for (int64_t i = 0; i < m * c; ++i) {
+    const float* g = dense + i * 9;
+    double t[4][3];  // G g
+    for (int a = 0; a < 4; ++a)
+      for (int j = 0; j < 3; ++j) t[a][j] = G[a][0] * g[j] + G[a][1] * g[3 + j] + G[a][2] * g[6 + j];
+    for (int a = 0; a < 4; ++a)
+      for (int b = 0; b < 4; ++b)
+        u[static_cast<size_t>((4 * a + b) * m * c + i)] =
+            static_cast<float>(t[a][0] * G[b][0] + t[a][1] * G[b][1] + t[a][2] * G[b][2]);
+  }
+  out->u.resize(kXi);
+  for (int xi = 0; xi < kXi; ++xi) out->u[xi].pack(u.data() + xi * m * c, c, 1, m, c, uk.mr);
+}
+
+void conv_winograd(const ConvGeometry& g, const MicroKernel& uk, const WinogradWeights& w, const ScratchPool& pool,
+                   const float* x, const Epilogue& ep, float* y, const TaskRunner& runner) {
+  const int64_t c = g.c, m = g.m, nr = uk.nr;
+  const int64_t tw = g.ow / 2, th = g.oh / 2, tiles = th * tw, plane = g.out_plane();
+  // Blocks of whole 16-tile vectors, at most nr tiles (one B panel): only an image's last vector is partly
+  // empty (196 tiles: 48 + 48 + 48 + 48 + 4, 208 columns computed; 49 tiles: 32 + 17).
+  const int64_t vectors = (tiles + 15) / 16, per_panel = std::max<int64_t>(1, nr / 16);
+  const int64_t fewest = (vectors + per_panel - 1) / per_panel;  // blocks of per_panel vectors
+  const int64_t vpb = (vectors + fewest - 1) / fewest;            // the same count, as even as it gets
+  const int64_t nblocks = (vectors + vpb - 1) / vpb, tb = 16 * vpb;
+  // With 8 blocks or more, each task takes a block: it transforms the block's input and runs its GEMMs on it
+  // from its core's cache. With fewer (small planes), the blocks' input is transformed in a pass of its own and
+  // shared, and each task then takes a part of the output channels over all blocks, so that each transformed
+  // kernel is read once (at 14x14 they are 4 MB, read from memory).
+  const int64_t tasks_wanted = 8;
+  const int64_t parts = nblocks >= tasks_wanted ? 1 : std::max<int64_t>(1, std::min(tasks_wanted, m / 16));
+  const int64_t panels = (m + uk.mr - 1) / uk.mr, mb = (panels + parts - 1) / parts * uk.mr;
+  const int64_t mparts = (m + mb - 1) / mb;
+  const int64_t wp = 2 * tw + 2;  // strip row: the tiles' columns, zero-padded
+  const int64_t max_rows = 2 * ((tb + tw - 1) / tw + 1) + 2;  // input rows of the tile rows a block can span
+  // The 16 positions' panels lie vs / ms floats apart: a multiple of 4 KB would put all 16 streams of the
+  // transforms in one L1 set (64 and 128 channels x 48 tiles are), so one cache line more.
+  const int64_t vs = c * nr + 16, ms = mb * nr + 16;
+  const int64_t strip_floats = (c * max_rows * wp + 15) / 16 * 16 + wp + 16, v_floats = kXi * vs + 16;
+  const int64_t m_floats = kXi * ms + 16;  // the slack: whole-vector reads past a block's last tile
+  const OutputTilesFn store = output_tiles_for(ep);
+  const float lo = ep.lower(), hi = ep.upper();
+
+  auto tile_range = [&](int64_t blk, int64_t* t0, int64_t* t1) {
+    *t0 = blk * tb, *t1 = std::min(tiles, *t0 + tb);
+  };
+  // Runs of tiles of [t0, t1) within one tile row: f(tile row, first column, count, first block column).
+  auto for_runs = [&](int64_t t0, int64_t t1, auto&& f) {
+    for (int64_t t = t0; t < t1;) {
+      const int64_t ty = t / tw, tx = t % tw, len = std::min(t1 - t, tw - tx);
+      f(ty, tx, len, t - t0);
+      t += len;
+    }
+  };
+
+  // V = B^T d B of one block's tiles into v (16 panels of c x nr, vs apart); `strip` holds strip_floats.
+  auto transform = [&](int64_t img, int64_t blk, float* strip, float* v) {
+    int64_t t0 = 0, t1 = 0;
+    tile_range(blk, &t0, &t1);
+    // The input rows of the block's tile rows, zero-padded (strip row i is input row ih0 + i, column u is input
+    // column u - pad_l), each stored as its even columns, then its odd columns.
+    const int64_t ty0 = t0 / tw, ty1 = (t1 - 1) / tw;
+    const int64_t ih0 = 2 * ty0 - g.pad_t, rows = 2 * (ty1 - ty0) + 4;
+    const int64_t u0 = std::clamp<int64_t>(g.pad_l, 0, wp), u1 = std::clamp<int64_t>(g.pad_l + g.w, u0, wp);
+    const float* ximg = x + img * c * g.in_plane();
+    float* padded = strip + (c * max_rows * wp + 15) / 16 * 16;  // one zero-padded row before it is split
+    std::fill(padded, padded + wp, 0.0f);
+    for (int64_t ch = 0; ch < c; ++ch)
+      for (int64_t r = 0; r < rows; ++r) {
+        float* row = strip + (ch * rows + r) * wp;
+        const int64_t ih = ih0 + r;
+        if (ih < 0 || ih >= g.h) {
+          std::fill(row, row + wp, 0.0f);
+          continue;
+        }
+        const float* src = ximg + (ch * g.h + ih) * g.w + (u0 - g.pad_l);  // input column of strip column u0
+        std::copy(src, src + (u1 - u0), padded + u0);
+        split_columns(padded, wp, row, row + wp / 2);
+      }
+    const int64_t n_tiles = t1 - t0;
+    for (int64_t ch = 0; ch < c; ++ch) {
+      for_runs(t0, t1, [&](int64_t ty, int64_t tx, int64_t len, int64_t j) {
+        const float* first = strip + (ch * rows + 2 * (ty - ty0)) * wp + tx;
+        const float* e[4] = {first, first + wp, first + 2 * wp, first + 3 * wp};
+        const float* o[4] = {e[0] + wp / 2, e[1] + wp / 2, e[2] + wp / 2, e[3] + wp / 2};
+        input_tiles(e, o, len, nr - j, v + ch * nr + j, vs);
+      });
+      // Columns up to the block's last whole vector are read by the kernels (and dropped): keep them finite.
+      for (int p = 0; p < kXi; ++p)
+        for (int64_t j = n_tiles; j < (n_tiles + 15) / 16 * 16; ++j) v[p * vs + ch * nr + j] = 0.0f;
+    }
+  };
+
+  // M[p] (output channels [m0, m0 + mn) of one block) = U[p] V[p], into mo + p * ms.
+  auto multiply = [&](int64_t blk, int64_t part, int p, const float* v, float* mo) {
+    int64_t t0 = 0, t1 = 0;
+    tile_range(blk, &t0, &t1);
+    const int64_t m0 = part * mb;
+    const OffsetPanels a(w.u[static_cast<size_t>(p)], m0);
+    const PackedView b(v + p * vs, c, static_cast<int>(nr));
+    GemmArgs args;
+    args.scratch = &pool;
+    args.m = std::min(mb, m - m0), args.n = t1 - t0, args.k = c;
+    args.a = &a, args.b = &b;
+    args.c = mo + p * ms, args.ldc = nr;
+    args.c_has_room = true;  // rows of nr columns
+    gemm(uk, args);
+  };
+  // Y = A^T M A of one block and part with the epilogue, into the output.
+  auto finish = [&](int64_t img, int64_t blk, int64_t part, const float* mo) {
+    int64_t t0 = 0, t1 = 0;
+    tile_range(blk, &t0, &t1);
+    const int64_t m0 = part * mb, mn = std::min(mb, m - m0);
+    for (int64_t mm = 0; mm < mn; ++mm) {
+      const int64_t ch = m0 + mm;
+      const float bias = ep.bias ? ep.bias[ch] : 0.0f;
+      float* yc = y + (img * m + ch) * plane;
+      const float* zc = ep.summand ? ep.summand + (img * m + ch) * plane : nullptr;
+      for_runs(t0, t1, [&](int64_t ty, int64_t tx, int64_t len, int64_t j) {
+        const int64_t at = 2 * ty * g.ow + 2 * tx;
+        store(mo + mm * nr + j, ms, len, bias, zc ? zc + at : nullptr, zc ? zc + at + g.ow : nullptr, lo, hi,
+              yc + at, yc + at + g.ow);
+      });
+    }
+  };
+
+  auto floats = [&](int64_t n) { return pool.acquire(static_cast<size_t>(n) * sizeof(float)); };
+  if (mparts == 1) {
+    runner.run(static_cast<size_t>(g.n * nblocks), [&](size_t task) {
+      const int64_t img = static_cast<int64_t>(task) / nblocks, blk = static_cast<int64_t>(task) % nblocks;
+      const ScratchPool::Lease lease = floats(strip_floats + v_floats + m_floats);
+      float* v = lease.as<float>() + strip_floats;
+      transform(img, blk, lease.as<float>(), v);
+      for (int p = 0; p < kXi; ++p) multiply(blk, 0, p, v, v + v_floats);
+      finish(img, blk, 0, v + v_floats);
+    });
+    return;
+  }
+  const ScratchPool::Lease shared = floats(nblocks * v_floats);
+  const float* v = shared.as<float>();
+  for (int64_t img = 0; img < g.n; ++img) {
+    runner.run(static_cast<size_t>(nblocks), [&](size_t blk) {
+      const ScratchPool::Lease lease = floats(strip_floats);
+      transform(img, static_cast<int64_t>(blk), lease.as<float>(), shared.as<float>() + blk * v_floats);
+    });
+    runner.run(static_cast<size_t>(mparts), [&](size_t part) {
+      const ScratchPool::Lease lease = floats(nblocks * m_floats);
+      float* mo = lease.as<float>();
+      for (int p = 0; p < kXi; ++p)  // each transformed kernel part over all blocks while it is in cache
+        for (int64_t blk = 0; blk < nblocks; ++blk)
+          multiply(blk, static_cast<int64_t>(part), p, v + blk * v_floats, mo + blk * m_floats);
+      for (int64_t blk = 0; blk < nblocks; ++blk) finish(img, blk, static_cast<int64_t>(part), mo + blk * m_floats);
+    });
+  }
+}
+
+}  // namespace inq
