@@ -3,8 +3,8 @@
 // Per output channel m and input channel c the 3x3 kernel g becomes U = G g G^T (4x4), once per session; per 2x2
 // output tile the 4x4 input patch d becomes V = B^T d B; the tile's outputs are A^T M A with
 // M[xi] = sum over c of U[xi][m][c] * V[xi][c] for each of the 16 positions xi: 16 GEMMs (M x C by C x tiles)
-// on the float micro-kernels. With INQ weights (sums of a few powers of two) U is exact; the input and output
-// transforms only add and subtract.
+// on the float micro-kernels. With INQ weights of up to 6 bits U is exact (sums of at most nine powers of two
+// within 2^16 of each other); the input and output transforms only add and subtract.
 #pragma once
 
 #include <cstdint>
