@@ -71,6 +71,20 @@ struct TransposedStoreArgs {
 };
 using TransposedStoreFn = void (*)(const TransposedStoreArgs& args);
 
+// Winograd F(2x2, 3x3) tile transforms (kernels/winograd_tiles.h). Input: `len` tiles of one tile row and input
+// channel, from the even (e[i]) and odd (o[i]) columns of patch rows i = 0..3, into v[xi * xs + k], writing
+// whole vectors while v has `room` columns. Output: Y = A^T M A of `len` tiles of one output channel from
+// m[xi * xs + k], plus bias, the summand (output[1][*]: z0 / z1, the two output rows) and the clamp
+// (output[*][1]), into output rows y0 and y1.
+using WinogradInputFn = void (*)(const float* const* e, const float* const* o, int64_t len, int64_t room, float* v,
+                                 int64_t xs);
+using WinogradOutputFn = void (*)(const float* m, int64_t xs, int64_t len, float bias, const float* z0,
+                                  const float* z1, float lo, float hi, float* y0, float* y1);
+struct WinogradTiles {
+  WinogradInputFn input = nullptr;
+  WinogradOutputFn output[2][2] = {};  // [summand][clamp]
+};
+
 struct MicroKernel {
   int mr;
   int nr;
@@ -89,6 +103,8 @@ struct MicroKernel {
   InPlaceAKernelFn a_in_place[8][4] = {};
   // Optional transposed store (null: the portable loop in conv.cc).
   TransposedStoreFn store_transposed = nullptr;
+  // Optional Winograd transforms built for this ISA (null: the baseline build in winograd.cc).
+  WinogradTiles winograd = {};
 
   // The variant that covers `rows` x `columns` (at most mr x nr) with the least work.
   MicroKernelFn for_tile(int64_t rows, int64_t columns) const {

@@ -3,6 +3,7 @@
 #include <immintrin.h>
 
 #include "kernels/microkernel.h"
+#include "kernels/winograd_tiles.h"
 
 namespace inq {
 namespace {
@@ -52,6 +53,7 @@ void kernel_avx2(int64_t kc, const float* a, const float* b, const int64_t* b_of
 }  // namespace
 
 extern const MicroKernel kAvx2Kernel;
-const MicroKernel kAvx2Kernel = {kMr, kNr, kernel_avx2, "avx2"};
+const MicroKernel kAvx2Kernel = {kMr,    kNr, kernel_avx2, "avx2", 0, {}, nullptr, nullptr, {}, nullptr,
+                                 winograd_tiles()};
 
 }  // namespace inq

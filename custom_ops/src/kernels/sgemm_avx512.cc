@@ -5,6 +5,7 @@
 #include <immintrin.h>
 
 #include "kernels/microkernel.h"
+#include "kernels/winograd_tiles.h"
 
 namespace inq {
 namespace {
@@ -224,7 +225,7 @@ const MicroKernel kAvx512Kernel = {kMr, kNr, kernel_avx512<kMr, 3>, "avx512", 16
                                    depthwise_plane_avx512, gather_panel_avx512,
                                    {INQ_A_ROW(1), INQ_A_ROW(2), INQ_A_ROW(3), INQ_A_ROW(4), INQ_A_ROW(5), INQ_A_ROW(6),
                                     INQ_A_ROW(7), INQ_A_ROW(8)},
-                                   store_transposed_avx512};
+                                   store_transposed_avx512, winograd_tiles()};
 #undef INQ_EDGE_ROW
 #undef INQ_A_ROW
 
