@@ -1,5 +1,6 @@
 // Native checks of the kernel math without onnxruntime: packed-code decoding, GEMM against a naive product for
 // every compiled-in micro-kernel, convolution (im2col, 1x1, depthwise, grouped) against a naive convolution.
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
@@ -218,6 +219,34 @@ static void test_conv(const MicroKernel& uk) {
   }
 }
 
+// The Winograd path split for more threads than the batch has blocks: the blocks' transformed input made in a
+// pass of its own and shared by tasks over parts of the output channels (several images per pass).
+static void test_winograd_shared_pass(const MicroKernel& uk) {
+  std::mt19937 rng(5);
+  std::normal_distribution<float> nd;
+  for (const int64_t n : {1, 3}) {
+    ConvGeometry g;
+    g.n = n, g.c = 24, g.h = g.w = 14, g.m = 40, g.kh = g.kw = 3, g.pad_t = g.pad_l = g.pad_b = g.pad_r = 1;
+    g.oh = g.ow = 14;
+    CHECK(winograd_suits(g), "14x14 3x3 takes the Winograd path");
+    std::vector<float> x(n * g.c * 196), w(g.m * g.c * 9), bias(g.m), z(n * g.m * 196), want, y(z.size());
+    for (auto& v : x) v = nd(rng);
+    for (auto& v : w) v = nd(rng);
+    for (auto& v : bias) v = nd(rng);
+    for (auto& v : z) v = nd(rng);
+    ConvWeights cw;
+    cw.prepare(uk, g.m, 1, g.c, 3, 3, w);
+    Epilogue ep;
+    ep.bias = bias.data(), ep.summand = z.data(), ep.activation = Activation::kRelu;
+    conv_winograd(g, uk, cw.winograd(), cw.pool(), x.data(), ep, y.data(), TaskRunner(), 8);
+    naive_conv(g, x, w, bias, &want);
+    double scale = 0;
+    for (size_t i = 0; i < want.size(); ++i) scale = std::fmax(scale, std::fabs(want[i]) + std::fabs(z[i]));
+    for (size_t i = 0; i < want.size(); ++i) want[i] = std::max(0.0f, want[i] + z[i]);
+    CHECK(close(y, want, scale), "winograd shared pass %s batch %lld", uk.name, (long long)n);
+  }
+}
+
 static void test_auto_pad() {
   std::vector<int64_t> out, pads;
   // in 10, k 4, s 2: out 5, total pad (5-1)*2 + 4 - 10 = 2 -> 1/1; in 9, k 3, s 2: out 5, total 2.
@@ -257,6 +286,7 @@ int main() {
     }
     test_gemm(*uk);
     test_conv(*uk);
+    test_winograd_shared_pass(*uk);
     std::printf("checked %s kernel (%dx%d)\n", name, uk->mr, uk->nr);
   }
   std::printf("active kernel: %s\n", active_kernel().name);

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <thread>
 
 #include "kernels/winograd_tiles.h"  // the baseline build of the transforms
 
@@ -54,7 +55,7 @@ void winograd_prepare(const MicroKernel& uk, int64_t m, int64_t c, const float* 
 }
 
 void conv_winograd(const ConvGeometry& g, const MicroKernel& uk, const WinogradWeights& w, const ScratchPool& pool,
-                   const float* x, const Epilogue& ep, float* y, const TaskRunner& runner) {
+                   const float* x, const Epilogue& ep, float* y, const TaskRunner& runner, int64_t threads_hint) {
   const int64_t c = g.c, m = g.m, nr = uk.nr;
   const int64_t tw = g.ow / 2, th = g.oh / 2, tiles = th * tw, plane = g.out_plane();
   // Blocks of whole 16-tile vectors, at most nr tiles (one B panel): only an image's last vector is partly
@@ -63,14 +64,16 @@ void conv_winograd(const ConvGeometry& g, const MicroKernel& uk, const WinogradW
   const int64_t fewest = (vectors + per_panel - 1) / per_panel;  // blocks of per_panel vectors
   const int64_t vpb = (vectors + fewest - 1) / fewest;            // the same count, as even as it gets
   const int64_t nblocks = (vectors + vpb - 1) / vpb, tb = 16 * vpb;
-  // With 8 blocks or more in the batch, each task takes a block: it transforms the block's input and runs its
-  // GEMMs on it from its core's cache (measured at batch 8: 1.12x FP32 on ResNet-18, against 1.06x with the
-  // shared pass below). With fewer (small planes, small batches), the blocks' input is transformed in a pass of
-  // its own and shared, and each task then takes a part of the output channels over all blocks, so that each
-  // transformed kernel part is read once per pass (at 14x14 they are 4 MB, read from memory).
-  const int64_t tasks_wanted = 8;
-  const int64_t parts =
-      g.n * nblocks >= tasks_wanted ? 1 : std::max<int64_t>(1, std::min(tasks_wanted, m / 16));
+  // With a block for each hardware thread (up to 8 threads), each task takes a block: it transforms the block's
+  // input and runs its GEMMs on it from its core's cache. ResNet-18 float, 2 threads: 1.17-1.19x FP32 at batch 1
+  // and 1.12x at batch 8, against 1.09-1.10x and 1.06x with the shared pass below, whose second half reads
+  // input transformed on the other core. With fewer blocks than threads (small planes on a larger machine), the
+  // blocks' input is transformed in a pass of its own and shared, and each task then takes a part of the output
+  // channels over all blocks, so that every thread has work.
+  static const int64_t hardware =
+      std::clamp<int64_t>(static_cast<int64_t>(std::thread::hardware_concurrency()), 1, 8);
+  const int64_t threads = threads_hint > 0 ? threads_hint : hardware;
+  const int64_t parts = g.n * nblocks >= threads ? 1 : std::max<int64_t>(1, std::min<int64_t>(8, m / 16));
   const int64_t panels = (m + uk.mr - 1) / uk.mr, mb = (panels + parts - 1) / parts * uk.mr;
   const int64_t mparts = (m + mb - 1) / mb;
   const int64_t wp = 2 * tw + 2;  // strip row: the tiles' columns, zero-padded

@@ -31,8 +31,9 @@ bool winograd_suits(const ConvGeometry& g);
 // dense: m x c x 3 x 3, row-major.
 void winograd_prepare(const MicroKernel& uk, int64_t m, int64_t c, const float* dense, WinogradWeights* out);
 
-// y (n, m, oh, ow) = activation(conv(x, weights) + bias + summand), as conv_forward.
+// y (n, m, oh, ow) = activation(conv(x, weights) + bias + summand), as conv_forward. The work is split for
+// `threads_hint` threads (0: the machine's hardware threads, at most 8).
 void conv_winograd(const ConvGeometry& g, const MicroKernel& uk, const WinogradWeights& w, const ScratchPool& pool,
-                   const float* x, const Epilogue& ep, float* y, const TaskRunner& runner);
+                   const float* x, const Epilogue& ep, float* y, const TaskRunner& runner, int64_t threads_hint = 0);
 
 }  // namespace inq
