@@ -5,6 +5,7 @@
 #include <optional>
 
 #include "kernels/packed_weights.h"
+#include "kernels/scratch.h"
 
 namespace inq {
 
@@ -154,7 +155,7 @@ Status ShiftConv::read_pool(const OrtKernelInfo* info, size_t spatial_axes) {
 Status ShiftConv::decode_integer(const TensorRef& packed, QConvWeights* out) const {
   INQ_RETURN_IF_ERROR(check_packed_input(packed, weight_, prefix(), "W_packed"));
   const std::string where = prefix() + "W_packed";
-  std::vector<int16_t> levels(static_cast<size_t>(element_count(weight_.shape)));
+  TemporaryArray<int16_t> levels(static_cast<size_t>(element_count(weight_.shape)));
   std::vector<float> unit;
   std::string err = decode_levels(static_cast<const uint8_t*>(packed.data), packed.count, weight_.bits,
                                   weight_.shape, weight_.exponent_base, weight_.channel_axis, levels.data(), &unit);

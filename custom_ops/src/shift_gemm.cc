@@ -5,6 +5,7 @@
 #include <algorithm>
 
 #include "kernels/packed_weights.h"
+#include "kernels/scratch.h"
 
 namespace inq {
 
@@ -75,7 +76,7 @@ Status ShiftGemm::blocked_operand(const GemmWeights& w) const {
     const std::string where = prefix() + "B_packed";
     const int64_t count = element_count(weight_.shape);
     if (integer_) {
-      std::vector<int16_t> levels(static_cast<size_t>(count));
+      TemporaryArray<int16_t> levels(static_cast<size_t>(count));
       std::vector<float> unit;
       std::string err = decode_levels(w.codes.data(), static_cast<int64_t>(w.codes.size()), weight_.bits,
                                       weight_.shape, weight_.exponent_base, weight_.channel_axis, levels.data(), &unit);
@@ -86,7 +87,7 @@ Status ShiftGemm::blocked_operand(const GemmWeights& w) const {
       if (!err.empty()) w.packed_status = Status::Invalid(where + ": " + err);
       return;
     }
-    std::vector<float> dense(static_cast<size_t>(count));
+    TemporaryArray<float> dense(static_cast<size_t>(count));
     const std::string err = decode_weights(w.codes.data(), static_cast<int64_t>(w.codes.size()), weight_.bits,
                                            weight_.shape, weight_.exponent_base, weight_.channel_axis, dense.data());
     if (!err.empty()) {

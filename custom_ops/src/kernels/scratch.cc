@@ -5,6 +5,8 @@
 #include <cstdlib>
 #include <new>
 
+#include <sys/mman.h>
+
 namespace inq {
 
 class ScratchPool::Buffers {
@@ -68,6 +70,17 @@ ScratchPool::Lease ScratchPool::acquire(size_t bytes) const { return buffers_->a
 
 ScratchPool::Lease::~Lease() {
   if (owner_) owner_->give_back(p_, n_);
+}
+
+void* map_zeroed(size_t bytes) {
+  if (bytes == 0) return nullptr;
+  void* p = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (p == MAP_FAILED) throw std::bad_alloc();
+  return p;
+}
+
+void unmap(void* p, size_t bytes) {
+  if (p) munmap(p, bytes);
 }
 
 }  // namespace inq

@@ -43,4 +43,33 @@ class ScratchPool {
   std::shared_ptr<Buffers> buffers_;
 };
 
+// A large temporary array (weights being prepared): mapped from the OS and returned to it when freed, so that
+// it leaves no hole in the heap that the session's long-lived buffers would keep resident. Zero-filled.
+template <class T>
+class TemporaryArray {
+ public:
+  explicit TemporaryArray(size_t count);
+  ~TemporaryArray();
+  TemporaryArray(const TemporaryArray&) = delete;
+  TemporaryArray& operator=(const TemporaryArray&) = delete;
+  T* data() { return data_; }
+  const T* data() const { return data_; }
+  size_t size() const { return count_; }
+
+ private:
+  T* data_ = nullptr;
+  size_t count_ = 0, bytes_ = 0;
+};
+
+void* map_zeroed(size_t bytes);  // throws std::bad_alloc
+void unmap(void* p, size_t bytes);
+
+template <class T>
+TemporaryArray<T>::TemporaryArray(size_t count)
+    : data_(static_cast<T*>(map_zeroed(count * sizeof(T)))), count_(count), bytes_(count * sizeof(T)) {}
+template <class T>
+TemporaryArray<T>::~TemporaryArray() {
+  unmap(data_, bytes_);
+}
+
 }  // namespace inq
