@@ -135,12 +135,13 @@ bool force_im2col() {
   return v;
 }
 
-// B operand of the implicit-GEMM path: a zero-padded image (cg planes of hp x wp, plus slack) read in place.
-// Wide output position q = oh * wp + ow (ow < wp; columns ow >= OW are computed and dropped) and depth
-// d = (c, ki, kj) give element(q, d) = base[offsets[d] + q].
-class PaddedImage final : public PanelSource {
+// B operand read in place through per-depth offsets: element(q, d) = base[offsets[d] + q]. On the implicit-GEMM
+// path base is a zero-padded image (cg planes of hp x wp, plus slack), q a wide output position oh * wp + ow
+// (columns ow >= OW are computed and dropped) and d = (c, ki, kj); on the pointwise path base is the input
+// itself and d a channel.
+class InPlaceRows final : public PanelSource {
  public:
-  PaddedImage(const float* base, const int64_t* offsets) : base_(base), offsets_(offsets) {}
+  InPlaceRows(const float* base, const int64_t* offsets) : base_(base), offsets_(offsets) {}
   const float* in_place(int64_t r0, int64_t d0, const int64_t** offsets) const override {
     *offsets = offsets_ + d0;
     return base_ + r0;
@@ -378,7 +379,7 @@ void conv_implicit(const ConvGeometry& g, const ImplicitLayout& l, const ConvWei
     }
     const ScratchPool::Lease out_lease = scratch_floats(weights, rn * qn);
     float* out = out_lease.as<float>();
-    const PaddedImage src(padded, offsets.data());
+    const InPlaceRows src(padded, offsets.data());
     const OffsetPanels b(src, q0);
     const OffsetPanels a(weights.row_panels(grp), r0);
     gemm(uk, conv_gemm(weights, rn, qn, kg, a, b, out, qn, bias ? bias + grp * mg + r0 : nullptr));
@@ -784,6 +785,9 @@ void conv_forward(const ConvGeometry& g, const ConvWeights& weights, const float
   if (images * col_blocks < target_tasks) mb = row_block(mg, uk.mr, (target_tasks + images * col_blocks - 1) /
                                                                       (images * col_blocks));
   const int64_t row_blocks = (mg + mb - 1) / mb;
+  std::vector<int64_t> plane_offsets;  // pointwise: depth d (input channel) is plane d of the image
+  if (pointwise)
+    for (int64_t d = 0; d < cg; ++d) plane_offsets.push_back(d * in_plane);
   runner.run(static_cast<size_t>(images * col_blocks * row_blocks), [&](size_t t) {
     const int64_t r0 = static_cast<int64_t>(t) % row_blocks * mb, rn = std::min(mb, mg - r0);
     const int64_t tile = static_cast<int64_t>(t) / row_blocks;
@@ -803,9 +807,23 @@ void conv_forward(const ConvGeometry& g, const ConvWeights& weights, const float
     args.ldc = out_plane;
     args.row_bias = bias ? bias + grp * mg + r0 : nullptr;
     if (pointwise) {
-      const StridedPanels b(xg + p0, 1, in_plane);
-      args.b = &b;
-      gemm(uk, args);
+      // The input's channel planes are the B rows: read in place for whole vectors of columns (no task packs
+      // them again), packed only for the last few columns, whose vector would read past the input's end.
+      const int64_t whole = uk.vector > 0 ? pn / uk.vector * uk.vector : 0;
+      if (whole > 0) {
+        const InPlaceRows b(xg + p0, plane_offsets.data());
+        args.b = &b;
+        args.n = whole;
+        gemm(uk, args);
+      }
+      if (whole < pn) {
+        const StridedPanels b(xg + p0 + whole, 1, in_plane);
+        args.b = &b;
+        args.n = pn - whole;
+        args.c = y + at + whole;
+        args.row_bias = bias ? bias + grp * mg + r0 : nullptr;
+        gemm(uk, args);
+      }
     } else {
       const Im2colPanels im2col(xg, g);
       const OffsetPanels b(im2col, p0);
