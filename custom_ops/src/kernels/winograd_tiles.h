@@ -26,7 +26,7 @@ __attribute__((always_inline)) inline T load(const float* p) {
   return v;
 }
 template <class T>
-__attribute__((always_inline)) inline void store(float* p, T v) {
+__attribute__((always_inline)) inline void store(float* p, const T& v) {
   std::memcpy(p, &v, sizeof v);
 }
 
@@ -62,7 +62,7 @@ __attribute__((always_inline)) inline float clamp_to(float v, float lo, float hi
   const float l = v < lo ? lo : v;  // std::min(std::max(v, lo), hi), written out: no library templates here
   return l > hi ? hi : l;
 }
-__attribute__((always_inline)) inline F16 clamp_to(F16 v, float lo, float hi) {
+__attribute__((always_inline)) inline F16 clamp_to(const F16& v, float lo, float hi) {
   // As std::min(std::max(v, lo), hi) lane by lane (a NaN stays NaN).
   const F16 l = v < lo ? F16{} + lo : v;
   return l > hi ? F16{} + hi : l;
@@ -72,7 +72,7 @@ __attribute__((always_inline)) inline F16 clamp_to(F16 v, float lo, float hi) {
 __attribute__((always_inline)) inline void store_pairs(float* y, int64_t k, float a, float b) {
   y[2 * k] = a, y[2 * k + 1] = b;
 }
-__attribute__((always_inline)) inline void store_pairs(float* y, int64_t k, F16 a, F16 b) {
+__attribute__((always_inline)) inline void store_pairs(float* y, int64_t k, const F16& a, const F16& b) {
   const I16 lo = {0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23};
   const I16 hi = {8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31};
   store<F16>(y + 2 * k, __builtin_shuffle(a, b, lo));
