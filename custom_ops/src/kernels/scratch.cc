@@ -5,7 +5,10 @@
 #include <cstdlib>
 #include <new>
 
+#if defined(__unix__) || defined(__APPLE__)
 #include <sys/mman.h>
+#define INQ_HAVE_MMAP 1
+#endif
 
 namespace inq {
 
@@ -74,13 +77,24 @@ ScratchPool::Lease::~Lease() {
 
 void* map_zeroed(size_t bytes) {
   if (bytes == 0) return nullptr;
+#if defined(INQ_HAVE_MMAP)
   void* p = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (p == MAP_FAILED) throw std::bad_alloc();
+#else
+  void* p = std::calloc(bytes, 1);  // no mapping API: the heap, as a vector would
+  if (!p) throw std::bad_alloc();
+#endif
   return p;
 }
 
 void unmap(void* p, size_t bytes) {
-  if (p) munmap(p, bytes);
+  if (!p) return;
+#if defined(INQ_HAVE_MMAP)
+  munmap(p, bytes);
+#else
+  (void)bytes;
+  std::free(p);
+#endif
 }
 
 }  // namespace inq
