@@ -4,7 +4,7 @@
 // output tile the 4x4 input patch d becomes V = B^T d B; the tile's outputs are A^T M A with
 // M[xi] = sum over c of U[xi][m][c] * V[xi][c] for each of the 16 positions xi: 16 GEMMs (M x C by C x tiles)
 // on the float micro-kernels. With INQ weights of up to 6 bits U is exact (sums of at most nine powers of two
-// within 2^16 of each other); the input and output transforms only add and subtract.
+// within 2^17 of each other); the input and output transforms only add and subtract.
 #pragma once
 
 #include <cstdint>
