@@ -7,6 +7,8 @@
 #include <string>
 #include <vector>
 
+#include "kernels/clones.h"
+
 namespace inq {
 
 bool parse_auto_pad(const std::string& s, AutoPad* out) {
@@ -264,9 +266,7 @@ bool implicit_layout(const ConvGeometry& g, const MicroKernel& uk, ImplicitLayou
 }
 
 // dst[j] = src[2 * j], j < n (one clone per ISA, so that it vectorizes with permutes).
-#if defined(INQ_HAVE_X86_KERNELS) && defined(__GNUC__) && !defined(__clang__)
-__attribute__((target_clones("avx512f", "avx2", "default")))
-#endif
+INQ_CLONES
 void copy_stride2(const float* __restrict src, float* __restrict dst, int64_t n) {
   for (int64_t j = 0; j < n; ++j) dst[j] = src[2 * j];
 }
@@ -559,9 +559,7 @@ void pad_plane(const ConvGeometry& g, const DepthwisePlane& p, const float* x, f
 // vectorize. SW is compile-time for stride 1 and 2 (0: from the geometry). One clone per ISA is built and
 // picked at load time (ifunc), so the library still runs anywhere.
 template <int SW>
-#if defined(INQ_HAVE_X86_KERNELS) && defined(__GNUC__) && !defined(__clang__)
-__attribute__((target_clones("avx512f", "avx2", "default")))
-#endif
+INQ_CLONES
 void depthwise_rows(const ConvGeometry& g, const DepthwisePlane& p, const float* plane, const float* w, float bias,
                     float* y) {
   const int64_t sw = SW ? SW : g.sw;

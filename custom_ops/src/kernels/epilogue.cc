@@ -1,14 +1,9 @@
 // Summand and activation over blocks of output rows, after the GEMM has added the bias.
 #include "kernels/epilogue.h"
 
-namespace inq {
+#include "kernels/clones.h"
 
-// One clone per ISA, picked at load time (ifunc), so these simple loops vectorize on any CPU the library runs on.
-#if defined(INQ_HAVE_X86_KERNELS) && defined(__GNUC__) && !defined(__clang__)
-#define INQ_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
-#else
-#define INQ_CLONES
-#endif
+namespace inq {
 
 INQ_CLONES
 void finish_rows(const Epilogue& ep, const float* src, int64_t lds, float* dst, int64_t ldd, int64_t rows,

@@ -6,25 +6,21 @@
 #include <limits>
 #include <vector>
 
+#include "kernels/clones.h"
+
 namespace inq {
 
 namespace {
 
-// One clone per ISA, picked at load time (ifunc), so that the byte and float loops vectorize on any CPU.
-#if defined(INQ_HAVE_X86_KERNELS) && defined(__GNUC__) && !defined(__clang__)
-#define INQ_POOL_CLONES __attribute__((target_clones("arch=x86-64-v4", "avx2", "default")))
-#else
-#define INQ_POOL_CLONES
-#endif
 
 template <class T>
-INQ_POOL_CLONES void max_into(const T* __restrict src, int64_t n, T* __restrict dst) {
+INQ_BYTE_CLONES void max_into(const T* __restrict src, int64_t n, T* __restrict dst) {
   for (int64_t j = 0; j < n; ++j) dst[j] = std::max(dst[j], src[j]);
 }
 
 // out[j] = max(v[2j], v[2j+1], v[2j+2]): the 3x3 / stride-2 pooling of ResNet stems, vectorized by permutes.
 template <class T>
-INQ_POOL_CLONES void row_max_k3s2(const T* __restrict v, int64_t n, T* __restrict out) {
+INQ_BYTE_CLONES void row_max_k3s2(const T* __restrict v, int64_t n, T* __restrict out) {
   for (int64_t j = 0; j < n; ++j) out[j] = std::max(std::max(v[2 * j], v[2 * j + 1]), v[2 * j + 2]);
 }
 

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <vector>
 
+#include "kernels/clones.h"
 #include "kernels/qconv.h"
 
 namespace inq {
@@ -70,13 +71,6 @@ DirectLayout make_direct_layout(const ConvGeometry& g) {
 }
 
 }  // namespace
-
-// One clone per ISA, picked at load time (ifunc), so that the widening loops below vectorize.
-#if defined(INQ_HAVE_X86_KERNELS) && defined(__GNUC__) && !defined(__clang__)
-#define INQ_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
-#else
-#define INQ_CLONES
-#endif
 
 // Direct-path input copy of u8 codes: as dw_quantize, with float(x) - zp for an already quantized x. Strides 1
 // and 2 (every depthwise layer of the usual nets) have loops of their own, which vectorize: with a run-time

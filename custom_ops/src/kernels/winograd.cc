@@ -6,18 +6,12 @@
 #include <cstdlib>
 #include <thread>
 
+#include "kernels/clones.h"
 #include "kernels/winograd_tiles.h"  // the baseline build of the transforms
 
 namespace inq {
 
 namespace {
-
-// One clone per ISA, picked at load time (ifunc).
-#if defined(INQ_HAVE_X86_KERNELS) && defined(__GNUC__) && !defined(__clang__)
-#define INQ_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
-#else
-#define INQ_CLONES
-#endif
 
 constexpr int kXi = 16;  // transformed positions per tile
 
